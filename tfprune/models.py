@@ -1,0 +1,86 @@
+"""Reference models used by the seeds, the tests and the benchmarks (all tf_keras functional models)."""
+from tfprune._keras import keras
+
+_VGG_CONFIGS = {
+    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+}
+
+
+def _scaled(channels, width_multiplier):
+    return max(1, int(round(channels * width_multiplier)))
+
+
+def mlp(input_shape=(784,), num_classes=10, hidden=(1000, 1000, 500, 200), seed=None):
+    """The seeds' MNIST network: 784-1000-1000-500-200-10, ReLU, no biases, logits out."""
+    init = keras.initializers.GlorotUniform(seed=seed)
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
+    for i, units in enumerate(hidden):
+        x = keras.layers.Dense(units, activation="relu", use_bias=False, kernel_initializer=init,
+                               name=f"dense_{i}")(x)
+    outputs = keras.layers.Dense(num_classes, use_bias=False, kernel_initializer=init, name="logits")(x)
+    return keras.Model(inputs, outputs, name="mlp")
+
+
+def lenet5(input_shape=(28, 28, 1), num_classes=10, filters=(20, 50), hidden=500):
+    """Caffe's LeNet-5 (conv 20-50, dense 500), the network SSL pruned from 20-50 to 5-19 filters."""
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = keras.layers.Conv2D(filters[0], 5, activation="relu", name="conv_0")(inputs)
+    x = keras.layers.MaxPooling2D(2, name="pool_0")(x)
+    x = keras.layers.Conv2D(filters[1], 5, activation="relu", name="conv_1")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool_1")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(hidden, activation="relu", name="dense_0")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name="lenet5")
+
+
+def vgg(depth=11, width_multiplier=1.0, num_classes=10, input_shape=(32, 32, 3)):
+    """CIFAR-style VGG with BatchNorm; a pooling step that would shrink the map below 1x1 is skipped."""
+    if depth not in _VGG_CONFIGS:
+        raise ValueError(f"vgg: `depth` must be one of {sorted(_VGG_CONFIGS)}, got {depth!r}.")
+    if width_multiplier <= 0:
+        raise ValueError(f"vgg: `width_multiplier` must be > 0, got {width_multiplier!r}.")
+    inputs = keras.Input(shape=input_shape, name="input")
+    x, size, conv_index = inputs, min(input_shape[:2]), 0
+    for entry in _VGG_CONFIGS[depth]:
+        if entry == "M":
+            if size >= 2:
+                x = keras.layers.MaxPooling2D(2, name=f"pool_{conv_index}")(x)
+                size //= 2
+            continue
+        x = keras.layers.Conv2D(_scaled(entry, width_multiplier), 3, padding="same", use_bias=False,
+                                name=f"conv_{conv_index}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn_{conv_index}")(x)
+        x = keras.layers.ReLU(name=f"relu_{conv_index}")(x)
+        conv_index += 1
+    x = keras.layers.Flatten(name="flatten")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=f"vgg{depth}")
+
+
+def resnet20(num_classes=10, input_shape=(32, 32, 3), widths=(16, 32, 64), blocks_per_stage=3):
+    """CIFAR ResNet-20 (He et al. 2016) with 1x1-conv projection shortcuts where the shape changes."""
+    def conv_bn(x, filters, strides, name, relu=True, kernel=3):
+        x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
+                                kernel_initializer="he_normal", name=f"{name}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        return keras.layers.ReLU(name=f"{name}_relu")(x) if relu else x
+
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = conv_bn(inputs, widths[0], 1, "stem")
+    for stage, filters in enumerate(widths):
+        for block in range(blocks_per_stage):
+            name = f"s{stage}b{block}"
+            strides = 2 if stage > 0 and block == 0 else 1
+            shortcut = x
+            if strides != 1 or x.shape[-1] != filters:
+                shortcut = conv_bn(x, filters, strides, f"{name}_proj", relu=False, kernel=1)
+            y = conv_bn(x, filters, strides, f"{name}_a")
+            y = conv_bn(y, filters, 1, f"{name}_b", relu=False)
+            x = keras.layers.Add(name=f"{name}_add")([shortcut, y])
+            x = keras.layers.ReLU(name=f"{name}_out")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name="resnet20")

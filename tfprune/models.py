@@ -13,13 +13,16 @@ def _scaled(channels, width_multiplier):
 
 def mlp(input_shape=(784,), num_classes=10, hidden=(1000, 1000, 500, 200), seed=None):
     """The seeds' MNIST network: 784-1000-1000-500-200-10, ReLU, no biases, logits out."""
-    init = keras.initializers.GlorotUniform(seed=seed)
+    def init(i):
+        return keras.initializers.GlorotUniform(seed=None if seed is None else seed + i)
+
     inputs = keras.Input(shape=input_shape, name="input")
     x = keras.layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
     for i, units in enumerate(hidden):
-        x = keras.layers.Dense(units, activation="relu", use_bias=False, kernel_initializer=init,
+        x = keras.layers.Dense(units, activation="relu", use_bias=False, kernel_initializer=init(i),
                                name=f"dense_{i}")(x)
-    outputs = keras.layers.Dense(num_classes, use_bias=False, kernel_initializer=init, name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, use_bias=False, kernel_initializer=init(len(hidden)),
+                                 name="logits")(x)
     return keras.Model(inputs, outputs, name="mlp")
 
 

@@ -1,0 +1,301 @@
+"""The one mask model: every pruning method ends in a binary mask per prunable weight.
+
+`MaskedLayer` wraps any Keras layer and holds, per masked weight, an optional element-wise mask
+(weight pruning, pruning at init, IMP) and optional per-axis keep vectors (unit/filter pruning).
+The effective mask is their broadcast product. TFMOT's `PruneLowMagnitude` exposes its masks through
+the same `masks(model)` view, so `strip`, `shrink`, reports and export never ask which method ran.
+
+The forward pass reads `weight * mask` (gradients of masked entries are zero); the callbacks also write
+the masked values into the variables whenever masks change, so inspected weights show the zeros.
+"""
+import inspect
+
+import numpy as np
+
+from tfprune._keras import check_model, keras, tf, tfmot
+
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude as PRUNE_LOW_MAGNITUDE  # noqa: E402,E501
+
+#: Weights that carry a layer's input->output mapping (what weight pruning and PaI mask).
+KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
+
+
+def kernel_attributes(layer):
+    """Names of the kernel-like weights a layer owns (biases and BatchNorm entries excluded)."""
+    return [name for name in KERNEL_ATTRIBUTES if isinstance(getattr(layer, name, None), tf.Variable)]
+
+
+@keras.utils.register_keras_serializable(package="tfprune")
+class MaskedLayer(keras.layers.Wrapper):
+    """Wraps `layer` and applies binary masks to its weights on every call.
+
+    Args:
+      layer: the Keras layer to wrap.
+      element_masked: weight attribute names (e.g. ``("kernel",)``) that get an element-wise mask.
+      channel_masked: ``{attribute: [axis, ...]}`` weights that get a keep vector per axis.
+      plan: JSON-serialisable settings of the pruning methods driving this layer (read by callbacks).
+    """
+
+    # The channel graph sees through this wrapper to the inner layer.
+    tfprune_transparent = True
+
+    def __init__(self, layer, element_masked=(), channel_masked=None, plan=None, **kwargs):
+        kwargs.setdefault("name", f"masked_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.element_masked = tuple(element_masked)
+        self.channel_masked = {name: sorted(int(a) for a in axes) for name, axes in (channel_masked or {}).items()}
+        self.plan = dict(plan or {})
+        self._supports_training = "training" in inspect.signature(layer.call).parameters
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        for name in self.masked_attributes():
+            weight = getattr(self.layer, name, None)
+            if not isinstance(weight, tf.Variable):
+                raise ValueError(
+                    f"MaskedLayer '{self.name}': layer '{self.layer.name}' ({type(self.layer).__name__}) has "
+                    f"no weight '{name}'. Mask only weights the layer owns.")
+        self.masks = {}
+        self.keeps = {}
+        for name in self.element_masked:
+            shape = getattr(self.layer, name).shape
+            self.masks[name] = self.add_weight(f"{name}_mask", shape=shape, initializer="ones",
+                                               trainable=False, dtype=tf.float32)
+        for name, axes in self.channel_masked.items():
+            shape = getattr(self.layer, name).shape
+            for axis in axes:
+                self.keeps[(name, axis)] = self.add_weight(f"{name}_keep{axis}", shape=(shape[axis],),
+                                                           initializer="ones", trainable=False,
+                                                           dtype=tf.float32)
+        self.pruning_step = self.add_weight("pruning_step", shape=(), initializer=keras.initializers.Constant(-1),
+                                            trainable=False, dtype=tf.int64)
+        super().build(input_shape)
+
+    def masked_attributes(self):
+        return list(dict.fromkeys(list(self.element_masked) + list(self.channel_masked)))
+
+    def mask_tensor(self, name):
+        """The effective mask of weight `name` as a tensor broadcastable to the weight."""
+        weight = getattr(self.layer, name)
+        mask = self.masks[name] if name in self.masks else tf.ones_like(weight)
+        for axis in self.channel_masked.get(name, ()):
+            shape = [1] * len(weight.shape)
+            shape[axis] = -1
+            mask = mask * tf.reshape(self.keeps[(name, axis)], shape)
+        return mask
+
+    def call(self, inputs, training=None):
+        originals = {}
+        for name in self.masked_attributes():
+            originals[name] = getattr(self.layer, name)
+            # object.__setattr__ avoids Keras attribute tracking: the variable stays the tracked weight.
+            object.__setattr__(self.layer, name, originals[name] * self.mask_tensor(name))
+        try:
+            if self._supports_training:
+                return self.layer(inputs, training=training)
+            return self.layer(inputs)
+        finally:
+            for name, variable in originals.items():
+                object.__setattr__(self.layer, name, variable)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    # -- mask state as numpy, for callbacks, reports and export --------------------------------------
+    def mask_values(self):
+        """``{attribute: effective 0/1 mask as np.ndarray}`` for every masked weight."""
+        return {name: np.broadcast_to(self.mask_tensor(name).numpy(), getattr(self.layer, name).shape).copy()
+                for name in self.masked_attributes()}
+
+    def masked_weights(self):
+        """``{attribute: weight * mask}``: what the layer computes with."""
+        return {name: getattr(self.layer, name).numpy() * mask for name, mask in self.mask_values().items()}
+
+    def apply_masks(self):
+        """Write masked values into the variables, so the zeros are visible in the weights too."""
+        for name in self.masked_attributes():
+            weight = getattr(self.layer, name)
+            weight.assign(weight * self.mask_tensor(name))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(element_masked=list(self.element_masked),
+                      channel_masked={k: list(v) for k, v in self.channel_masked.items()},
+                      plan=self.plan)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
+        return cls(layer, **config)
+
+
+def inner_layer(layer):
+    """The layer a pruning wrapper holds, or the layer itself."""
+    if isinstance(layer, (MaskedLayer, PRUNE_LOW_MAGNITUDE)):
+        return layer.layer
+    return layer
+
+
+def iter_layers(model):
+    """All layers of `model`, recursing into nested models, wrappers included (not their inner layers)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from iter_layers(layer)
+        else:
+            yield layer
+
+
+def masked_layers(model):
+    """tfprune's MaskedLayer wrappers in `model` (nested models included)."""
+    return [layer for layer in iter_layers(model) if isinstance(layer, MaskedLayer)]
+
+
+def masks(model):
+    """``{(layer_name, attribute): 0/1 np.ndarray}`` for every masked weight, whatever produced it.
+
+    Layer names are the inner (unwrapped) layer names, the names `strip` gives back.
+    """
+    check_model(model)
+    result = {}
+    for layer in iter_layers(model):
+        if isinstance(layer, MaskedLayer) and layer.built:
+            for name, mask in layer.mask_values().items():
+                result[(layer.layer.name, name)] = mask
+        elif isinstance(layer, PRUNE_LOW_MAGNITUDE) and layer.built:
+            for weight, mask, _ in layer.pruning_vars:
+                attribute = next(n for n in kernel_attributes(layer.layer) + ["bias"]
+                                 if getattr(layer.layer, n, None) is weight)
+                result[(layer.layer.name, attribute)] = mask.numpy().copy()
+    return result
+
+
+def _unwrapped_weights(layer):
+    """The inner layer's weights with masks applied, in the inner layer's weight order."""
+    inner = layer.layer
+    if isinstance(layer, MaskedLayer):
+        masked = layer.masked_weights()
+        by_id = {id(getattr(inner, name)): value for name, value in masked.items()}
+    else:
+        by_id = {id(weight): weight.numpy() * mask.numpy() for weight, mask, _ in layer.pruning_vars}
+    return [by_id.get(id(weight), weight.numpy()) for weight in inner.weights]
+
+
+def strip(model):
+    """A new model without pruning wrappers (tfprune's and TFMOT's); pruned weights are zeros."""
+    check_model(model)
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return strip(layer)
+        source = inner_layer(layer)
+        return source.__class__.from_config(source.get_config())
+
+    stripped = keras.models.clone_model(model, clone_function=clone)
+    _copy_weights(model, stripped)
+    return stripped
+
+
+def _copy_weights(source_model, target_model):
+    targets = {layer.name: layer for layer in target_model.layers}
+    for source in source_model.layers:
+        target = targets[inner_layer(source).name]
+        if isinstance(source, keras.Model):
+            _copy_weights(source, target)
+        elif isinstance(source, (MaskedLayer, PRUNE_LOW_MAGNITUDE)):
+            target.set_weights(_unwrapped_weights(source))
+        else:
+            target.set_weights(source.get_weights())
+
+
+def has_wrappers(model):
+    return any(isinstance(layer, (MaskedLayer, PRUNE_LOW_MAGNITUDE)) for layer in iter_layers(model))
+
+
+def rewrap(model, spec_for):
+    """A clone of `model` in which layers get (or extend) a MaskedLayer, with all state copied.
+
+    `spec_for(inner_layer)` returns ``None`` or a dict with any of ``element_masked``,
+    ``channel_masked`` and ``plan``; it is merged into an existing wrapper's settings, so unit masks and
+    weight masks can live on one layer. The caller's model is not changed.
+    """
+    check_model(model)
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return rewrap(layer, spec_for)
+        if isinstance(layer, PRUNE_LOW_MAGNITUDE):
+            raise ValueError(
+                f"Layer '{layer.name}' is wrapped by TFMOT's prune_low_magnitude; tfprune cannot add its own "
+                f"masks on top. Call tfprune.strip(model) first, or use tfprune.prune_weights for both.")
+        inner = inner_layer(layer)
+        spec = spec_for(inner)
+        fresh = inner.__class__.from_config(inner.get_config())
+        if spec is None and not isinstance(layer, MaskedLayer):
+            return fresh
+        settings = {"element_masked": [], "channel_masked": {}, "plan": {}}
+        if isinstance(layer, MaskedLayer):
+            settings = {"element_masked": list(layer.element_masked),
+                        "channel_masked": {k: list(v) for k, v in layer.channel_masked.items()},
+                        "plan": dict(layer.plan)}
+        spec = spec or {}
+        settings["element_masked"] = list(dict.fromkeys(settings["element_masked"] + list(spec.get("element_masked", ()))))
+        for name, axes in spec.get("channel_masked", {}).items():
+            settings["channel_masked"][name] = sorted(set(settings["channel_masked"].get(name, [])) | set(axes))
+        settings["plan"].update(spec.get("plan", {}))
+        return MaskedLayer(fresh, **settings)
+
+    clone_model = keras.models.clone_model(model, clone_function=clone)
+    _copy_state(model, clone_model)
+    return clone_model
+
+
+def _copy_state(source_model, target_model):
+    """Copy weights, masks and steps from `source_model` into its rewrapped clone, matching inner names."""
+    targets = {inner_layer(layer).name: layer for layer in target_model.layers}
+    for source in source_model.layers:
+        target = targets[inner_layer(source).name]
+        if isinstance(source, keras.Model):
+            _copy_state(source, target)
+            continue
+        inner_layer(target).set_weights(inner_layer(source).get_weights())
+        if isinstance(source, MaskedLayer) and isinstance(target, MaskedLayer):
+            for name, variable in source.masks.items():
+                target.masks[name].assign(variable)
+            for key, variable in source.keeps.items():
+                target.keeps[key].assign(variable)
+            target.pruning_step.assign(source.pruning_step)
+
+
+def with_masks(model, layer_masks, plan=None):
+    """A new model whose listed weights carry fixed element-wise masks (pruning at init, IMP rounds).
+
+    `layer_masks` maps ``layer_name -> {attribute: 0/1 array}`` (or ``layer_name -> array`` for the
+    kernel). Masked entries are zeroed in the weights too. Unknown names or shapes raise before anything
+    is built.
+    """
+    check_model(model)
+    by_layer = {inner_layer(layer).name: inner_layer(layer) for layer in iter_layers(model)}
+    normalised = {}
+    for name, value in layer_masks.items():
+        if name not in by_layer:
+            raise ValueError(f"with_masks: no layer named '{name}' in model '{model.name}'. "
+                             f"Layers: {sorted(by_layer)}.")
+        layer = by_layer[name]
+        value = value if isinstance(value, dict) else {kernel_attributes(layer)[0]: value}
+        for attribute, mask in value.items():
+            weight = getattr(layer, attribute, None)
+            if not isinstance(weight, tf.Variable) or tuple(weight.shape) != np.shape(mask):
+                raise ValueError(f"with_masks: layer '{name}' weight '{attribute}' has shape "
+                                 f"{None if weight is None else tuple(weight.shape)}, mask has {np.shape(mask)}.")
+        normalised[name] = {attribute: np.asarray(mask, dtype=np.float32) for attribute, mask in value.items()}
+
+    masked = rewrap(model, lambda layer: {"element_masked": list(normalised[layer.name]), "plan": dict(plan or {})}
+                    if layer.name in normalised else None)
+    for layer in masked_layers(masked):
+        for attribute, mask in normalised.get(layer.layer.name, {}).items():
+            layer.masks[attribute].assign(mask)
+        layer.apply_masks()
+    return masked

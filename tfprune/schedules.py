@@ -1,0 +1,107 @@
+"""TFMOT pruning schedules, evaluated cheaply in Python and checked for schedules that never fire.
+
+tfprune drives its own wrappers with the same `PolynomialDecay` / `ConstantSparsity` objects users
+already pass to TFMOT. A schedule is asked `(should_prune, sparsity)` once per training step.
+"""
+import warnings
+
+from tfprune._keras import tfmot
+
+PruningSchedule = tfmot.sparsity.keras.PruningSchedule
+PolynomialDecay = tfmot.sparsity.keras.PolynomialDecay
+ConstantSparsity = tfmot.sparsity.keras.ConstantSparsity
+
+_KNOWN = {"PolynomialDecay": PolynomialDecay, "ConstantSparsity": ConstantSparsity}
+
+
+def check_schedule(schedule, argument="schedule"):
+    if not isinstance(schedule, PruningSchedule):
+        raise TypeError(
+            f"`{argument}` must be a TFMOT PruningSchedule such as "
+            f"tfprune.PolynomialDecay(initial_sparsity=0.0, final_sparsity=0.8, begin_step=0, end_step=1000), "
+            f"got {type(schedule).__name__}.")
+    return schedule
+
+
+def serialize(schedule):
+    return schedule.get_config()
+
+
+def deserialize(config):
+    cls = _KNOWN.get(config["class_name"])
+    if cls is None:
+        from tfprune._keras import keras
+        cls = keras.utils.get_registered_object(config["class_name"])
+    if cls is None:
+        raise ValueError(f"Unknown pruning schedule class {config['class_name']!r}; register it with "
+                         f"keras.utils.register_keras_serializable.")
+    return cls.from_config(config["config"])
+
+
+def _params(schedule):
+    return schedule.get_config()["config"]
+
+
+def evaluate(schedule, step):
+    """``(should_prune, sparsity)`` at integer `step`, as Python values (no TF ops for built-ins)."""
+    if isinstance(schedule, (PolynomialDecay, ConstantSparsity)):
+        c = _params(schedule)
+        begin, end, frequency = c["begin_step"], c["end_step"], c["frequency"]
+        fires = step >= begin and (end == -1 or step <= end) and (step - begin) % frequency == 0
+        if isinstance(schedule, ConstantSparsity):
+            return fires, float(c["target_sparsity"])
+        progress = min(1.0, max(0.0, (step - begin) / (end - begin)))
+        sparsity = c["final_sparsity"] + (c["initial_sparsity"] - c["final_sparsity"]) * (1 - progress) ** c["power"]
+        return fires, float(sparsity)
+    should_prune, sparsity = schedule(step)
+    return bool(should_prune), float(sparsity)
+
+
+def final_sparsity(schedule):
+    c = _params(schedule)
+    if isinstance(schedule, ConstantSparsity):
+        return float(c["target_sparsity"])
+    if isinstance(schedule, PolynomialDecay):
+        return float(c["final_sparsity"])
+    raise ValueError(f"final_sparsity: unknown schedule {type(schedule).__name__}")
+
+
+def last_firing_step(schedule):
+    """The last step at which a built-in schedule prunes (None when it prunes forever)."""
+    c = _params(schedule)
+    begin, end, frequency = c["begin_step"], c["end_step"], c["frequency"]
+    if end == -1:
+        return None
+    return begin + ((end - begin) // frequency) * frequency
+
+
+def warn_if_never_reaches_target(schedule):
+    """Warn when a schedule can never reach its final sparsity (e.g. frequency 100 with end_step < 100)."""
+    if not isinstance(schedule, PolynomialDecay):
+        return
+    last = last_firing_step(schedule)
+    if last is None:
+        return
+    _, reached = evaluate(schedule, last)
+    target = final_sparsity(schedule)
+    if reached < target - 1e-6:
+        c = _params(schedule)
+        warnings.warn(
+            f"PolynomialDecay(begin_step={c['begin_step']}, end_step={c['end_step']}, frequency={c['frequency']}) "
+            f"last prunes at step {last} with sparsity {reached:.3f}, never reaching final_sparsity={target}. "
+            f"Use a frequency that divides end_step - begin_step (e.g. frequency={max(1, (c['end_step'] - c['begin_step']) // 10)}).",
+            UserWarning, stacklevel=3)
+
+
+def with_target(schedule, target):
+    """The same schedule timing with a different final sparsity (for per-layer sparsity maps)."""
+    c = dict(_params(schedule))
+    if isinstance(schedule, ConstantSparsity):
+        c["target_sparsity"] = target
+        return ConstantSparsity(**c)
+    if isinstance(schedule, PolynomialDecay):
+        c["initial_sparsity"] = min(c["initial_sparsity"], target)
+        c["final_sparsity"] = target
+        return PolynomialDecay(**c)
+    raise ValueError(f"sparsity_map needs a PolynomialDecay or ConstantSparsity schedule, got "
+                     f"{type(schedule).__name__}.")

@@ -75,15 +75,22 @@ class MaskedLayer(keras.layers.Wrapper):
     def masked_attributes(self):
         return list(dict.fromkeys(list(self.element_masked) + list(self.channel_masked)))
 
-    def mask_tensor(self, name):
-        """The effective mask of weight `name` as a tensor broadcastable to the weight."""
+    def channel_mask_tensor(self, name):
+        """The product of weight `name`'s per-axis keep vectors (ones when it has none)."""
         weight = getattr(self.layer, name)
-        mask = self.masks[name] if name in self.masks else tf.ones_like(weight)
+        mask = tf.ones_like(weight)
         for axis in self.channel_masked.get(name, ()):
             shape = [1] * len(weight.shape)
             shape[axis] = -1
             mask = mask * tf.reshape(self.keeps[(name, axis)], shape)
         return mask
+
+    def mask_tensor(self, name):
+        """The effective mask of weight `name`: element mask times channel keeps."""
+        if name not in self.channel_masked:
+            return self.masks[name]
+        mask = self.channel_mask_tensor(name)
+        return mask * self.masks[name] if name in self.masks else mask
 
     def call(self, inputs, training=None):
         originals = {}
@@ -105,8 +112,7 @@ class MaskedLayer(keras.layers.Wrapper):
     # -- mask state as numpy, for callbacks, reports and export --------------------------------------
     def mask_values(self):
         """``{attribute: effective 0/1 mask as np.ndarray}`` for every masked weight."""
-        return {name: np.broadcast_to(self.mask_tensor(name).numpy(), getattr(self.layer, name).shape).copy()
-                for name in self.masked_attributes()}
+        return {name: self.mask_tensor(name).numpy() for name in self.masked_attributes()}
 
     def masked_weights(self):
         """``{attribute: weight * mask}``: what the layer computes with."""

@@ -1,0 +1,168 @@
+"""Weight pruning: TFMOT per layer, global ranking, sparsity maps, strip, one-shot sweep."""
+import warnings
+
+import numpy as np
+import pytest
+
+import tfprune
+from tfprune._keras import keras
+from tfprune.mask import MaskedLayer, PRUNE_LOW_MAGNITUDE, iter_layers
+
+
+def _compile(model, lr=1e-3):
+    model.compile(keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def _small_mlp():
+    return tfprune.models.mlp(hidden=(64, 48, 32), seed=1)
+
+
+def _fit(model, data, epochs=1):
+    (x, y), _ = data
+    model.fit(x, y, batch_size=100, epochs=epochs, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+
+
+def _kernel_sparsity(model):
+    stripped = tfprune.strip(model)
+    return {layer.name: float(np.mean(layer.kernel.numpy() == 0)) for layer in stripped.layers
+            if hasattr(layer, "kernel")}
+
+
+def test_layer_scope_uses_tfmot_and_reaches_exact_sparsity(mnist_small):
+    schedule = tfprune.ConstantSparsity(0.7, begin_step=0, frequency=1)
+    pruned = _compile(tfprune.prune_weights(_small_mlp(), schedule, scope="layer"))
+    assert any(isinstance(layer, PRUNE_LOW_MAGNITUDE) for layer in pruned.layers)
+    _fit(pruned, mnist_small)
+    for name, sparsity in _kernel_sparsity(pruned).items():
+        kernel = tfprune.strip(pruned).get_layer(name).kernel
+        assert abs(sparsity - 0.7) <= 1.0 / kernel.shape.num_elements() + 1e-9, name
+
+
+def test_global_scope_exact_overall_and_uneven(mnist_small):
+    schedule = tfprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=15, frequency=5)
+    model = _small_mlp()
+    pruned = _compile(tfprune.prune_weights(model, schedule, scope="global"))
+    assert all(isinstance(pruned.get_layer(f"masked_{n}"), MaskedLayer) for n in ("dense_0", "logits"))
+    _fit(pruned, mnist_small)
+    stripped = tfprune.strip(pruned)
+    kernels = [layer.kernel.numpy() for layer in stripped.layers if hasattr(layer, "kernel")]
+    zeros = sum(int((k == 0).sum()) for k in kernels)
+    total = sum(k.size for k in kernels)
+    assert abs(zeros - round(0.8 * total)) <= 1
+    per_layer = _kernel_sparsity(pruned)
+    assert max(per_layer.values()) - min(per_layer.values()) > 0.1, per_layer
+
+
+def test_global_pruning_is_uneven_on_the_seeds_mlp():
+    model = tfprune.models.mlp(seed=0)
+    pruned = tfprune.prune_weights(model, tfprune.ConstantSparsity(0.9, 0, frequency=1), scope="global")
+    callback = tfprune.UpdatePruningStep()
+    callback.set_model(pruned)
+    callback.on_train_begin()
+    callback.on_train_batch_begin(0)
+    sparsities = _kernel_sparsity(pruned)
+    # Glorot init: wide layers have smaller weights, so global ranking prunes them harder.
+    assert sparsities["dense_0"] > 0.9 > sparsities["logits"]
+
+
+def test_sparsity_maps():
+    model = _small_mlp()
+    names = ["dense_0", "dense_1", "dense_2", "logits"]
+    erk = tfprune.weight.erk_sparsities(model, 0.8, names)
+    sizes = {n: model.get_layer(n).kernel.shape.num_elements() for n in names}
+    kept = sum((1 - erk[n]) * sizes[n] for n in names)
+    assert kept == pytest.approx(0.2 * sum(sizes.values()))
+    assert erk["dense_0"] > erk["logits"]
+    schedule = tfprune.ConstantSparsity(0.5, 0, frequency=1)
+    pruned = tfprune.prune_weights(model, schedule, sparsity_map={"dense_0": 0.9})
+    callback = tfprune.UpdatePruningStep()
+    _compile(pruned)
+    x = np.zeros((8, 784), np.float32)
+    pruned.fit(x, np.zeros(8), epochs=1, verbose=0, callbacks=[callback])
+    sparsity = _kernel_sparsity(pruned)
+    assert sparsity["dense_0"] == pytest.approx(0.9, abs=1e-3)
+    assert sparsity["dense_1"] == pytest.approx(0.5, abs=1e-3)
+    with pytest.raises(ValueError, match="not prunable layers"):
+        tfprune.prune_weights(model, schedule, sparsity_map={"nope": 0.5})
+    with pytest.raises(ValueError, match="sparsity_map"):
+        tfprune.prune_weights(model, schedule, scope="global", sparsity_map="erk")
+
+
+def test_schedule_that_never_fires_warns():
+    schedule = tfprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=50)  # TFMOT default frequency=100
+    with pytest.warns(UserWarning, match="never reaching final_sparsity"):
+        tfprune.prune_weights(_small_mlp(), schedule)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tfprune.prune_weights(_small_mlp(), tfprune.PolynomialDecay(0.0, 0.8, 0, 50, frequency=10))
+
+
+def test_bad_arguments_raise_before_anything():
+    with pytest.raises(TypeError, match="PruningSchedule"):
+        tfprune.prune_weights(_small_mlp(), 0.5)
+    with pytest.raises(ValueError, match="scope"):
+        tfprune.prune_weights(_small_mlp(), tfprune.ConstantSparsity(0.5, 0), scope="model")
+    with pytest.raises(ValueError, match="exclude"):
+        tfprune.prune_weights(_small_mlp(), tfprune.ConstantSparsity(0.5, 0), exclude=["missing"])
+
+
+def test_strip_leaves_zeros_and_no_wrapper(mnist_small):
+    for scope in ("layer", "global"):
+        pruned = _compile(tfprune.prune_weights(_small_mlp(), tfprune.ConstantSparsity(0.5, 0, frequency=1),
+                                                scope=scope))
+        _fit(pruned, mnist_small)
+        stripped = tfprune.strip(pruned)
+        assert not any(isinstance(layer, (MaskedLayer, PRUNE_LOW_MAGNITUDE)) for layer in iter_layers(stripped))
+        x = mnist_small[1][0][:50]
+        np.testing.assert_allclose(stripped.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-5)
+        assert np.mean(stripped.get_layer("dense_0").kernel.numpy() == 0) >= 0.49
+
+
+def test_global_weight_pruning_survives_save_and_resume(tmp_path, mnist_small):
+    (x, y), _ = mnist_small
+    schedule = tfprune.PolynomialDecay(0.0, 0.75, begin_step=0, end_step=30, frequency=2)
+    pruned = _compile(tfprune.prune_weights(_small_mlp(), schedule, scope="global"))
+    pruned.fit(x[:1000], y[:1000], batch_size=100, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    path = str(tmp_path / "mid.keras")
+    pruned.save(path)
+    restored = keras.models.load_model(path)
+    assert int(restored.get_layer("masked_dense_0").pruning_step.numpy()) == 10
+    np.testing.assert_array_equal(restored.get_layer("masked_dense_0").masks["kernel"].numpy(),
+                                  pruned.get_layer("masked_dense_0").masks["kernel"].numpy())
+    for model in (pruned, restored):
+        keras.utils.set_random_seed(3)
+        model.fit(x[:2000], y[:2000], batch_size=100, epochs=1, verbose=0, shuffle=False,
+                  callbacks=[tfprune.UpdatePruningStep()])
+    np.testing.assert_allclose(restored.predict(x[:20], verbose=0), pruned.predict(x[:20], verbose=0), atol=1e-5)
+
+
+def test_oneshot_k0_keeps_accuracy_and_unit_zeroes_columns(mnist_small):
+    (x, y), (xt, yt) = mnist_small
+    model = _compile(_small_mlp())
+    model.fit(x, y, batch_size=100, epochs=1, verbose=0)
+    same = tfprune.oneshot(model, "weight", 0.0)
+    np.testing.assert_array_equal(same.predict(xt, verbose=0), model.predict(xt, verbose=0))
+    unit = tfprune.oneshot(model, "unit", 0.5)
+    for name in ("dense_0", "dense_1", "dense_2"):
+        kernel = unit.get_layer(name).kernel.numpy()
+        dead = np.all(kernel == 0, axis=0)
+        assert dead.sum() == round(0.5 * kernel.shape[1])
+        assert np.count_nonzero(kernel) == kernel.size - dead.sum() * kernel.shape[0]
+    np.testing.assert_array_equal(unit.get_layer("logits").kernel.numpy(), model.get_layer("logits").kernel.numpy())
+    weight = tfprune.oneshot(model, "weight", 0.9)
+    kernel = weight.get_layer("dense_1").kernel.numpy()
+    assert np.sum(kernel == 0) == round(0.9 * kernel.size)
+    assert np.all(model.get_layer("dense_1").kernel.numpy() != 0)  # caller's model untouched
+    with pytest.raises(ValueError, match="sparsity"):
+        tfprune.oneshot(model, "weight", 90)
+
+
+def test_report_lists_layers(capsys):
+    pruned = tfprune.oneshot(_small_mlp(), "unit", 0.5)
+    rows = tfprune.report(pruned)
+    out = capsys.readouterr().out
+    assert "dense_0" in out and "TOTAL" in out
+    row = next(r for r in rows if r["name"] == "dense_0")
+    assert row["live_units"] == 32 and row["units"] == 64

@@ -1,0 +1,265 @@
+"""Importance criteria for unit/filter pruning: one score per channel of a group, higher = keep.
+
+A criterion is ``criterion(group, tensors) -> np.ndarray`` of shape ``(group.size,)``. It reads only what
+`tensors` offers: ``weight(slice)``, ``gradient(slice)`` (dL/dweight on calibration data) and
+``activations(layer_name)``. Its ``needs`` attribute (``set()``, ``{"gradients"}`` or ``{"activations"}``)
+tells callers which data to compute, so weight-only criteria never run the model. `ModelTensors` is a
+ready-made `tensors` for a plain model.
+
+Criteria score whole groups, so coupled slices (residual partners, concatenated branches) are judged once.
+"""
+import numpy as np
+
+from tfprune._keras import keras, tf
+from tfprune.graph import unwrap_layer
+
+__all__ = ["CRITERIA", "KERNEL_WEIGHTS", "ModelTensors", "apoz", "bn_gamma", "get_criterion", "l1", "l2",
+           "mean_column_norm", "normalize_scores", "random", "register_criterion", "score_group", "taylor"]
+
+#: Weights that map a layer's inputs to its outputs; weight-norm criteria read only these.
+KERNEL_WEIGHTS = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
+_DATA_KINDS = frozenset({"gradients", "activations"})
+_RUNNING_STATISTICS = ("moving_mean", "moving_variance")
+
+#: name -> registered criterion; iterate it for the names.
+CRITERIA = {}
+
+
+def register_criterion(name, needs=None):
+    """Decorator adding a criterion under `name`; it gets ``needs`` (default: kept, else empty) and ``tfprune_name``.
+
+    Names are unique so a saved pruning plan always resolves to the same function.
+    """
+    def register(criterion):
+        if name in CRITERIA:
+            raise ValueError(f"A criterion named '{name}' is already registered; choose another name.")
+        required = frozenset(needs if needs is not None else getattr(criterion, "needs", ()))
+        if not required <= _DATA_KINDS:
+            raise ValueError(f"criterion '{name}': needs must be a subset of {sorted(_DATA_KINDS)}, "
+                             f"got {sorted(required)}.")
+        criterion.needs = required
+        criterion.tfprune_name = name
+        CRITERIA[name] = criterion
+        return criterion
+    return register
+
+
+def get_criterion(name_or_callable):
+    """The registered criterion called `name`, or a callable criterion after checking it declares `needs`."""
+    if isinstance(name_or_callable, str):
+        if name_or_callable not in CRITERIA:
+            raise ValueError(f"Unknown criterion '{name_or_callable}'. Choices: {sorted(CRITERIA)}.")
+        return CRITERIA[name_or_callable]
+    if not callable(name_or_callable):
+        raise TypeError(f"criterion must be a name or a callable, got {type(name_or_callable).__name__}.")
+    if not hasattr(name_or_callable, "needs"):
+        raise TypeError(f"criterion {getattr(name_or_callable, '__name__', name_or_callable)!r} has no `needs` "
+                        f"attribute; decorate it with @register_criterion('name') or set fn.needs = set().")
+    return name_or_callable
+
+
+def score_group(criterion, group, tensors):
+    """Run `criterion` on `group` and check it returned one finite score per channel."""
+    scores = np.asarray(criterion(group, tensors), dtype=np.float64)
+    name = getattr(criterion, "tfprune_name", getattr(criterion, "__name__", repr(criterion)))
+    if scores.shape != (group.size,):
+        raise ValueError(f"criterion '{name}' returned shape {scores.shape} for group {group.id}; "
+                         f"expected ({group.size},).")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"criterion '{name}' returned non-finite scores for group {group.id} "
+                         f"(producers {group.producers}).")
+    return scores
+
+
+def normalize_scores(scores):
+    """Scores divided by their mean magnitude, so groups of different layers can be ranked together.
+
+    The mean of |scores| equals the mean for the non-negative built-in criteria and keeps the order for
+    signed ones; all-zero scores stay zero.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    scale = np.mean(np.abs(scores)) if scores.size else 0.0
+    return scores / scale if scale > 0 else scores.copy()
+
+
+# --- built-in criteria -----------------------------------------------------------------------------
+
+def _kernel_entries(group, tensors):
+    """(size, entries): every producer/channel-preserving kernel entry of each channel."""
+    views = [piece.channel_view(tensors.weight(piece)) for piece in group.slices
+             if piece.role == "out" and piece.weight in KERNEL_WEIGHTS]
+    if not views:
+        raise ValueError(f"Group {group.id} has no producer kernel ({group.reason or 'no producer'}); "
+                         f"weight-norm criteria need one.")
+    return np.concatenate(views, axis=1).astype(np.float64)
+
+
+@register_criterion("l2")
+def l2(group, tensors):
+    """Group L2 norm of each channel's output kernel entries (biases and BatchNorm left out)."""
+    return np.sqrt(np.sum(_kernel_entries(group, tensors) ** 2, axis=1))
+
+
+@register_criterion("l1")
+def l1(group, tensors):
+    """Sum of |w| over each channel's output kernel entries."""
+    return np.sum(np.abs(_kernel_entries(group, tensors)), axis=1)
+
+
+@register_criterion("mean_column_norm")
+def mean_column_norm(group, tensors):
+    """RMS of each channel's output kernel entries: comparable across layers with different fan-in."""
+    entries = _kernel_entries(group, tensors)
+    return np.sqrt(np.mean(entries ** 2, axis=1))
+
+
+@register_criterion("bn_gamma")
+def bn_gamma(group, tensors):
+    """Sum of |gamma| over the group's BatchNormalization layers (network slimming's channel scale)."""
+    batch_norms = {piece.layer for piece in group.slices if piece.weight == "moving_variance"}
+    if not batch_norms:
+        raise ValueError(f"Group {group.id} (producers {group.producers}) has no BatchNormalization; "
+                         f"'bn_gamma' needs one. Use 'l2' for this model.")
+    gammas = [piece for piece in group.slices if piece.weight == "gamma" and piece.layer in batch_norms]
+    if not gammas:
+        raise ValueError(f"BatchNormalization {sorted(batch_norms)} of group {group.id} has no gamma "
+                         f"(scale=False); 'bn_gamma' needs it. Use 'l2' for this model.")
+    return sum(np.abs(piece.channel_view(tensors.weight(piece))).sum(axis=1) for piece in gammas)
+
+
+@register_criterion("taylor", needs={"gradients"})
+def taylor(group, tensors):
+    """First-order Taylor estimate of the loss change when a channel is removed (Molchanov et al. 2019).
+
+    (sum of w * dL/dw over the channel's output slices, biases and BatchNorm scale/shift included)^2;
+    running statistics have no gradient and are skipped.
+    """
+    total = np.zeros(group.size)
+    for piece in group.slices:
+        if piece.role != "out" or piece.weight in _RUNNING_STATISTICS:
+            continue
+        product = piece.channel_view(tensors.weight(piece)) * piece.channel_view(tensors.gradient(piece))
+        total += product.astype(np.float64).sum(axis=1)
+    return total ** 2
+
+
+@register_criterion("apoz", needs={"activations"})
+def apoz(group, tensors):
+    """1 - Average Percentage of Zeros of the channel's post-ReLU outputs (Hu et al. 2016): often-dead = low."""
+    outputs = [piece for piece in group.carrier_slices if piece.layer in group.relu_carriers]
+    if not outputs:
+        raise ValueError(f"Group {group.id} (carriers {group.carriers}) has no ReLU output; 'apoz' needs a "
+                         f"ReLU layer, Activation('relu') or activation='relu' on a layer of the group.")
+    entries = np.concatenate([piece.channel_view(tensors.activations(piece.layer)) for piece in outputs], axis=1)
+    return 1.0 - np.mean(entries == 0, axis=1)
+
+
+def random(seed=0):
+    """A criterion giving uniform random scores, seeded per group so the result does not depend on call order."""
+    def random_scores(group, tensors):
+        return np.random.default_rng([seed, group.id]).random(group.size)
+    random_scores.needs = frozenset()
+    return random_scores
+
+
+register_criterion("random")(random(0))
+
+
+# --- tensors for a plain model ---------------------------------------------------------------------
+
+class ModelTensors:
+    """Weights, and on demand gradients and activations of `model` on calibration data `x` (labels `y`).
+
+    Gradients are the dataset mean of dL/dweight in inference mode; `loss` defaults to the compiled loss.
+    """
+
+    def __init__(self, model, x=None, y=None, loss=None, batch_size=128):
+        self.model = model
+        self.x, self.y = x, y
+        self.loss = loss if loss is not None else getattr(model, "loss", None)
+        self.batch_size = batch_size
+        self.layers = _innermost_layers(model)
+        self._gradients = None
+        self._activations = {}
+
+    def _variable(self, piece):
+        if piece.layer not in self.layers:
+            raise ValueError(f"No layer named '{piece.layer}' in model '{self.model.name}'.")
+        layer = self.layers[piece.layer]
+        variable = getattr(layer, piece.weight, None)
+        if not isinstance(variable, tf.Variable):
+            raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}) has no weight '{piece.weight}'.")
+        return variable
+
+    def weight(self, piece):
+        return self._variable(piece).numpy()
+
+    def _batches(self, what, with_labels=False):
+        """(x, y, share of the data) per batch; x and y may be arrays or nested lists/dicts of arrays."""
+        if self.x is None:
+            raise ValueError(f"This criterion needs {what}: give calibration data, ModelTensors(model, x, y).")
+        if with_labels and (self.y is None or self.loss is None):
+            raise ValueError(f"{what.capitalize()} need labels and a loss: ModelTensors(model, x, y, loss=...) "
+                             f"or a compiled model.")
+        total = len(tf.nest.flatten(self.x)[0])
+        for start in range(0, total, self.batch_size):
+            rows = slice(start, start + self.batch_size)
+            x = _take_rows(self.x, rows)
+            yield x, _take_rows(self.y, rows) if with_labels else None, len(tf.nest.flatten(x)[0]) / total
+
+    def gradient(self, piece):
+        variable = self._variable(piece)
+        if self._gradients is None:
+            self._gradients = self._mean_gradients()
+        if variable.ref() not in self._gradients:
+            raise ValueError(f"Weight '{piece.layer}.{piece.weight}' is not trainable, so it has no gradient.")
+        return self._gradients[variable.ref()]
+
+    def _mean_gradients(self):
+        batches = list(self._batches("gradients", with_labels=True))
+        loss_fn = keras.losses.get(self.loss)
+        variables = self.model.trainable_variables
+        totals = [np.zeros(v.shape, np.float64) for v in variables]
+        for x, y, share in batches:
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(loss_fn(y, self.model(x, training=False)))
+            for total, gradient in zip(totals, tape.gradient(loss, variables)):
+                if gradient is not None:
+                    total += share * tf.convert_to_tensor(gradient).numpy()
+        return {v.ref(): total for v, total in zip(variables, totals)}
+
+    def activations(self, layer_name):
+        if layer_name not in self._activations:
+            output_of = _output_function(self.model, layer_name)
+            self._activations[layer_name] = np.concatenate(
+                [np.asarray(output_of(x)) for x, _, _ in self._batches("activations")], axis=0)
+        return self._activations[layer_name]
+
+
+def _take_rows(data, rows):
+    return tf.nest.map_structure(lambda array: array[rows], data)
+
+
+def _innermost_layers(model):
+    layers = {}
+    for layer in model.layers:
+        inner = unwrap_layer(layer)
+        layers[inner.name] = inner
+        if isinstance(inner, keras.Model):
+            layers.update(_innermost_layers(inner))
+    return layers
+
+
+def _output_function(model, name):
+    """inputs -> output of layer `name` (inner name of a wrapper accepted), reaching into nested models."""
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            layer = node.layer
+            if name in (layer.name, unwrap_layer(layer).name):
+                probe = keras.Model(model.inputs, node.outputs)
+                return lambda x: probe(x, training=False)
+            if isinstance(layer, keras.Model) and name in _innermost_layers(layer):
+                inner = _output_function(layer, name)
+                feed = keras.Model(model.inputs, node.input_tensors)
+                return lambda x: inner(feed(x, training=False))
+    raise ValueError(f"No layer named '{name}' in model '{model.name}'.")

@@ -1,0 +1,331 @@
+"""Deployment files, their real sizes, and a side-by-side comparison of model variants.
+
+Zeros do not make `.keras`, `.h5`, SavedModel or float TFLite files smaller; only compression (reported here as
+the zip-deflated size), the sparse TFLite format or physically narrower layers do, so every size is reported
+raw and zipped. Each file appears under its final name only once complete, so an interrupted export never
+leaves a truncated artifact that a later step could mistake for a good one.
+"""
+import io
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+import zipfile
+
+import numpy as np
+
+from tfprune._keras import check_model, keras, tf, tfmot
+from tfprune.bench import compare_latency, predict
+from tfprune.metrics import count_macs, count_nonzero, count_params, format_table
+
+__all__ = ["FORMATS", "save", "artifact_size", "format_report", "compare", "plot_compare"]
+
+# Format -> suffix of the artifact's name; SavedModel is a directory.
+FORMATS = {
+    "keras": ".keras",
+    "h5": ".h5",
+    "saved_model": "_saved_model",
+    "tflite": ".tflite",
+    "tflite_sparse": "_sparse.tflite",
+    "tflite_int8": "_int8.tflite",
+}
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def _atomic_write(path, write):
+    """Run `write(temp)` on a hidden sibling of `path`, then rename it onto `path`.
+
+    The temporary name keeps the final suffix because Keras picks the file format from it. A directory cannot
+    be renamed over an existing one, so the old one is first moved aside and deleted only after the swap.
+    """
+    directory, base = os.path.split(os.path.abspath(path))
+    token = uuid.uuid4().hex[:8]
+    temp = os.path.join(directory, f".tmp-{token}-{base}")
+    try:
+        write(temp)
+        if os.path.isfile(temp):
+            with open(temp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        if os.path.isdir(temp) or os.path.isdir(path):
+            old = os.path.join(directory, f".old-{token}-{base}")
+            if os.path.lexists(path):
+                os.replace(path, old)
+            try:
+                os.replace(temp, path)
+            except BaseException:
+                if os.path.lexists(old):
+                    os.replace(old, path)
+                raise
+            _remove(old)
+        else:
+            os.replace(temp, path)
+    except BaseException:
+        _remove(temp)
+        raise
+
+
+def _representative(data):
+    """TFLite's representative dataset: a callable is used as is; arrays are fed one example at a time."""
+    if callable(data):
+        return data
+    arrays = [np.asarray(a, dtype=np.float32) for a in (data if isinstance(data, (list, tuple)) else [data])]
+
+    def examples():
+        for i in range(arrays[0].shape[0]):
+            yield [a[i:i + 1] for a in arrays]
+
+    return examples
+
+
+def _tflite_bytes(model, fmt, representative_data):
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if fmt == "tflite_sparse":
+        converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    elif fmt == "tflite_int8":
+        # Integer weights and activations; input and output stay float32 so the file drops in for the float one.
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _representative(representative_data)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    with warnings.catch_warnings():
+        # Inputs stay float32 and are quantized by a calibrated op, so no input statistics are needed.
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs", category=UserWarning)
+        return converter.convert()
+
+
+def _write(model, fmt, temp, representative_data):
+    if fmt in ("keras", "h5"):
+        with warnings.catch_warnings():
+            # The caller asked for this format; Keras' advice that HDF5 is legacy is noise here.
+            warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy", category=UserWarning)
+            model.save(temp, save_format=fmt)
+    elif fmt == "saved_model":
+        # `model.export` writes only the inference graph; keep its endpoint listing off stdout.
+        interactive = keras.utils.is_interactive_logging_enabled()
+        keras.utils.disable_interactive_logging()
+        try:
+            model.export(temp)
+        finally:
+            if interactive:
+                keras.utils.enable_interactive_logging()
+    else:
+        content = _tflite_bytes(model, fmt, representative_data)
+        with open(temp, "wb") as handle:
+            handle.write(content)
+
+
+def _stripped(model, strip):
+    """The inference model: `strip` (tfprune's own wrappers) first, then TFMOT's wrappers.
+
+    TFMOT's `strip_pruning` returns the inner layers as they are, with weights its masks may not have zeroed
+    yet; the copy written here holds weight x mask, what the wrapped model computes with.
+    """
+    if strip is not None:
+        model = check_model(strip(model), "strip(model)")
+    modules = model.submodules
+    # TFMOT's wrapper class is not public API; it is the Wrapper that holds `pruning_vars`.
+    tfmot_wrappers = [m for m in modules if isinstance(m, keras.layers.Wrapper) and hasattr(m, "pruning_vars")]
+    if tfmot_wrappers:
+        masked = {id(weight): weight.numpy() * mask.numpy()
+                  for layer in tfmot_wrappers for weight, mask, _ in layer.pruning_vars}
+        inner = tfmot.sparsity.keras.strip_pruning(model)
+        model = keras.models.clone_model(inner)
+        model.set_weights([masked.get(id(w), w.numpy()) for w in inner.weights])
+        modules = model.submodules
+    wrapped = [m.name for m in modules if callable(getattr(m, "masked_weights", None))]
+    if wrapped:
+        raise ValueError(f"layers {wrapped} are still pruning wrappers; pass `strip=tfprune.strip` (or strip the "
+                         "model first) so the files hold plain layers.")
+    return model
+
+
+def _macs(model):
+    """MACs, or None where an input shape is not fixed (the files are still worth writing)."""
+    try:
+        return count_macs(model)
+    except ValueError:
+        return None
+
+
+def artifact_size(path):
+    """Raw bytes (a directory counts all its files) and the size after zip deflate, as TFMOT's docs measure."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names)
+        root = path
+    else:
+        files, root = [path], os.path.dirname(path)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in files:
+            archive.write(file, arcname=os.path.relpath(file, root))
+    return {"bytes": sum(os.path.getsize(f) for f in files), "zipped_bytes": len(buffer.getvalue())}
+
+
+def save(model, directory, formats=("keras", "saved_model", "tflite"), representative_data=None, name="model",
+         strip=None):
+    """Write `model` (stripped of pruning wrappers) as `directory/name<suffix>` per format; return a report.
+
+    Formats: see FORMATS. `tflite_int8` needs `representative_data`: an array of inputs (a few hundred
+    examples are enough) or a callable yielding lists of input arrays. `strip` is applied first to remove
+    non-TFMOT wrappers. The report holds the model's params, nonzero and macs (None when an input shape is not
+    fixed) and, per format, the path, raw bytes and zipped bytes.
+    """
+    check_model(model)
+    formats = (formats,) if isinstance(formats, str) else tuple(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(f"save: unknown `formats` {unknown}; choose from {list(FORMATS)}.")
+    if "tflite_int8" in formats and representative_data is None:
+        raise ValueError("save: format 'tflite_int8' calibrates activations on `representative_data`; pass a few "
+                         "hundred input examples (an array) or a callable yielding lists of input arrays.")
+    if not name or os.sep in name or name.startswith("."):
+        raise ValueError(f"save: `name` must be a plain file name without '{os.sep}' or a leading '.', got "
+                         f"{name!r}.")
+    model = _stripped(model, strip)
+    report = {"name": name, "params": count_params(model), "nonzero": count_nonzero(model), "macs": _macs(model),
+              "artifacts": {}}
+    os.makedirs(directory, exist_ok=True)
+    for fmt in formats:
+        path = os.path.join(os.fspath(directory), name + FORMATS[fmt])
+        _atomic_write(path, lambda temp, fmt=fmt: _write(model, fmt, temp, representative_data))
+        report["artifacts"][fmt] = {"path": path, **artifact_size(path)}
+    return report
+
+
+def format_report(report):
+    """A header line with the model's counts, then one line per artifact."""
+    params, nonzero = report["params"], report["nonzero"]
+    zeros = f" ({1 - nonzero / params:.1%} zero)" if params else ""
+    macs = "unknown" if report["macs"] is None else report["macs"]
+    rows = [{"format": fmt, **artifact} for fmt, artifact in report["artifacts"].items()]
+    return (f"{report['name']}: {params} params, {nonzero} non-zero{zeros}, {macs} MACs per example\n"
+            + format_table(rows, columns=["format", "bytes", "zipped_bytes", "path"]))
+
+
+_COMPARE_COLUMNS = ("variant", "format", "bytes", "zipped_bytes", "params", "nonzero", "macs", "tf_ms",
+                    "litert_ms")
+
+
+def _path_format(path):
+    if os.path.isdir(path):
+        return "saved_model"
+    for fmt, suffix in (("tflite", ".tflite"), ("keras", ".keras"), ("h5", ".h5")):
+        if path.endswith(suffix):
+            return fmt
+    raise ValueError(f"compare: cannot read {path!r}; pass a tf_keras Model, a .tflite/.keras/.h5 file or a "
+                     "SavedModel directory.")
+
+
+def _accuracy(model_or_path, backend, data):
+    x, y = data
+    logits = predict(model_or_path, x, backend=backend)
+    if isinstance(logits, list):
+        raise ValueError("compare: accuracy needs single-output models (logits).")
+    labels = np.asarray(y)
+    labels = labels.argmax(-1) if labels.ndim > 1 else labels
+    return float(np.mean(logits.argmax(-1) == labels))
+
+
+def compare(models, data=None, representative_data=None, size_format="tflite", directory=None, batch_size=32,
+            threads=None, warmup=5, repeats=20, strip=None):
+    """One row per variant: size, params, non-zeros, MACs, latency and accuracy; returns (rows, text).
+
+    `models` maps a name to a tf_keras Model or a path (.tflite, .keras, .h5, SavedModel directory). Models
+    are written as `size_format` into `directory` (a temporary one if None) and that file's size is reported.
+    `tf_ms` times a Keras `tf.function` (or a SavedModel's signature) at `batch_size`; `litert_ms` times LiteRT
+    at batch 1 with `threads` (default 1) on the row's TFLite file, or a float conversion of a Keras model.
+    `data` = (x, y) adds accuracy: argmax of the outputs against labels (integers or one-hot). Variants run
+    as given (a wrapped model is timed with its wrappers), and their latencies are interleaved.
+    """
+    if not isinstance(models, dict) or not models:
+        raise ValueError("compare: `models` must be a non-empty dict {name: model or path}.")
+    if size_format not in FORMATS:
+        raise ValueError(f"compare: unknown `size_format` {size_format!r}; choose from {list(FORMATS)}.")
+    with tempfile.TemporaryDirectory() as scratch:
+        directory = scratch if directory is None else directory
+        rows, tf_targets, litert_targets = [], {}, {}
+        for name, variant in models.items():
+            row = dict.fromkeys(_COMPARE_COLUMNS) | {"variant": name}
+            if isinstance(variant, keras.Model):
+                report = save(variant, directory, formats=(size_format,), representative_data=representative_data,
+                              name=name, strip=strip)
+                artifact = report["artifacts"][size_format]
+                row.update(format=size_format, bytes=artifact["bytes"], zipped_bytes=artifact["zipped_bytes"],
+                           params=report["params"], nonzero=report["nonzero"], macs=report["macs"])
+                tf_targets[name] = variant
+                litert_targets[name] = artifact["path"] if size_format.startswith("tflite") else variant
+                rows.append(row)
+                continue
+            path = os.fspath(variant)
+            row.update(format=_path_format(path), **artifact_size(path))
+            if row["format"] in ("keras", "h5"):
+                model = keras.models.load_model(path, compile=False)
+                row.update(params=count_params(model), nonzero=count_nonzero(model), macs=_macs(model))
+                tf_targets[name] = litert_targets[name] = model
+            elif row["format"] == "saved_model":
+                tf_targets[name] = path
+            else:
+                litert_targets[name] = path
+            rows.append(row)
+        tf_times = compare_latency(tf_targets, batch_size=batch_size, warmup=warmup, repeats=repeats) \
+            if tf_targets else {}
+        litert_times = compare_latency(litert_targets, backend="litert", threads=threads, warmup=warmup,
+                                       repeats=repeats) if litert_targets else {}
+        for row in rows:
+            name = row["variant"]
+            row["tf_ms"] = tf_times[name]["median_ms"] if name in tf_times else None
+            row["litert_ms"] = litert_times[name]["median_ms"] if name in litert_times else None
+            if data is not None:
+                if name in tf_targets:
+                    row["accuracy"] = _accuracy(tf_targets[name], None, data)
+                else:
+                    row["accuracy"] = _accuracy(litert_targets[name], "litert", data)
+    notes = []
+    if tf_times:
+        threads_in_force = next(iter(tf_times.values()))["threads"]
+        notes.append(f"tf_ms: median at batch {batch_size}, {threads_in_force} intra-op threads (0 = TF default)")
+    if litert_times:
+        notes.append(f"litert_ms: median at batch 1, {next(iter(litert_times.values()))['threads']} thread(s)")
+    columns = _COMPARE_COLUMNS + (("accuracy",) if data is not None else ())
+    return rows, "; ".join(notes) + "\n" + format_table(rows, columns=columns)
+
+
+def plot_compare(rows, path):
+    """Bar charts of zipped size, MACs, latency and accuracy per variant, written to `path` (Agg, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = [row["variant"] for row in rows]
+    x = np.arange(len(names))
+
+    def values(key, scale=1.0):
+        return np.array([np.nan if row.get(key) is None else row[key] / scale for row in rows], dtype=float)
+
+    figure = Figure(figsize=(12, 3.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    # Latency is on a log axis: TF at batch N and LiteRT at batch 1 differ by orders of magnitude.
+    panels = [("zipped size (KiB)", False, [("zipped_bytes", 1024.0, None)]),
+              ("MACs per example (M)", False, [("macs", 1e6, None)]),
+              ("latency, median (ms)", True, [("tf_ms", 1.0, "TF batch"), ("litert_ms", 1.0, "LiteRT batch 1")]),
+              ("accuracy", False, [("accuracy", 1.0, None)])]
+    for index, (title, log, series) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        width = 0.8 / len(series)
+        for k, (key, scale, label) in enumerate(series):
+            axes.bar(x + (k - (len(series) - 1) / 2) * width, values(key, scale), width, label=label)
+        axes.set_title(title)
+        axes.set_xticks(x, names, rotation=30, ha="right")
+        if log:
+            axes.set_yscale("log")
+            axes.legend(fontsize="small")
+    path = os.fspath(path)
+    image_format = os.path.splitext(path)[1][1:] or "png"
+    _atomic_write(path, lambda temp: figure.savefig(temp, format=image_format))
+    return path

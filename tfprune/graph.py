@@ -1,0 +1,695 @@
+"""The channel dependency graph: which weight slices must be pruned together.
+
+Unit masking and `shrink` both read this graph, so what is masked during training is exactly what is
+removed at export. A *group* is a set of channels that share one keep vector: a producer's output
+channels plus every BatchNorm entry, depthwise filter, residual partner and consumer input they reach.
+
+Every tensor of the Keras graph is described as a list of segments along its last axis, one per group
+it carries (a Concatenate gives several), each with the map from channel to positions (see
+`ChannelSlice`). Layers the graph does not know raise `UnsupportedLayerError`: a layer wrongly assumed to
+be channel-preserving would silently corrupt both masks and shrunk models.
+
+All names in the graph are innermost layer names: a tfmot `PruneLowMagnitude` or a wrapper class with
+``tfprune_transparent = True`` is seen through, and nested models are entered.
+
+Layers called more than once (shared weights) do not raise: their calls are unioned and every group they
+touch is marked not prunable, because the mask would have to agree across calls.
+
+LayerNormalization is treated as channel-preserving (its gamma/beta join the group), but its mean and
+variance run over the channels: a masked model sees the zeros of masked channels there, a shrunk one does
+not, so the two differ slightly until fine-tuning. Softmax over channels marks its groups not prunable.
+"""
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from tfprune._keras import check_model, keras
+
+__all__ = ["ChannelSlice", "ChannelGroup", "ChannelGraph", "UnsupportedLayerError", "build_channel_graph",
+           "unwrap_layer"]
+
+class UnsupportedLayerError(ValueError):
+    """A layer whose effect on channels the graph cannot model; the message names it and the fix."""
+
+
+def _unsupported(layer, why):
+    return UnsupportedLayerError(
+        f"Layer '{layer.name}' ({type(layer).__name__}) is not supported by the channel graph: {why}. "
+        f"Pass exclude=['{layer.name}'] to leave the channels around it unpruned, or rebuild the model "
+        f"with supported layers (Dense, Conv*, BatchNormalization, Add, Concatenate, pooling, ...).")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelSlice:
+    """Where a group's channels sit along one axis of one weight.
+
+    Channel c owns positions ``offset + c*block + j + k*stride`` for j < block, k < fan_out: `block` > 1
+    after a depthwise multiplier (input channel c becomes outputs c*m .. c*m+m-1), `stride`/`fan_out` after
+    Flatten (channels-last order repeats each channel once per spatial position, `stride` apart).
+    `size` is the group's channel count. Slices with ``weight='output'`` (in `ChannelGroup.carrier_slices`)
+    locate the channels on the last axis of a layer's output instead of a weight.
+    """
+    layer: str
+    weight: str
+    axis: int
+    role: str
+    offset: int = 0
+    block: int = 1
+    stride: int = 0
+    fan_out: int = 1
+    size: Optional[int] = None
+
+    def _positions(self, channels):
+        channels = np.asarray(channels, dtype=np.int64)[:, None, None]
+        spatial = np.arange(self.fan_out)[None, :, None] * self.stride
+        within = np.arange(self.block)[None, None, :]
+        return (self.offset + channels * self.block + spatial + within).reshape(len(channels),
+                                                                               self.fan_out * self.block)
+
+    def _checked_positions(self, channels, axis_length):
+        positions = self._positions(channels)
+        if positions.size and positions.max() >= axis_length:
+            raise ValueError(f"{self}: positions reach {positions.max()}, but axis {self.axis} of "
+                             f"'{self.layer}.{self.weight}' has length {axis_length}; the slice belongs to "
+                             f"another model.")
+        return positions
+
+    def _require_size(self):
+        if self.size is None:
+            raise ValueError(f"{self} has no `size`; use slices from build_channel_graph.")
+        return self.size
+
+    def indices(self, channel):
+        """Positions along `axis` owned by `channel`."""
+        return self._positions([channel])[0].tolist()
+
+    def expand(self, keep, axis_length):
+        """Per-channel keep (bool, group size) -> keep vector for the whole axis; other groups' positions stay True."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.ndim != 1 or (self.size is not None and keep.shape[0] != self.size):
+            raise ValueError(f"expand: keep must have shape ({self.size},) for {self}, got {keep.shape}.")
+        full = np.ones(axis_length, dtype=bool)
+        dropped = np.flatnonzero(~keep)
+        full[self._checked_positions(dropped, axis_length).ravel()] = False
+        return full
+
+    def channel_view(self, array):
+        """(size, entries per channel): every entry of `array` that belongs to each channel, for criteria."""
+        size = self._require_size()
+        array = np.moveaxis(np.asarray(array), self.axis, 0)
+        positions = self._checked_positions(np.arange(size), array.shape[0])
+        return array[positions].reshape(size, -1)
+
+
+@dataclasses.dataclass
+class ChannelGroup:
+    """Channels that must be kept or removed together, and every slice they own.
+
+    `carriers` are the layers whose output tensor carries these channels (for activation criteria);
+    `carrier_slices` locate them on each carrier output's last axis (same order, ``weight='output'``);
+    `relu_carriers` are the carriers whose output comes straight out of a ReLU (for APoZ).
+    """
+    id: int
+    size: int
+    slices: list
+    producers: list
+    carriers: list
+    prunable: bool
+    reason: str
+    carrier_slices: list = dataclasses.field(default_factory=list)
+    relu_carriers: list = dataclasses.field(default_factory=list)
+
+
+class ChannelGraph:
+    """All channel groups of a model, in topological order of their first producer."""
+
+    def __init__(self, groups, layer_names):
+        self.groups = groups
+        self._layer_names = layer_names  # every accepted name -> innermost layer name
+
+    def _inner_name(self, name):
+        if name not in self._layer_names:
+            raise ValueError(f"No layer named '{name}' in this channel graph. Layers: "
+                             f"{sorted(set(self._layer_names.values()))}.")
+        return self._layer_names[name]
+
+    def prunable_groups(self):
+        return [group for group in self.groups if group.prunable]
+
+    def groups_of_layer(self, name):
+        """Groups that own a slice of layer `name` or flow through its output (wrapper names accepted)."""
+        inner = self._inner_name(name)
+        return [group for group in self.groups
+                if inner in group.carriers or any(piece.layer == inner for piece in group.slices)]
+
+    def slices_of_layer(self, name):
+        """(group, slice) for every weight slice of layer `name`, in group order."""
+        inner = self._inner_name(name)
+        return [(group, piece) for group in self.groups for piece in group.slices if piece.layer == inner]
+
+
+def unwrap_layer(layer):
+    """The innermost layer behind transparent wrappers (tfmot's PruneLowMagnitude, tfprune_transparent ones)."""
+    while isinstance(layer, keras.layers.Wrapper) and (
+            _is_tfmot_pruning_wrapper(layer) or getattr(type(layer), "tfprune_transparent", False)):
+        layer = layer.layer
+    return layer
+
+
+def _is_tfmot_pruning_wrapper(layer):
+    # tfmot does not export the class publicly; match it by its defining module.
+    cls = type(layer)
+    return cls.__name__ == "PruneLowMagnitude" and cls.__module__.startswith("tensorflow_model_optimization.")
+
+
+# --- tensor channel structure -------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Segment:
+    """One group's channels inside a tensor's last axis (same position map as ChannelSlice)."""
+    group: int
+    size: int
+    offset: int = 0
+    block: int = 1
+    stride: int = 0
+    fan_out: int = 1
+
+    def placement(self):
+        return {"offset": self.offset, "block": self.block, "stride": self.stride, "fan_out": self.fan_out}
+
+    def scaled(self, multiplier):
+        """Positions after each channel is repeated `multiplier` times in place (depthwise multiplier)."""
+        return dataclasses.replace(self, offset=self.offset * multiplier, block=self.block * multiplier,
+                                   stride=self.stride * multiplier)
+
+    def same_layout(self, other):
+        return (self.size, self.offset, self.block, self.stride, self.fan_out) == \
+            (other.size, other.offset, other.block, other.stride, other.fan_out)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Channels:
+    """The channel structure of one Keras tensor."""
+    segments: tuple
+    shape: tuple
+    source: str  # innermost layer that produced the tensor
+
+    @property
+    def rank(self):
+        return len(self.shape)
+
+    @property
+    def width(self):
+        return self.shape[-1]
+
+
+_ELEMENTWISE_ACTIVATIONS = frozenset({
+    "linear", "relu", "relu6", "elu", "selu", "sigmoid", "hard_sigmoid", "tanh", "softplus", "softsign",
+    "swish", "silu", "gelu", "mish", "exponential", "leaky_relu"})
+_CHANNEL_NORMALIZING_ACTIVATIONS = frozenset({"softmax", "log_softmax"})
+
+_L = keras.layers
+_DENSE = (_L.Dense,)
+_CONVS = (_L.Conv1D, _L.Conv2D, _L.Conv3D)
+_TRANSPOSED_CONVS = (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose)
+_SEPARABLE_CONVS = (_L.SeparableConv1D, _L.SeparableConv2D)
+_DEPTHWISE_CONVS = (_L.DepthwiseConv1D, _L.DepthwiseConv2D)
+_ELEMENTWISE = (
+    _L.ReLU, _L.LeakyReLU, _L.ELU, _L.ThresholdedReLU, _L.Dropout, _L.SpatialDropout1D, _L.SpatialDropout2D,
+    _L.SpatialDropout3D, _L.GaussianNoise, _L.GaussianDropout, _L.AlphaDropout)
+_SPATIAL = (
+    _L.MaxPooling1D, _L.MaxPooling2D, _L.MaxPooling3D, _L.AveragePooling1D, _L.AveragePooling2D,
+    _L.AveragePooling3D, _L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D, _L.GlobalMaxPooling3D,
+    _L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D, _L.GlobalAveragePooling3D, _L.ZeroPadding1D,
+    _L.ZeroPadding2D, _L.ZeroPadding3D, _L.Cropping1D, _L.Cropping2D, _L.Cropping3D, _L.UpSampling1D,
+    _L.UpSampling2D, _L.UpSampling3D)
+_MERGES = (_L.Add, _L.Subtract, _L.Multiply, _L.Average, _L.Maximum, _L.Minimum)
+
+
+def _activation_name(layer, activation):
+    name = keras.activations.serialize(activation)
+    if not isinstance(name, str):
+        raise _unsupported(layer, f"its activation {getattr(activation, '__name__', activation)!r} is not a "
+                                  f"built-in Keras activation, so it may mix channels")
+    return name
+
+
+def _is_relu_output(layer):
+    if isinstance(layer, _L.ReLU):
+        return float(layer.negative_slope) == 0.0
+    activation = getattr(layer, "activation", None)
+    return activation is not None and keras.activations.serialize(activation) == "relu"
+
+
+def _check_channels_last(layer):
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        raise _unsupported(layer, f"data_format='{layer.data_format}'; the channel graph needs channels_last")
+
+
+def _normalized_axes(axes, rank):
+    axes = [axes] if isinstance(axes, int) else list(axes)
+    return sorted(axis % rank for axis in axes)
+
+
+# --- the builder ----------------------------------------------------------------------------------
+
+class _Builder:
+    """Walks the Keras graph once, collecting facts per group; union-find merges coupled groups."""
+
+    def __init__(self, model, exclude):
+        self.model = model
+        self.names = {}         # accepted name -> innermost layer name
+        self.layers = {}        # innermost name -> layer object
+        self._collect_names(model)
+        unknown = [name for name in exclude if name not in self.names]
+        if unknown:
+            raise ValueError(f"exclude: {unknown} are not layers of model '{model.name}'. "
+                             f"Valid names: {sorted(self.names)}.")
+        self.exclude = set(exclude)
+        self.parent = []         # union-find over provisional groups
+        self.sizes = []
+        self.facts = []          # (provisional group, kind, value) in walk order
+        self.calls = {}          # weighted innermost layer name -> (inputs, outputs) of its first call
+        self.call_counts = {}
+
+    def _collect_names(self, model):
+        for layer in model.layers:
+            inner = unwrap_layer(layer)
+            self._register(inner)
+            self.names[layer.name] = inner.name
+            if isinstance(inner, keras.Model):
+                self._collect_names(inner)
+
+    def _register(self, layer):
+        known = self.layers.get(layer.name)
+        if known is not None and known is not layer:
+            raise ValueError(f"Two different layers are named '{layer.name}' in model '{self.model.name}' "
+                             f"(nested models included); rename one so slices can name layers unambiguously.")
+        self.layers[layer.name] = layer
+        self.names[layer.name] = layer.name
+
+    # union-find and facts
+    def new_group(self, size):
+        self.parent.append(len(self.parent))
+        self.sizes.append(size)
+        return len(self.parent) - 1
+
+    def find(self, group):
+        while self.parent[group] != group:
+            self.parent[group] = self.parent[self.parent[group]]
+            group = self.parent[group]
+        return group
+
+    def union(self, a, b):
+        a, b = self.find(a), self.find(b)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+    def note(self, group, kind, value):
+        self.facts.append((group, kind, value))
+
+    def add_slice(self, layer, weight, axis, role, segment, multiplier=1):
+        if getattr(layer, weight, None) is None:  # e.g. use_bias=False, BatchNormalization(scale=False)
+            return
+        placed = segment.scaled(multiplier)
+        self.note(segment.group, "slice", ChannelSlice(layer.name, weight, axis, role, size=segment.size,
+                                                       **placed.placement()))
+
+    def mark(self, channels, reason):
+        for tensor in channels:
+            for segment in tensor.segments:
+                self.note(segment.group, "reason", reason)
+
+    def channels(self, shape, segments, source):
+        return _Channels(tuple(segments), tuple(shape), source)
+
+    def fresh_channels(self, shape, source, producer=None, reason=None):
+        """A tensor carrying one new group (producer output, model input, output of an excluded layer)."""
+        if shape[-1] is None:  # unknown width: nothing to prune or couple
+            return self.channels(shape, (), source)
+        group = self.new_group(shape[-1])
+        if producer is not None:
+            self.note(group, "producer", producer)
+        if reason is not None:
+            self.note(group, "reason", reason)
+        return self.channels(shape, (_Segment(group, shape[-1]),), source)
+
+    # the walk
+    def walk(self, model, bound_inputs=None):
+        """Channel structure of `model`'s outputs; `bound_inputs` binds a nested model's inputs to outer tensors."""
+        if not getattr(model, "_is_graph_network", False):
+            if isinstance(model, keras.Sequential):
+                raise ValueError(f"Sequential model '{model.name}' is not built; start it with keras.Input(...) "
+                                 f"or call model.build(input_shape) before building its channel graph.")
+            raise ValueError(f"Model '{model.name}' ({type(model).__name__}) is subclassed and has no layer "
+                             f"graph to analyse; rebuild it as a Sequential or functional model.")
+        known = {}
+        if bound_inputs is not None:
+            if len(bound_inputs) != len(model.inputs):
+                raise ValueError(f"Nested model '{model.name}' expects {len(model.inputs)} inputs, "
+                                 f"got {len(bound_inputs)}.")
+            known.update({id(tensor): channels for tensor, channels in zip(model.inputs, bound_inputs)})
+        for depth in sorted(model._nodes_by_depth, reverse=True):
+            for node in model._nodes_by_depth[depth]:
+                outputs = list(node.outputs) if isinstance(node.outputs, (list, tuple)) else [node.outputs]
+                if node.is_input:
+                    if bound_inputs is None:
+                        name = node.layer.name
+                        channels = self.fresh_channels(outputs[0].shape, name,
+                                                       reason=f"feeds from model input '{name}'")
+                        self.note_carriers(node.layer, [channels])
+                        known[id(outputs[0])] = channels
+                    continue
+                inputs = [known[id(tensor)] for tensor in node.keras_inputs]
+                results = self.visit(node.layer, inputs, [tuple(t.shape) for t in outputs])
+                known.update({id(tensor): channels for tensor, channels in zip(outputs, results)})
+        return [known[id(tensor)] for tensor in model.outputs]
+
+    def visit(self, layer, inputs, output_shapes):
+        inner = unwrap_layer(layer)
+        excluded = layer.name in self.exclude or inner.name in self.exclude
+        if isinstance(inner, keras.Model) and not excluded:
+            results = self.walk(inner, inputs)
+            if len(results) != len(output_shapes):
+                raise _unsupported(inner, "its outputs do not match its call in the outer model")
+            return results
+        try:
+            results = self.visit_known(inner, inputs, output_shapes)
+        except UnsupportedLayerError:
+            if not excluded:
+                raise
+            return self.opaque(inner, inputs, output_shapes)
+        if excluded:
+            self.mark(inputs + results, f"excluded: {inner.name}")
+        self.note_carriers(inner, results)
+        return results
+
+    def opaque(self, layer, inputs, output_shapes):
+        """An excluded layer the graph cannot model: a wall, with fixed channels on both sides."""
+        reason = f"excluded: {layer.name}"
+        self.mark(inputs, reason)
+        return [self.fresh_channels(shape, layer.name, reason=reason) for shape in output_shapes]
+
+    def note_carriers(self, layer, results):
+        relu = _is_relu_output(layer)
+        for tensor in results:
+            for segment in tensor.segments:
+                self.note(segment.group, "carrier", layer.name)
+                self.note(segment.group, "carrier_slice",
+                          ChannelSlice(layer.name, "output", tensor.rank - 1, "out", size=segment.size,
+                                       **segment.placement()))
+                if relu:
+                    self.note(segment.group, "relu_carrier", layer.name)
+
+    def visit_known(self, layer, inputs, output_shapes):
+        handler = _handler(layer)
+        if handler is None:
+            raise _unsupported(layer, "tfprune does not know how it maps input channels to output channels")
+        if not layer.weights:
+            return handler(self, layer, inputs, output_shapes)
+        first = self.calls.get(layer.name)
+        self.call_counts[layer.name] = self.call_counts.get(layer.name, 0) + 1
+        if first is None:
+            results = handler(self, layer, inputs, output_shapes)
+            self.calls[layer.name] = (inputs, results)
+            return results
+        first_inputs, first_results = first
+        for now, then in zip(inputs, first_inputs):
+            self.unite(layer, [now, then], "is called on inputs with different channel structures")
+        return [self.channels(shape, then.segments, layer.name)
+                for shape, then in zip(output_shapes, first_results)]
+
+    def unite(self, layer, tensors, problem):
+        """Couple tensors that must share one mask, position by position."""
+        first = tensors[0]
+        for other in tensors[1:]:
+            if len(other.segments) != len(first.segments) or not all(
+                    a.same_layout(b) for a, b in zip(first.segments, other.segments)):
+                raise _unsupported(layer, f"it {problem}: {_describe(first)} vs {_describe(other)}")
+            for a, b in zip(first.segments, other.segments):
+                self.union(a.group, b.group)
+
+    def finish(self, outputs):
+        for tensor in outputs:
+            self.mark([tensor], f"reaches model output via layer '{tensor.source}'")
+        for name, count in self.call_counts.items():
+            if count > 1:
+                inputs, results = self.calls[name]
+                layer = self.layers[name]
+                self.mark(inputs + results, f"layer '{name}' ({type(layer).__name__}) is shared "
+                                            f"(called {count} times)")
+        roots = sorted({self.find(group) for group in range(len(self.parent))})
+        groups = {}
+        for index, root in enumerate(roots):
+            groups[root] = ChannelGroup(id=index, size=self.sizes[root], slices=[], producers=[], carriers=[],
+                                        prunable=True, reason="", carrier_slices=[], relu_carriers=[])
+        reasons = {root: [] for root in roots}
+        lists = {"slice": "slices", "producer": "producers", "carrier": "carriers",
+                 "carrier_slice": "carrier_slices", "relu_carrier": "relu_carriers"}
+        for provisional, kind, value in self.facts:
+            root = self.find(provisional)
+            target = reasons[root] if kind == "reason" else getattr(groups[root], lists[kind])
+            if value not in target:
+                target.append(value)
+        for root, group in groups.items():
+            group.reason = "; ".join(reasons[root])
+            group.prunable = not reasons[root]
+        return ChannelGraph(list(groups.values()), dict(self.names))
+
+
+def _describe(tensor):
+    return "[" + ", ".join(f"{s.size} channels at offset {s.offset}" for s in tensor.segments) + "]"
+
+
+# --- layer handlers: (builder, layer, input channels, output shapes) -> output channels -------------
+
+def _single_input(layer, inputs):
+    if len(inputs) != 1:
+        raise _unsupported(layer, f"it takes {len(inputs)} tensor inputs; the graph handles one")
+    return inputs[0]
+
+
+def _check_producer(builder, layer, x):
+    _check_channels_last(layer)
+    if getattr(layer, "groups", 1) != 1:
+        raise _unsupported(layer, f"grouped convolution (groups={layer.groups}) couples channels in blocks")
+    if x.width is None:
+        raise _unsupported(layer, "its input has an unknown number of channels")
+
+
+def _produce(builder, layer, x, output_shapes, out_weights, in_weights):
+    """A layer that consumes x's channels (`in_weights`) and starts a new group (`out_weights`)."""
+    _check_producer(builder, layer, x)
+    for weight, axis, multiplier in in_weights:
+        for segment in x.segments:
+            builder.add_slice(layer, weight, axis, "in", segment, multiplier)
+    result = builder.fresh_channels(output_shapes[0], layer.name, producer=layer.name)
+    for segment in result.segments:
+        for weight, axis in out_weights:
+            builder.add_slice(layer, weight, axis, "out", segment)
+    _check_activation(builder, layer, result)
+    return [result]
+
+
+def _check_activation(builder, layer, result):
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return
+    name = _activation_name(layer, activation)
+    if name in _CHANNEL_NORMALIZING_ACTIVATIONS:
+        builder.mark([result], f"normalized across channels by '{layer.name}' ({type(layer).__name__})")
+    elif name not in _ELEMENTWISE_ACTIVATIONS:
+        raise _unsupported(layer, f"activation '{name}' is not known to act on each channel separately")
+
+
+def _dense(builder, layer, inputs, output_shapes):
+    x = _single_input(layer, inputs)
+    return _produce(builder, layer, x, output_shapes, [("kernel", 1), ("bias", 0)], [("kernel", 0, 1)])
+
+
+def _conv(builder, layer, inputs, output_shapes):
+    x = _single_input(layer, inputs)
+    rank = len(layer.kernel.shape)
+    return _produce(builder, layer, x, output_shapes, [("kernel", rank - 1), ("bias", 0)],
+                    [("kernel", rank - 2, 1)])
+
+
+def _transposed_conv(builder, layer, inputs, output_shapes):
+    """Keras stores transposed kernels as (..., out, in): the output axis comes first."""
+    x = _single_input(layer, inputs)
+    rank = len(layer.kernel.shape)
+    return _produce(builder, layer, x, output_shapes, [("kernel", rank - 2), ("bias", 0)],
+                    [("kernel", rank - 1, 1)])
+
+
+def _separable_conv(builder, layer, inputs, output_shapes):
+    """The depthwise step repeats each input channel depth_multiplier times before the pointwise kernel."""
+    x = _single_input(layer, inputs)
+    rank = len(layer.pointwise_kernel.shape)
+    return _produce(builder, layer, x, output_shapes, [("pointwise_kernel", rank - 1), ("bias", 0)],
+                    [("depthwise_kernel", rank - 2, 1), ("pointwise_kernel", rank - 2, layer.depth_multiplier)])
+
+
+def _embedding(builder, layer, inputs, output_shapes):
+    """Token ids are not channels: whatever feeds them stays whole."""
+    x = _single_input(layer, inputs)
+    builder.mark([x], f"carries token ids into '{layer.name}' (Embedding)")
+    result = builder.fresh_channels(output_shapes[0], layer.name, producer=layer.name)
+    for segment in result.segments:
+        builder.add_slice(layer, "embeddings", 1, "out", segment)
+    return [result]
+
+
+def _depthwise_conv(builder, layer, inputs, output_shapes):
+    """Channel c's filters become outputs c*m .. c*m+m-1, so positions downstream scale by m."""
+    x = _single_input(layer, inputs)
+    _check_channels_last(layer)
+    multiplier = layer.depth_multiplier
+    rank = len(layer.depthwise_kernel.shape)
+    for segment in x.segments:
+        builder.add_slice(layer, "depthwise_kernel", rank - 2, "out", segment)
+        builder.add_slice(layer, "bias", 0, "out", segment, multiplier)
+    result = builder.channels(output_shapes[0], [s.scaled(multiplier) for s in x.segments], layer.name)
+    _check_activation(builder, layer, result)
+    return [result]
+
+
+def _normalization(builder, layer, inputs, output_shapes, weights):
+    x = _single_input(layer, inputs)
+    if _normalized_axes(layer.axis, x.rank) != [x.rank - 1]:
+        raise _unsupported(layer, f"it normalizes axis {list(layer.axis)}; the channel graph needs the last "
+                                  f"axis (channels_last, axis=-1)")
+    for segment in x.segments:
+        for weight in weights:
+            builder.add_slice(layer, weight, 0, "out", segment)
+    return [builder.channels(output_shapes[0], x.segments, layer.name)]
+
+
+def _batch_normalization(builder, layer, inputs, output_shapes):
+    return _normalization(builder, layer, inputs, output_shapes,
+                          ("gamma", "beta", "moving_mean", "moving_variance"))
+
+
+def _layer_normalization(builder, layer, inputs, output_shapes):
+    """Channel-preserving in its weights (see the module note on its statistics)."""
+    return _normalization(builder, layer, inputs, output_shapes, ("gamma", "beta"))
+
+
+def _prelu(builder, layer, inputs, output_shapes):
+    x = _single_input(layer, inputs)
+    alpha_rank = len(layer.alpha.shape)
+    if layer.alpha.shape[-1] == x.width:  # not shared over the channel axis
+        for segment in x.segments:
+            builder.add_slice(layer, "alpha", alpha_rank - 1, "out", segment)
+    return [builder.channels(output_shapes[0], x.segments, layer.name)]
+
+
+def _passthrough(builder, layer, inputs, output_shapes):
+    x = _single_input(layer, inputs)
+    _check_channels_last(layer)
+    return [builder.channels(output_shapes[0], x.segments, layer.name)]
+
+
+def _activation(builder, layer, inputs, output_shapes):
+    x = _single_input(layer, inputs)
+    result = builder.channels(output_shapes[0], x.segments, layer.name)
+    _check_activation(builder, layer, result)
+    return [result]
+
+
+def _softmax(builder, layer, inputs, output_shapes):
+    """Over the channel axis a mask cannot match removal (the sum changes), so the groups stay whole."""
+    x = _single_input(layer, inputs)
+    result = builder.channels(output_shapes[0], x.segments, layer.name)
+    if x.rank - 1 in _normalized_axes(layer.axis, x.rank):
+        builder.mark([result], f"normalized across channels by '{layer.name}' (Softmax)")
+    return [result]
+
+
+def _flatten(builder, layer, inputs, output_shapes):
+    """Channels-last flatten repeats every channel position once per spatial position, width apart."""
+    x = _single_input(layer, inputs)
+    _check_channels_last(layer)
+    spatial = x.shape[1:-1]
+    if not spatial or all(size == 1 for size in spatial):
+        return [builder.channels(output_shapes[0], x.segments, layer.name)]
+    if any(size is None for size in x.shape[1:]):
+        raise _unsupported(layer, f"its input shape {x.shape} is not fully known")
+    if any(segment.stride for segment in x.segments):
+        raise _unsupported(layer, "its input was already flattened and reshaped")
+    fan_out = int(np.prod(spatial))
+    segments = [dataclasses.replace(s, stride=x.width, fan_out=fan_out) for s in x.segments]
+    return [builder.channels(output_shapes[0], segments, layer.name)]
+
+
+def _reshape(builder, layer, inputs, output_shapes):
+    x = _single_input(layer, inputs)
+    if x.width is None or output_shapes[0][-1] != x.width:
+        raise _unsupported(layer, f"it changes the last (channel) axis: {x.shape} -> {output_shapes[0]}")
+    return [builder.channels(output_shapes[0], x.segments, layer.name)]
+
+
+def _permute(builder, layer, inputs, output_shapes):
+    x = _single_input(layer, inputs)
+    if layer.dims[-1] != x.rank - 1:
+        raise _unsupported(layer, f"dims={tuple(layer.dims)} moves the last (channel) axis")
+    return [builder.channels(output_shapes[0], x.segments, layer.name)]
+
+
+def _merge(builder, layer, inputs, output_shapes):
+    """Element-wise merges add channel c of every input together, so all inputs share one mask."""
+    builder.unite(layer, inputs, "merges inputs with different channel structures")
+    return [builder.channels(output_shapes[0], inputs[0].segments, layer.name)]
+
+
+def _concatenate(builder, layer, inputs, output_shapes):
+    """Along the channel axis the segments line up, shifted; along any other axis it is a merge."""
+    rank = inputs[0].rank
+    if layer.axis % rank != rank - 1:
+        return _merge(builder, layer, inputs, output_shapes)
+    segments, shift = [], 0
+    for tensor in inputs:
+        if tensor.width is None:
+            raise _unsupported(layer, "an input has an unknown number of channels")
+        segments.extend(dataclasses.replace(s, offset=s.offset + shift) for s in tensor.segments)
+        shift += tensor.width
+    return [builder.channels(output_shapes[0], segments, layer.name)]
+
+
+_HANDLERS = (
+    (_DENSE, _dense), (_CONVS, _conv), (_TRANSPOSED_CONVS, _transposed_conv),
+    (_SEPARABLE_CONVS, _separable_conv), ((_L.Embedding,), _embedding), (_DEPTHWISE_CONVS, _depthwise_conv),
+    ((_L.BatchNormalization,), _batch_normalization), ((_L.LayerNormalization,), _layer_normalization),
+    ((_L.PReLU,), _prelu), (_ELEMENTWISE + _SPATIAL, _passthrough), ((_L.Activation,), _activation),
+    ((_L.Softmax,), _softmax), ((_L.Flatten,), _flatten), ((_L.Reshape,), _reshape),
+    ((_L.Permute,), _permute), (_MERGES, _merge), ((_L.Concatenate,), _concatenate),
+)
+
+
+def _handler(layer):
+    """Exact class match: a subclass may change `call`, so it is never assumed to behave like its base."""
+    for classes, handler in _HANDLERS:
+        if type(layer) in classes:
+            return handler
+    return None
+
+
+def build_channel_graph(model, exclude=()):
+    """The channel groups of a Sequential or functional tf_keras model.
+
+    Args:
+      model: built Sequential or functional model, channels_last.
+      exclude: layer names (wrapper or inner names) whose groups stay whole; an unsupported layer that is
+        excluded becomes a wall with unprunable channels on both sides instead of an error.
+
+    Raises:
+      UnsupportedLayerError: a layer whose channel mapping is unknown (it names the layer and the fix).
+      ValueError: unknown `exclude` names, unbuilt or subclassed models, ambiguous layer names.
+    """
+    check_model(model)
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    builder = _Builder(model, exclude)
+    outputs = builder.walk(model)
+    return builder.finish(outputs)

@@ -1,0 +1,638 @@
+"""Iterative magnitude pruning (IMP) with rewinding: lottery tickets, weight rewinding, LR rewinding.
+
+Each IMP round removes a fraction of the *surviving* kernel weights by |w⊙m| and retrains what is left.
+Where the retraining starts is what the lottery-ticket papers compare (Frankle & Carbin 2019; Renda et al.
+2020), so `imp` offers the four answers:
+
+* ``"weights"``: restore weights, optimizer state and global step of iteration k (a `RewindCheckpoint`);
+* ``"lr"``: keep the trained weights, replay the learning-rate schedule from step k;
+* ``"none"``: keep the trained weights, fine-tune at the final learning rate;
+* ``"init"``: restore the step-0 weights (the original lottery ticket).
+
+Every round retrains for the dense run's step count minus k, on the batches the dense run saw from step k on,
+so the modes get equal budgets and the same data. An IMP run is long, so `imp` keeps its state in a directory,
+commits each finished round atomically and resumes from the last one when called again.
+"""
+import csv
+import hashlib
+import io
+import json
+import numbers
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from tfprune._keras import check_model, keras, tf
+from tfprune.mask import (has_wrappers, inner_layer, iter_layers, kernel_attributes, masked_layers, masks,
+                          with_masks)
+from tfprune.weight import prunable_kernels, smallest_to_mask
+
+__all__ = ["RewindCheckpoint", "RewindPoint", "ConstantLearningRate", "save_rewind_point", "load_rewind_point",
+           "restore", "magnitude_masks", "load_masks", "imp", "plot_imp", "REWIND_MODES"]
+
+REWIND_MODES = ("weights", "lr", "none", "init")
+SCOPES = ("global", "layer")
+REWIND_FILE = "rewind_point.npz"
+MASKS_FILE = "masks.npz"
+STATE_FILE = "state.json"
+RESULT_COLUMNS = ("round", "remaining", "accuracy", "loss", "steps", "checkpoint")
+_FIT_KEYS = ("epochs", "batch_size", "callbacks", "verbose")
+_FORMAT = 1
+
+
+# -- files ------------------------------------------------------------------------------------------------
+def _atomic_write(path, write):
+    """Write through a temporary file in the same folder, then os.replace: readers never see a torn file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def _save_arrays(path, meta, arrays):
+    """One .npz of numbered arrays plus a JSON `meta` entry (names live in meta, not in zip member names)."""
+    payload = {f"a{i}": np.asarray(array) for i, array in enumerate(arrays)}
+    payload["meta"] = np.array(json.dumps(dict(meta, format=_FORMAT, count=len(arrays))))
+    _atomic_write(path, lambda file: np.savez(file, **payload))
+
+
+def _load_arrays(path):
+    with np.load(path, allow_pickle=False) as stored:
+        meta = json.loads(str(stored["meta"]))
+        return meta, [stored[f"a{i}"] for i in range(meta["count"])]
+
+
+def _write_json(path, value):
+    _atomic_write(path, lambda file: file.write(json.dumps(value, indent=1).encode()))
+
+
+# -- rewind points ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RewindPoint:
+    """A training state to return to.
+
+    Attributes:
+      weights: ``{layer_name: [array, ...]}`` per unwrapped layer, in the layer's weight order (BatchNorm
+        statistics included), so a point saved from a dense model restores into its masked clone and back.
+      optimizer: the values of ``optimizer.variables`` (iterations first, then slots such as momentum).
+      step: the global step (``optimizer.iterations``) when it was saved.
+    """
+    weights: dict
+    optimizer: list
+    step: int
+
+
+def _built_optimizer(model, why):
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        raise ValueError(f"Model '{model.name}' is not compiled, but {why}. Call model.compile(optimizer=..., "
+                         "loss=...) first.")
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError(f"Model '{model.name}' uses {type(optimizer).__name__}; rewind points need a current "
+                        "tf_keras optimizer (keras.optimizers.SGD, Adam, ...), not keras.optimizers.legacy.")
+    # Slots are created lazily on the first step; build them now so a step-0 point holds the full state.
+    optimizer.build(model.trainable_variables)
+    return optimizer
+
+
+def _weighted_layers(model):
+    """``{unwrapped layer name: layer}`` for layers with weights; names must be unique to key a rewind point."""
+    layers = {}
+    for layer in iter_layers(model):
+        inner = inner_layer(layer)
+        if not inner.weights:
+            continue
+        if inner.name in layers:
+            raise ValueError(f"Model '{model.name}' has two layers named '{inner.name}' (in nested models); rewind "
+                             "points key weights by layer name, so give the layers distinct names.")
+        layers[inner.name] = inner
+    return layers
+
+
+def save_rewind_point(model, directory):
+    """Atomically write `model`'s weights, optimizer variables and global step to ``directory/rewind_point.npz``."""
+    check_model(model)
+    optimizer = _built_optimizer(model, "a rewind point holds its optimizer state")
+    layers = _weighted_layers(model)
+    weights = {name: layer.get_weights() for name, layer in layers.items()}
+    state = [variable.numpy() for variable in optimizer.variables]
+    path = os.path.join(os.fspath(directory), REWIND_FILE)
+    meta = {"step": int(optimizer.iterations.numpy()), "layers": [[name, len(v)] for name, v in weights.items()],
+            "optimizer": len(state)}
+    _save_arrays(path, meta, [array for values in weights.values() for array in values] + state)
+    return path
+
+
+def load_rewind_point(directory):
+    """The `RewindPoint` stored in `directory` by `RewindCheckpoint` (or `save_rewind_point`)."""
+    path = os.path.join(os.fspath(directory), REWIND_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"load_rewind_point: no {REWIND_FILE} in '{directory}'. Train with "
+                                f"RewindCheckpoint('{directory}', step=...) in the callbacks first.")
+    meta, arrays = _load_arrays(path)
+    weights, start = {}, 0
+    for name, count in meta["layers"]:
+        weights[name] = arrays[start:start + count]
+        start += count
+    return RewindPoint(weights=weights, optimizer=arrays[start:start + meta["optimizer"]], step=meta["step"])
+
+
+def restore(model, rewind_point, optimizer=True):
+    """Load `rewind_point` into `model` in place; with ``optimizer=True`` also its optimizer state and step.
+
+    Layers are matched by unwrapped name, so a dense point restores into a masked model; MaskedLayers then
+    re-apply their masks, so pruned weights read zero. Everything is checked before anything is assigned.
+    """
+    check_model(model)
+    if not isinstance(rewind_point, RewindPoint):
+        raise TypeError(f"restore: `rewind_point` must be a RewindPoint (from load_rewind_point(directory)), got "
+                        f"{type(rewind_point).__name__}.")
+    layers = _weighted_layers(model)
+    missing, unknown = sorted(set(layers) - set(rewind_point.weights)), sorted(set(rewind_point.weights) - set(layers))
+    if missing or unknown:
+        raise ValueError(f"restore: the rewind point does not fit model '{model.name}': layers missing from the "
+                         f"point {missing}, layers not in the model {unknown}. Restore into the architecture "
+                         "that saved it.")
+    for name, layer in layers.items():
+        have, saved = [tuple(w.shape) for w in layer.weights], [v.shape for v in rewind_point.weights[name]]
+        if have != saved:
+            raise ValueError(f"restore: layer '{name}' has weight shapes {have}, the rewind point has {saved}.")
+    if optimizer:
+        target = _built_optimizer(model, "restore(..., optimizer=True) loads optimizer state (pass optimizer=False "
+                                       "for weights only)")
+        have, saved = [tuple(v.shape) for v in target.variables], [v.shape for v in rewind_point.optimizer]
+        if have != saved:
+            raise ValueError(f"restore: model '{model.name}' has {len(have)} optimizer variables {have}, the rewind "
+                             f"point has {len(saved)} {saved}. Compile with the optimizer class that saved it, or "
+                             "pass optimizer=False.")
+    for name, layer in layers.items():
+        layer.set_weights(rewind_point.weights[name])
+    for layer in masked_layers(model):
+        layer.apply_masks()
+    if optimizer:
+        target.set_weights(rewind_point.optimizer)
+    return model
+
+
+def _check_count(value, name, owner):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{owner}: `{name}` must be a non-negative int, got {value!r}.")
+    return int(value)
+
+
+@keras.utils.register_keras_serializable(package="tfprune")
+class RewindCheckpoint(keras.callbacks.Callback):
+    """Saves a rewind point (weights, optimizer variables, global step) when training reaches it.
+
+    Rewinding to iteration k needs the whole state of k, not only its weights: Renda et al. restore momentum
+    and the step too, so the LR schedule and the optimizer continue exactly as they did.
+
+    Args:
+      directory: where ``rewind_point.npz`` goes (written to a temporary file, then renamed).
+      step: save when the global step (``model.optimizer.iterations``, batches trained across fit calls)
+        equals `step`; 0 saves at ``on_train_begin`` if no batch was trained yet.
+      epoch: save at the end of epoch `epoch`, counted from 1 as Keras prints it; 0 means before the first
+        batch (initialization). Pass exactly one of `step` and `epoch`.
+    """
+
+    def __init__(self, directory, step=None, epoch=None):
+        super().__init__()
+        if (step is None) == (epoch is None):
+            raise ValueError("RewindCheckpoint: pass exactly one of `step` (global training step, e.g. step=500) "
+                             f"or `epoch` (end of that epoch; 0 = initialization); got step={step!r}, "
+                             f"epoch={epoch!r}.")
+        if not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(f"RewindCheckpoint: `directory` must be a path, got {type(directory).__name__}.")
+        self.directory = os.fspath(directory)
+        self.step = None if step is None else _check_count(step, "step", "RewindCheckpoint")
+        self.epoch = None if epoch is None else _check_count(epoch, "epoch", "RewindCheckpoint")
+        self._pending = False
+
+    def _iterations(self):
+        return int(self.model.optimizer.iterations.numpy())
+
+    def on_train_begin(self, logs=None):
+        begin = self._iterations()
+        if begin == self.step or (self.epoch == 0 and begin == 0):
+            save_rewind_point(self.model, self.directory)
+        # Reading the step costs a device-to-host copy, so batches only look while the step is still ahead.
+        self._pending = self.step is not None and begin < self.step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self._pending:
+            return
+        step = self._iterations()
+        if step > self.step:
+            raise RuntimeError(f"RewindCheckpoint: the global step jumped past {self.step} (now {step}), so the "
+                               "rewind point was never saved. Compile with steps_per_execution=1.")
+        if step == self.step:
+            save_rewind_point(self.model, self.directory)
+            self._pending = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.epoch is not None and self.epoch == epoch + 1:
+            save_rewind_point(self.model, self.directory)
+
+    def get_config(self):
+        return {"directory": self.directory, "step": self.step, "epoch": self.epoch}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.utils.register_keras_serializable(package="tfprune")
+class ConstantLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """A schedule that always returns `value`: how fine-tuning replaces an optimizer's own schedule.
+
+    tf_keras cannot set a float learning rate on an optimizer built with a schedule, only another schedule.
+    """
+
+    def __init__(self, value):
+        self.value = float(value)
+
+    def __call__(self, step):
+        return tf.constant(self.value, dtype=tf.float32)
+
+    def get_config(self):
+        return {"value": self.value}
+
+
+def _learning_rate_at(optimizer, step):
+    """The learning rate the optimizer uses at `step`."""
+    # tf_keras keeps the schedule in `_learning_rate`; the public getter only returns the current value.
+    schedule = optimizer._learning_rate
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return float(schedule(step))
+    return float(optimizer.learning_rate.numpy())
+
+
+def _set_constant_learning_rate(optimizer, value):
+    if isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+        optimizer.learning_rate = ConstantLearningRate(value)
+    else:
+        optimizer.learning_rate = value
+
+
+# -- masks ------------------------------------------------------------------------------------------------
+def magnitude_masks(model_or_weights, fraction_of_survivors, scope="global", current_masks=None):
+    """Masks keeping the largest-|w| `fraction_of_survivors` of the weights each current mask keeps.
+
+    Only surviving entries are ranked, so pruned weights never return and every new mask lies inside the
+    current one; ``round(fraction * survivors)`` entries are kept, counted over all tensors together
+    (``scope="global"``, as IMP does) or per tensor (``scope="layer"``). A global ranking may empty a layer.
+
+    Args:
+      model_or_weights: a tf_keras model (its prunable kernels, with the model's own masks as the current
+        masks) or ``{(layer_name, attribute): array}``.
+      fraction_of_survivors: in (0, 1]; 0.8 prunes 20% of what survives.
+      scope: ``"global"`` or ``"layer"``.
+      current_masks: ``{(layer_name, attribute): 0/1 array}``; a key left out means nothing pruned yet.
+
+    Returns ``{(layer_name, attribute): float32 0/1 array}`` for every ranked weight.
+    """
+    if isinstance(model_or_weights, dict):
+        weights = {key: np.asarray(value) for key, value in model_or_weights.items()}
+    else:
+        model = check_model(model_or_weights, "model_or_weights")
+        weights = {(inner_layer(layer).name, name): getattr(inner_layer(layer), name).numpy()
+                   for layer in iter_layers(model) for name in prunable_kernels(inner_layer(layer))}
+        if current_masks is None:
+            current_masks = {key: value for key, value in masks(model).items() if key in weights}
+    if (isinstance(fraction_of_survivors, bool) or not isinstance(fraction_of_survivors, numbers.Real)
+            or not 0 < fraction_of_survivors <= 1):
+        raise ValueError(f"magnitude_masks: `fraction_of_survivors` must be in (0, 1] (0.8 prunes 20% of the "
+                         f"surviving weights), got {fraction_of_survivors!r}.")
+    if scope not in SCOPES:
+        raise ValueError(f"magnitude_masks: `scope` must be one of {SCOPES}, got {scope!r}.")
+    current_masks = current_masks or {}
+    unknown = sorted(set(current_masks) - set(weights), key=str)
+    if unknown:
+        raise ValueError(f"magnitude_masks: `current_masks` has keys {unknown} that name no ranked weight; "
+                         f"weights: {sorted(weights, key=str)}.")
+    alive = {}
+    for key, weight in weights.items():
+        mask = np.asarray(current_masks.get(key, np.ones(weight.shape)))
+        if mask.shape != weight.shape:
+            raise ValueError(f"magnitude_masks: mask {key} has shape {mask.shape}, its weight {weight.shape}.")
+        alive[key] = mask > 0
+    keys = sorted(weights, key=str)
+    pools = [keys] if scope == "global" else [[key] for key in keys]
+    result = {}
+    for pool in pools:
+        scores = np.concatenate([np.abs(weights[key])[alive[key]].ravel() for key in pool])
+        keep = int(round(fraction_of_survivors * scores.size))
+        survivors = smallest_to_mask(scores, scores.size - keep)
+        start = 0
+        for key in pool:
+            mask = np.zeros(weights[key].shape, dtype=np.float32)
+            count = int(alive[key].sum())
+            mask[alive[key]] = survivors[start:start + count]
+            start += count
+            result[key] = mask
+    return result
+
+
+def _save_masks(directory, layer_masks):
+    keys = sorted(layer_masks, key=str)
+    _save_arrays(os.path.join(directory, MASKS_FILE), {"keys": [list(key) for key in keys]},
+                 [layer_masks[key] for key in keys])
+
+
+def load_masks(checkpoint):
+    """``{(layer_name, attribute): 0/1 mask}`` of an IMP round, from the round's `checkpoint` folder."""
+    path = os.path.join(os.fspath(checkpoint), MASKS_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"load_masks: no {MASKS_FILE} in '{checkpoint}'; pass an IMP round's "
+                                "`checkpoint` folder (a row of imp()'s results).")
+    meta, arrays = _load_arrays(path)
+    return {tuple(key): array for key, array in zip(meta["keys"], arrays)}
+
+
+# -- IMP --------------------------------------------------------------------------------------------------
+def _check_xy(data, name):
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(f"imp: `{name}` must be a pair (x, y) of numpy arrays, got {type(data).__name__}.")
+    x, y = np.asarray(data[0]), np.asarray(data[1])
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"imp: `{name}` needs as many labels as examples (at least one); got {len(x)} examples "
+                         f"and {len(y)} labels.")
+    return x, y
+
+
+def _check_fit_kwargs(fit_kwargs, examples):
+    if not isinstance(fit_kwargs, dict):
+        raise TypeError(f"imp: `fit_kwargs` must be a dict such as {{'epochs': 10, 'batch_size': 64}}, got "
+                        f"{type(fit_kwargs).__name__}.")
+    unknown = sorted(set(fit_kwargs) - set(_FIT_KEYS))
+    if unknown:
+        raise ValueError(f"imp: `fit_kwargs` keys {unknown} are not supported; imp feeds the data itself in a "
+                         f"fixed order so every round can replay it from the rewind step. Use {list(_FIT_KEYS)}.")
+    if "epochs" not in fit_kwargs:
+        raise ValueError("imp: `fit_kwargs` needs 'epochs', the length of the dense training run.")
+    epochs = _check_count(fit_kwargs["epochs"], "fit_kwargs['epochs']", "imp")
+    batch_size = _check_count(fit_kwargs.get("batch_size", 32), "fit_kwargs['batch_size']", "imp")
+    if epochs < 1 or not 1 <= batch_size <= examples:
+        raise ValueError(f"imp: need fit_kwargs['epochs'] >= 1 and 1 <= fit_kwargs['batch_size'] <= {examples} "
+                         f"(the number of training examples); got {epochs} and {batch_size}.")
+    callbacks = list(fit_kwargs.get("callbacks") or ())
+    if not all(isinstance(callback, keras.callbacks.Callback) for callback in callbacks):
+        raise TypeError("imp: fit_kwargs['callbacks'] must hold tf_keras callbacks.")
+    return epochs, batch_size, callbacks, fit_kwargs.get("verbose", 0)
+
+
+def _check_rewind_step(rewind, rewind_step, total_steps):
+    if rewind == "init":
+        if rewind_step not in (None, 0):
+            raise ValueError(f"imp: rewind='init' rewinds to step 0; leave `rewind_step` None, got {rewind_step!r}.")
+        return 0
+    if rewind_step is None:
+        if rewind == "none":
+            return 0
+        raise ValueError(f"imp: rewind={rewind!r} needs `rewind_step`, the global step to rewind to (e.g. the "
+                         f"end of the first epoch), in [0, {total_steps}).")
+    step = _check_count(rewind_step, "rewind_step", "imp")
+    if step >= total_steps:
+        raise ValueError(f"imp: `rewind_step` must be below the dense run's {total_steps} steps (epochs x "
+                         f"examples // batch_size), got {step}.")
+    return step
+
+
+def _fresh_model(model_fn, seed):
+    """model_fn() in a cleared session, so layer names and initial weights repeat in every round and on resume."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    model = check_model(model_fn(), "model_fn()")
+    if has_wrappers(model):
+        raise ValueError("imp: `model_fn` must build an unpruned model; imp adds the masks itself.")
+    return model
+
+
+def _step_batches(examples, batch_size, epochs, seed):
+    """Example indices of every step of the dense run, one row per step; each epoch is a seeded permutation.
+
+    Every round replays rows[k:], so retraining sees what the dense run saw after the rewind step. Each
+    epoch drops its last ``examples % batch_size`` examples (different ones each epoch) to keep steps equal.
+    """
+    per_epoch = examples // batch_size
+    order = [np.random.default_rng([seed, epoch]).permutation(examples)[:per_epoch * batch_size]
+             for epoch in range(epochs)]
+    return np.concatenate(order).reshape(-1, batch_size)
+
+
+def _dataset(x, y, batches):
+    x, y = tf.constant(x), tf.constant(y)
+    return tf.data.Dataset.from_tensor_slices(batches).map(lambda index: (tf.gather(x, index), tf.gather(y, index)))
+
+
+def _evaluate(model, x, y, batch_size):
+    loss = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)["loss"]
+    predicted = model.predict(x, batch_size=batch_size, verbose=0).argmax(axis=-1)
+    labels = y.argmax(axis=-1) if y.ndim > 1 else y
+    return float(loss), float(np.mean(predicted == labels))
+
+
+def _digest(*arrays):
+    digest = hashlib.sha1()
+    for array in arrays:
+        digest.update(str((array.dtype, array.shape)).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _write_results(directory, config, final_lr, rows):
+    """Results for readers (JSON, CSV), then state.json: the commit point a resumed run starts from."""
+    full = [dict(row, checkpoint=os.path.join(directory, row["checkpoint"])) for row in rows]
+    _write_json(os.path.join(directory, "results.json"), full)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(full)
+    _atomic_write(os.path.join(directory, "results.csv"), lambda file: file.write(text.getvalue().encode()))
+    _write_json(os.path.join(directory, STATE_FILE), {"config": config, "final_lr": final_lr, "rows": rows})
+
+
+def _read_state(directory, config):
+    path = os.path.join(directory, STATE_FILE)
+    if not os.path.isfile(path):
+        return None, []
+    with open(path) as file:
+        state = json.load(file)
+    if state["config"] != config:
+        changed = sorted(key for key in set(config) | set(state["config"])
+                         if config.get(key) != state["config"].get(key))
+        raise ValueError(f"imp: '{directory}' holds an IMP run with different settings ({changed}); resuming would "
+                         "mix two experiments. Pass the same arguments, or a new `directory`.")
+    return state["final_lr"], state["rows"]
+
+
+def imp(model_fn, data, compile_fn, fit_kwargs, *, directory, rounds=5, prune_fraction=0.2, rewind="weights",
+        rewind_step=None, scope="global", exclude=(), seed=0, eval_data=None):
+    """Iterative magnitude pruning with weight rewinding, LR rewinding, fine-tuning or rewinding to init.
+
+    Round 0 trains the dense model for ``fit_kwargs['epochs']`` epochs (T steps) and, for the rewinding
+    modes, saves the rewind point at `rewind_step` k. Each of the `rounds` later rounds prunes
+    `prune_fraction` of the surviving kernel weights by |w⊙m| (`magnitude_masks`, global or per layer;
+    the output layer too unless listed in `exclude`), then trains T - k steps on the dense run's batches
+    from step k on:
+
+    * ``"weights"``: weights and optimizer state (momentum, step) restored from step k, so the schedule
+      continues from k as well (momentum at pruned entries only moves weights the masks hide; they are
+      zeroed again after training);
+    * ``"lr"``: the trained weights with a fresh optimizer whose step is set to k, so its schedule replays
+      from k (with Adam, fresh moments at a late step make the first updates small: prefer SGD);
+    * ``"none"``: the trained weights, a fresh optimizer at the dense run's final learning rate, constant;
+      `rewind_step` only sets the budget, T - k (default k = 0);
+    * ``"init"``: weights and optimizer state of step 0, T steps (the original lottery ticket).
+
+    Args:
+      model_fn: builds the uncompiled tf_keras model; layers need the same names on every call (imp clears
+        the Keras session before each call, so automatic names repeat).
+      data: ``(x_train, y_train)`` numpy arrays; labels as integers or one-hot.
+      compile_fn: ``compile_fn(model)`` compiles with the optimizer, its learning-rate schedule and the loss.
+      fit_kwargs: ``epochs`` (required), ``batch_size`` (32), ``callbacks``, ``verbose`` (0). Each round is
+        one ``fit`` call of one Keras epoch holding its steps.
+      directory: holds the state; calling again with the same arguments resumes after the last finished
+        round (a larger `rounds` continues the run; other changed settings raise).
+      rounds: pruning rounds after the dense round 0; the kernels left are about (1 - prune_fraction)**rounds.
+      eval_data: ``(x_test, y_test)`` for each round's accuracy and loss; None evaluates on `data`.
+      seed: round r runs under ``keras.utils.set_random_seed(seed + r)``; the batch order depends on seed only.
+
+    Returns one row per round: ``round``, ``remaining`` (fraction of all kernel weights), ``accuracy``,
+    ``loss``, ``steps`` (trained that round) and ``checkpoint`` (folder with the round's final
+    ``rewind_point.npz`` and ``masks.npz``; see `load_rewind_point`, `load_masks`). The rows are also
+    written to ``results.json`` and ``results.csv`` in `directory`.
+    """
+    if not callable(model_fn) or not callable(compile_fn):
+        raise TypeError("imp: `model_fn` and `compile_fn` must be callables: model_fn() -> model, compile_fn(model).")
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"imp: `directory` must be a path for the resumable state, got {type(directory).__name__}.")
+    directory = os.fspath(directory)
+    x, y = _check_xy(data, "data")
+    eval_x, eval_y = (x, y) if eval_data is None else _check_xy(eval_data, "eval_data")
+    epochs, batch_size, callbacks, verbose = _check_fit_kwargs(fit_kwargs, len(x))
+    if rewind not in REWIND_MODES:
+        raise ValueError(f"imp: `rewind` must be one of {REWIND_MODES}, got {rewind!r}.")
+    if scope not in SCOPES:
+        raise ValueError(f"imp: `scope` must be one of {SCOPES}, got {scope!r}.")
+    if isinstance(prune_fraction, bool) or not isinstance(prune_fraction, numbers.Real) or not 0 < prune_fraction < 1:
+        raise ValueError(f"imp: `prune_fraction` must be in (0, 1), e.g. 0.2 to prune 20% of the surviving "
+                         f"weights each round; got {prune_fraction!r}.")
+    rounds = _check_count(rounds, "rounds", "imp")
+    seed = _check_count(seed, "seed", "imp")
+    if isinstance(exclude, str):
+        raise TypeError(f"imp: `exclude` must be a list of layer names, got the string {exclude!r}.")
+    exclude = sorted(exclude)
+    batches = _step_batches(len(x), batch_size, epochs, seed)
+    total_steps = len(batches)
+    step = _check_rewind_step(rewind, rewind_step, total_steps)
+
+    probe = _fresh_model(model_fn, seed)
+    all_kernels = {(inner_layer(layer).name, name): tuple(getattr(inner_layer(layer), name).shape)
+                   for layer in iter_layers(probe) for name in kernel_attributes(inner_layer(layer))}
+    prunable = {(inner_layer(layer).name, name) for layer in iter_layers(probe)
+                for name in prunable_kernels(inner_layer(layer))}
+    unknown = sorted(set(exclude) - {layer for layer, _ in prunable})
+    if unknown:
+        raise ValueError(f"imp: `exclude` names {unknown} that are no prunable layers of '{probe.name}'. Prunable: "
+                         f"{sorted({layer for layer, _ in prunable})}.")
+    prunable = sorted((key for key in prunable if key[0] not in exclude), key=str)
+    if not prunable:
+        raise ValueError("imp: `exclude` leaves no prunable layer.")
+    config = json.loads(json.dumps({
+        "rewind": rewind, "rewind_step": step, "prune_fraction": float(prune_fraction), "scope": scope,
+        "exclude": exclude, "seed": seed, "epochs": epochs, "batch_size": batch_size, "total_steps": total_steps,
+        "data": _digest(x, y), "eval_data": _digest(eval_x, eval_y),
+        "kernels": {f"{layer}/{name}": list(shape) for (layer, name), shape in sorted(all_kernels.items())}}))
+    final_lr, rows = _read_state(directory, config)
+    kernel_count = sum(int(np.prod(shape)) for shape in all_kernels.values())
+    rewind_dir = os.path.join(directory, "rewind")
+
+    for round_index in range(len(rows), rounds + 1):
+        model = _fresh_model(model_fn, seed + round_index)
+        if round_index == 0:
+            layer_masks = {key: np.ones(all_kernels[key], dtype=np.float32) for key in prunable}
+            network = model
+        else:
+            previous = os.path.join(directory, rows[-1]["checkpoint"])
+            restore(model, load_rewind_point(previous), optimizer=False)
+            by_name = {inner_layer(layer).name: inner_layer(layer) for layer in iter_layers(model)}
+            trained = {key: getattr(by_name[key[0]], key[1]).numpy() for key in prunable}
+            layer_masks = magnitude_masks(trained, 1 - prune_fraction, scope, current_masks=load_masks(previous))
+            by_layer = {}
+            for (layer, name), mask in layer_masks.items():
+                by_layer.setdefault(layer, {})[name] = mask
+            network = with_masks(model, by_layer)
+        compile_fn(network)
+        optimizer = _built_optimizer(network, "compile_fn(model) must compile it")
+        own_callbacks = []
+        if round_index == 0 and rewind in ("weights", "init"):
+            own_callbacks.append(RewindCheckpoint(rewind_dir, step=step))
+        elif round_index > 0 and rewind in ("weights", "init"):
+            restore(network, load_rewind_point(rewind_dir))
+        elif round_index > 0 and rewind == "lr":
+            optimizer.iterations.assign(step)
+        elif round_index > 0:
+            _set_constant_learning_rate(optimizer, final_lr)
+        start = 0 if round_index == 0 else step
+        network.fit(_dataset(x, y, batches[start:]), epochs=1, verbose=verbose, callbacks=callbacks + own_callbacks)
+        for layer in masked_layers(network):
+            layer.apply_masks()
+        if round_index == 0:
+            final_lr = _learning_rate_at(optimizer, total_steps - 1)
+        loss, accuracy = _evaluate(network, eval_x, eval_y, batch_size)
+        checkpoint = f"round_{round_index}"
+        save_rewind_point(network, os.path.join(directory, checkpoint))
+        _save_masks(os.path.join(directory, checkpoint), layer_masks)
+        pruned = sum(int(mask.size - mask.sum()) for mask in layer_masks.values())
+        rows.append({"round": round_index, "remaining": (kernel_count - pruned) / kernel_count,
+                     "accuracy": accuracy, "loss": loss, "steps": total_steps - start, "checkpoint": checkpoint})
+        _write_results(directory, config, final_lr, rows)
+    return [dict(row, checkpoint=os.path.join(directory, row["checkpoint"])) for row in rows[:rounds + 1]]
+
+
+def plot_imp(results_by_mode, path):
+    """Accuracy against the percentage of kernel weights left (log scale, sparser to the right), one line per mode.
+
+    `results_by_mode` maps a label to `imp`'s rows. Drawn on an Agg canvas, so no display or global
+    matplotlib backend is touched; written atomically to `path` (format from its extension).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter
+
+    if not isinstance(results_by_mode, dict) or not results_by_mode:
+        raise ValueError("plot_imp: `results_by_mode` must be a non-empty dict {label: imp() rows}.")
+    for label, rows in results_by_mode.items():
+        if not rows or not all(isinstance(row, dict) and {"remaining", "accuracy"} <= set(row) for row in rows):
+            raise ValueError(f"plot_imp: results for {label!r} must be imp() rows with 'remaining' and 'accuracy'.")
+    figure = Figure(figsize=(6.4, 4.2))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for label, rows in results_by_mode.items():
+        rows = sorted(rows, key=lambda row: -row["remaining"])
+        axes.plot([100 * row["remaining"] for row in rows], [100 * row["accuracy"] for row in rows], marker="o",
+                  label=label)
+    axes.set_xscale("log")
+    axes.invert_xaxis()
+    axes.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    axes.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    axes.set_xlabel("kernel weights remaining (%)")
+    axes.set_ylabel("accuracy (%)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    extension = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
+    _atomic_write(os.fspath(path), lambda file: figure.savefig(file, format=extension, dpi=120))
+    return os.fspath(path)

@@ -1,0 +1,197 @@
+"""Gradual magnitude weight pruning: TFMOT per layer, tfprune's own ranking across layers.
+
+`scope="layer"` hands the model to TFMOT's `prune_low_magnitude` (one schedule per layer, so a sparsity
+map becomes per-layer schedules). `scope="global"` ranks |w| over every prunable kernel at once, which
+TFMOT cannot do; it uses tfprune's `MaskedLayer` and is driven by `tfprune.UpdatePruningStep`.
+"""
+import numpy as np
+
+from tfprune import schedules
+from tfprune._keras import check_model, keras, tfmot
+from tfprune.mask import MaskedLayer, has_wrappers, iter_layers, kernel_attributes, rewrap
+
+#: Layer types whose kernels are pruned (TFMOT's registry minus recurrent and attention layers).
+PRUNABLE_TYPES = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+                  keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose, keras.layers.SeparableConv1D,
+                  keras.layers.SeparableConv2D, keras.layers.Embedding)
+
+
+def prunable_kernels(layer):
+    """Kernel attributes weight pruning masks on `layer` (TFMOT's rule: pointwise only for separable)."""
+    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
+        return ["pointwise_kernel"]
+    if isinstance(layer, PRUNABLE_TYPES) and not isinstance(layer, keras.layers.DepthwiseConv2D):
+        return kernel_attributes(layer)
+    return []
+
+
+def _prunable_names(model, exclude):
+    names = [layer.name for layer in (l.layer if isinstance(l, MaskedLayer) else l for l in iter_layers(model))
+             if prunable_kernels(layer)]
+    unknown = sorted(set(exclude) - set(names))
+    if unknown:
+        raise ValueError(f"exclude: {unknown} are not prunable layers of '{model.name}'. Prunable: {names}.")
+    return [name for name in names if name not in set(exclude)]
+
+
+def erk_sparsities(model, sparsity, layers):
+    """Per-layer sparsities of the Erdős–Rényi-kernel rule (Evci et al. 2020) with `sparsity` overall.
+
+    Density of a layer ∝ sum(kernel shape) / prod(kernel shape); layers that would exceed density 1 are
+    kept dense and the rest rescaled, so the total number of kept weights matches exactly.
+    """
+    shapes = {}
+    for layer in iter_layers(model):
+        inner = layer.layer if isinstance(layer, MaskedLayer) else layer
+        if inner.name in layers:
+            shapes[inner.name] = tuple(getattr(inner, prunable_kernels(inner)[0]).shape)
+    sizes = {name: float(np.prod(shape)) for name, shape in shapes.items()}
+    raw = {name: sum(shape) / sizes[name] for name, shape in shapes.items()}
+    dense = set()
+    while True:
+        budget = (1 - sparsity) * sum(sizes.values()) - sum(sizes[n] for n in dense)
+        scale = budget / sum(raw[n] * sizes[n] for n in raw if n not in dense)
+        over = {n for n in raw if n not in dense and raw[n] * scale > 1}
+        if not over:
+            break
+        dense |= over
+    return {name: 0.0 if name in dense else 1.0 - raw[name] * scale for name in raw}
+
+
+def layer_targets(model, schedule, sparsity_map, layers):
+    """``{layer_name: final sparsity}`` from a sparsity map: None/'uniform', 'erk' or a dict by name."""
+    final = schedules.final_sparsity(schedule)
+    if sparsity_map in (None, "uniform"):
+        return {name: final for name in layers}
+    if sparsity_map == "erk":
+        return erk_sparsities(model, final, layers)
+    if isinstance(sparsity_map, dict):
+        unknown = sorted(set(sparsity_map) - set(layers))
+        if unknown:
+            raise ValueError(f"sparsity_map names {unknown}, which are not prunable layers. Prunable: {layers}.")
+        bad = {k: v for k, v in sparsity_map.items() if not 0.0 <= v < 1.0}
+        if bad:
+            raise ValueError(f"sparsity_map values must be in [0, 1): {bad}.")
+        return {name: float(sparsity_map.get(name, final)) for name in layers}
+    raise ValueError(f"sparsity_map must be None, 'uniform', 'erk' or a dict {{layer_name: sparsity}}, "
+                     f"got {sparsity_map!r}.")
+
+
+def prune_weights(model, schedule, scope="layer", sparsity_map=None, exclude=()):
+    """A new model whose Dense/Conv kernels are pruned by magnitude while it trains.
+
+    Args:
+      model: a tf_keras Sequential or functional model (not changed).
+      schedule: a TFMOT `PolynomialDecay` or `ConstantSparsity` (or any `PruningSchedule`).
+      scope: "layer" (every layer reaches the schedule's sparsity; TFMOT does the work) or "global"
+        (one magnitude threshold across all prunable kernels; layers end up unevenly sparse).
+      sparsity_map: per-layer targets for scope="layer": None/"uniform", "erk", or {layer_name: sparsity}.
+      exclude: names of layers left dense.
+
+    Train with ``callbacks=[tfprune.UpdatePruningStep()]``; recompile after calling (the optimizer is not
+    carried over, as in TFMOT).
+    """
+    check_model(model)
+    schedules.check_schedule(schedule)
+    if scope not in ("layer", "global"):
+        raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}.")
+    if scope == "global" and sparsity_map is not None:
+        raise ValueError("sparsity_map sets per-layer targets, which global ranking replaces; use "
+                         "scope='layer' with a sparsity_map, or scope='global' without one.")
+    layers = _prunable_names(model, exclude)
+    targets = layer_targets(model, schedule, sparsity_map, layers)
+    schedules.warn_if_never_reaches_target(schedule)
+
+    if scope == "layer" and not has_wrappers(model):
+        return _prune_with_tfmot(model, schedule, targets)
+
+    config = schedules.serialize(schedule)
+    final = schedules.final_sparsity(schedule)
+
+    def spec(layer):
+        if layer.name not in targets:
+            return None
+        ratio = targets[layer.name] / final if final > 0 else 0.0
+        return {"element_masked": prunable_kernels(layer),
+                "plan": {"weight": {"schedule": config, "scope": scope, "ratio": ratio}}}
+
+    return rewrap(model, spec)
+
+
+def _prune_with_tfmot(model, schedule, targets):
+    prune = tfmot.sparsity.keras.prune_low_magnitude
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            raise ValueError(f"scope='layer' with a nested model ('{layer.name}') is not supported by TFMOT; "
+                             f"use scope='global' or flatten the model.")
+        fresh = layer.__class__.from_config(layer.get_config())
+        if layer.name in targets:
+            return prune(fresh, pruning_schedule=schedules.with_target(schedule, targets[layer.name])
+                         if targets[layer.name] != schedules.final_sparsity(schedule) else schedule)
+        return fresh
+
+    pruned = keras.models.clone_model(model, clone_function=clone)
+    by_name = {(l.layer.name if hasattr(l, "pruning_vars") else l.name): l for l in pruned.layers}
+    for layer in model.layers:
+        target = by_name[layer.name]
+        (target.layer if hasattr(target, "pruning_vars") else target).set_weights(layer.get_weights())
+    return pruned
+
+
+def smallest_to_mask(scores, count):
+    """0/1 mask of `scores`' shape with exactly `count` of the smallest entries set to 0."""
+    flat = scores.reshape(-1)
+    mask = np.ones(flat.shape, dtype=np.float32)
+    if count > 0:
+        mask[np.argpartition(flat, count - 1)[:count]] = 0.0
+    return mask.reshape(scores.shape)
+
+
+class WeightPruner:
+    """Updates element masks of one pool of MaskedLayers (all global layers, or one layer at a time).
+
+    Scores are |w ⊙ m|, so pruned weights (score 0) stay pruned as sparsity grows; entries removed by
+    unit pruning on the same layer are not counted, so the target applies to the surviving weights.
+    """
+
+    def __init__(self, layers, schedule, ratio=1.0):
+        self.layers = layers
+        self.schedule = schedule
+        self.ratio = ratio
+
+    @classmethod
+    def from_model(cls, layers):
+        """Pools from the layers' plans: one for every global-scope layer, one per layer-scope layer."""
+        pools, global_layers = [], []
+        for layer in layers:
+            plan = layer.plan.get("weight")
+            if plan is None:
+                continue
+            if plan["scope"] == "global":
+                global_layers.append(layer)
+            else:
+                pools.append(cls([layer], schedules.deserialize(plan["schedule"]), plan["ratio"]))
+        if global_layers:
+            pools.append(cls(global_layers, schedules.deserialize(global_layers[0].plan["weight"]["schedule"])))
+        return pools
+
+    def update(self, sparsity):
+        sparsity *= self.ratio
+        entries = []
+        for layer in self.layers:
+            for name in layer.element_masked:
+                weight = getattr(layer.layer, name).numpy()
+                alive = layer.channel_mask_tensor(name).numpy() > 0
+                entries.append((layer, name, weight, layer.masks[name].numpy(), alive))
+        scores = np.concatenate([np.abs(w * m)[alive] for _, _, w, m, alive in entries])
+        order_mask = smallest_to_mask(scores, int(round(sparsity * scores.size)))
+        start = 0
+        for layer, name, weight, _, alive in entries:
+            count = int(alive.sum())
+            mask = np.ones_like(weight, dtype=np.float32)
+            mask[alive] = order_mask[start:start + count]
+            start += count
+            layer.masks[name].assign(mask)
+        for layer in self.layers:
+            layer.apply_masks()

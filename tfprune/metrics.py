@@ -189,3 +189,7 @@ def format_table(rows, columns=None):
 
     return "\n".join([line([str(c) for c in columns]), line(["-" * w for w in widths])]
                      + [line(values) for values in cells])
+
+
+# The PQ Index is a model-analysis measure too; it lives in pqi.py and is offered here with the counts.
+from tfprune.pqi import layer_pq_indices, pq_index  # noqa: E402,F401

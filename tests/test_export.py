@@ -154,30 +154,6 @@ def test_tfmot_model_is_stripped_with_masks_applied(tmp_path):
     assert np.all(pruned.get_layer("prune_low_magnitude_hidden").layer.kernel.numpy()[:6] != 0)
 
 
-class _MaskWrapper(L.Wrapper):
-    """Stands in for tfprune's own wrappers, which expose `masked_weights()`."""
-
-    def call(self, inputs):
-        return self.layer(inputs)
-
-    def masked_weights(self):
-        return {"kernel": self.layer.kernel.numpy()}
-
-
-def test_other_wrappers_need_a_strip_callable(tmp_path):
-    inputs = keras.Input((3,))
-    wrapped = keras.Model(inputs, _MaskWrapper(L.Dense(2))(inputs))
-    with pytest.raises(ValueError, match="strip="):
-        export.save(wrapped, tmp_path, formats=("tflite",))
-
-    def strip(model):
-        plain = keras.Model(inputs, L.Dense(2)(inputs))
-        plain.set_weights(model.get_weights())
-        return plain
-
-    assert export.save(wrapped, tmp_path, formats=("tflite",), strip=strip)["params"] == 8
-
-
 def test_compare_table_and_plot(tmp_path):
     dense = _mlp()
     x = np.random.default_rng(0).random((20, 12), dtype=np.float32)

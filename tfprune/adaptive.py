@@ -252,9 +252,13 @@ def sap(model_fn, data, compile_fn=None, fit_kwargs=None, rounds=5, rewind=0, di
     if directory is None:
         with tempfile.TemporaryDirectory(prefix="tfprune-sap-") as temporary:
             return sap(model_fn, data, compile_fn, fit_kwargs, rounds, rewind, temporary, prune_fn, p, q, seed)
+    try:
+        (x_train, y_train), (x_test, y_test) = data
+    except (TypeError, ValueError):
+        raise ValueError("sap: `data` must be ((x_train, y_train), (x_test, y_test)), e.g. tfprune.data.mnist_5k()."
+                         ) from None
     compile_fn = compile_fn or _default_compile
     prune_fn = prune_fn or sap_round
-    (x_train, y_train), (x_test, y_test) = data
     os.makedirs(directory, exist_ok=True)
     rewind_dir = os.path.join(directory, "rewind")
 
@@ -354,7 +358,7 @@ class DynamicPruner(keras.callbacks.Callback):
       1. computes, over its alive units (columns with an unmasked entry), n_j, m = mean(n_j),
          cv = std(n_j) / m and trend = |m − m_prev| / m_prev, m_prev being the value recorded at the previous
          check after its pruning (so a pruning step itself is not mistaken for training drift);
-      2. "capped": does nothing if its kernel sparsity is already ≥ `max_sparsity`;
+      2. "capped": does nothing if one more masked entry would take its kernel sparsity past `max_sparsity`;
       3. "wait": does nothing if trend > `stable_tolerance` (its weights are still moving);
       4. "unit": if cv > `unit_cv_threshold` (a few columns dominate) and some alive unit has
          n_j < `unit_fraction_of_mean` · m, masks those whole columns, weakest first;
@@ -478,9 +482,9 @@ class DynamicPruner(keras.callbacks.Callback):
         previous = self._previous[name]
         trend = abs(mean - previous) / previous if previous > 0 else (0.0 if mean == 0 else math.inf)
         cv = float(norms[units].std() / mean) if mean > 0 else 0.0
-        size = alive.size
-        budget = int(alive.sum()) - int(math.ceil(size * (1.0 - self.max_sparsity) - 1e-9))
-        removed, decision = 0, None
+        # Entries that may still go before the kernel's sparsity would pass max_sparsity.
+        budget = int(alive.sum()) - int(math.ceil(alive.size * (1.0 - self.max_sparsity) - 1e-9))
+        removed = 0
         if budget <= 0:
             decision = "capped"
         elif trend > self.stable_tolerance:
@@ -524,7 +528,6 @@ class DynamicPruner(keras.callbacks.Callback):
             layer.layer.kernel.assign(np.where(revived, kernel, layer.layer.kernel.numpy()))
             layer.masks["kernel"].assign(mask)
             layer.apply_masks()
-            self._previous[layer.layer.name] = self._column_stats(layer)[1]
         self.stopped = True
         self.history.append({"check": self._checks, "epoch": self._epoch, "step": self._step, "layer": None,
                              "decision": "stop", "monitor": value, "best": self._best, "restored": restored})

@@ -15,9 +15,10 @@ import zipfile
 
 import numpy as np
 
-from tfprune._keras import check_model, keras, tf, tfmot
+from tfprune._keras import check_model, keras, tf
 from tfprune.bench import compare_latency, predict
 from tfprune.metrics import count_macs, count_nonzero, count_params, format_table
+from tfprune.mask import strip as strip_wrappers
 
 __all__ = ["FORMATS", "save", "artifact_size", "format_report", "compare", "plot_compare"]
 
@@ -121,28 +122,8 @@ def _write(model, fmt, temp, representative_data):
 
 
 def _stripped(model, strip):
-    """The inference model: `strip` (tfprune's own wrappers) first, then TFMOT's wrappers.
-
-    TFMOT's `strip_pruning` returns the inner layers as they are, with weights its masks may not have zeroed
-    yet; the copy written here holds weight x mask, what the wrapped model computes with.
-    """
-    if strip is not None:
-        model = check_model(strip(model), "strip(model)")
-    modules = model.submodules
-    # TFMOT's wrapper class is not public API; it is the Wrapper that holds `pruning_vars`.
-    tfmot_wrappers = [m for m in modules if isinstance(m, keras.layers.Wrapper) and hasattr(m, "pruning_vars")]
-    if tfmot_wrappers:
-        masked = {id(weight): weight.numpy() * mask.numpy()
-                  for layer in tfmot_wrappers for weight, mask, _ in layer.pruning_vars}
-        inner = tfmot.sparsity.keras.strip_pruning(model)
-        model = keras.models.clone_model(inner)
-        model.set_weights([masked.get(id(w), w.numpy()) for w in inner.weights])
-        modules = model.submodules
-    wrapped = [m.name for m in modules if callable(getattr(m, "masked_weights", None))]
-    if wrapped:
-        raise ValueError(f"layers {wrapped} are still pruning wrappers; pass `strip=tfprune.strip` (or strip the "
-                         "model first) so the files hold plain layers.")
-    return model
+    """The inference model: plain layers holding weight x mask (`tfprune.strip` unless `strip` is given)."""
+    return check_model((strip or strip_wrappers)(model), "strip(model)")
 
 
 def _macs(model):
@@ -173,9 +154,9 @@ def save(model, directory, formats=("keras", "saved_model", "tflite"), represent
     """Write `model` (stripped of pruning wrappers) as `directory/name<suffix>` per format; return a report.
 
     Formats: see FORMATS. `tflite_int8` needs `representative_data`: an array of inputs (a few hundred
-    examples are enough) or a callable yielding lists of input arrays. `strip` is applied first to remove
-    non-TFMOT wrappers. The report holds the model's params, nonzero and macs (None when an input shape is not
-    fixed) and, per format, the path, raw bytes and zipped bytes.
+    examples are enough) or a callable yielding lists of input arrays. `strip` (default `tfprune.strip`) first
+    turns pruning wrappers into plain layers holding weight x mask. The report holds the model's params,
+    nonzero and macs (None when an input shape is not fixed) and, per format, the path, raw bytes and zipped bytes.
     """
     check_model(model)
     formats = (formats,) if isinstance(formats, str) else tuple(formats)

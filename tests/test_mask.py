@@ -1,0 +1,65 @@
+"""The mask model: MaskedLayer semantics, the masks() view over both wrapper kinds, strip, with_masks."""
+import numpy as np
+import pytest
+
+import tfprune
+from tfprune import mask
+from tfprune._keras import keras
+
+
+def _model():
+    return tfprune.models.mlp(hidden=(16, 8), seed=0)
+
+
+def test_with_masks_zeroes_weights_and_gradients(mnist_small):
+    model = _model()
+    kernel = model.get_layer("dense_0").kernel.numpy()
+    keep = (np.abs(kernel) > np.median(np.abs(kernel))).astype(np.float32)
+    masked = mask.with_masks(model, {"dense_0": keep})
+    assert np.all(model.get_layer("dense_0").kernel.numpy() == kernel)  # caller untouched
+    masked.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    (x, y), _ = mnist_small
+    masked.fit(x[:500], y[:500], epochs=1, verbose=0)
+    effective = masked.get_layer("masked_dense_0").masked_weights()["kernel"]
+    assert np.all(effective[keep == 0] == 0) and np.all(effective[keep == 1] != 0)
+
+
+def test_masks_view_covers_tfmot_and_tfprune_wrappers():
+    tfmot_model = tfprune.prune_weights(_model(), tfprune.ConstantSparsity(0.5, 0))
+    assert ("dense_0", "kernel") in tfprune.masks(tfmot_model)
+    own = tfprune.prune_weights(_model(), tfprune.ConstantSparsity(0.5, 0), scope="global")
+    assert set(tfprune.masks(own)) == {("dense_0", "kernel"), ("dense_1", "kernel"), ("logits", "kernel")}
+
+
+def test_channel_keeps_and_element_masks_multiply():
+    layer = mask.MaskedLayer(keras.layers.Dense(3, use_bias=False), element_masked=["kernel"],
+                             channel_masked={"kernel": [1]})
+    layer.build((None, 2))
+    layer.masks["kernel"].assign([[1, 0, 1], [1, 1, 1]])
+    layer.keeps[("kernel", 1)].assign([1, 1, 0])
+    np.testing.assert_array_equal(layer.mask_values()["kernel"], [[1, 0, 0], [1, 1, 0]])
+    config = layer.get_config()
+    clone = mask.MaskedLayer.from_config(config)
+    assert clone.channel_masked == {"kernel": [1]} and clone.element_masked == ("kernel",)
+
+
+def test_bad_mask_raises_before_building():
+    with pytest.raises(ValueError, match="no layer named 'nope'"):
+        mask.with_masks(_model(), {"nope": np.ones((784, 16))})
+    with pytest.raises(ValueError, match="shape"):
+        mask.with_masks(_model(), {"dense_0": np.ones((3, 3))})
+
+
+def test_strip_of_nested_model_keeps_outputs():
+    inner = _model()
+    inputs = keras.Input((784,))
+    outer = keras.Model(inputs, keras.layers.Softmax()(inner(inputs)))
+    pruned = tfprune.prune_weights(outer, tfprune.ConstantSparsity(0.5, 0), scope="global")
+    callback = tfprune.UpdatePruningStep()
+    callback.set_model(pruned)
+    callback.on_train_begin()
+    callback.on_train_batch_begin(0)
+    stripped = tfprune.strip(pruned)
+    x = np.random.default_rng(0).random((4, 784)).astype(np.float32)  # random inputs, only to compare outputs
+    np.testing.assert_allclose(stripped(x), pruned(x), atol=1e-6)
+    assert not mask.has_wrappers(stripped)

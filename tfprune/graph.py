@@ -567,8 +567,9 @@ def _normalization(builder, layer, inputs, output_shapes, weights):
 
 
 def _batch_normalization(builder, layer, inputs, output_shapes):
+    renorm = ("moving_stddev", "renorm_mean", "renorm_stddev") if getattr(layer, "renorm", False) else ()
     return _normalization(builder, layer, inputs, output_shapes,
-                          ("gamma", "beta", "moving_mean", "moving_variance"))
+                          ("gamma", "beta", "moving_mean", "moving_variance") + renorm)
 
 
 def _layer_normalization(builder, layer, inputs, output_shapes):

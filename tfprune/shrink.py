@@ -1,0 +1,234 @@
+"""Physically remove dead units and filters: a narrower plain tf_keras model that computes the same outputs.
+
+Everything `shrink` removes comes from the channel graph (`tfprune.graph`), the same one unit masking reads,
+so what was masked during training is exactly what disappears here; no layer-specific surgery exists
+outside the graph's slices.
+
+The rule. Masks are first stripped into the weights (`tfprune.strip`). A channel of a prunable group is
+removed when nothing downstream can see it, which holds in either of two cases:
+
+1. Its value is exactly zero for every input: every producer's kernel column and bias are zero (in every
+   branch of an Add-coupled group), every depthwise bias on its path is zero, every BatchNormalization on its
+   path has beta = 0 and gamma = 0 or moving mean = 0 (then it outputs 0 in inference and in training), every
+   LayerNormalization has gamma = beta = 0, and every activation on its path maps 0 to 0 (ReLU, ReLU6, tanh,
+   ...; not sigmoid, softplus or exp). Depthwise kernels and PReLU slopes only scale the zero, so they may
+   hold anything.
+2. No consumer reads it: every consumer row (Dense/Conv input rows, separable depthwise and pointwise rows)
+   is zero, whatever its value.
+
+`tfprune.prune_units` zeroes both sides, group lasso (`threshold_groups`) the producer side. A group always
+keeps at least one channel, and a multiple of `round_to` where it can (the extra channels are the dead ones
+with the largest L2 norm; keeping a dead channel is exact too). LayerNormalization is the one exception to
+equality: its statistics run over the channels, so removing channels (even zero ones) changes them; a
+warning says so (fine-tune briefly after shrinking).
+"""
+import warnings
+
+import numpy as np
+
+from tfprune import criteria
+from tfprune._keras import check_model, keras
+from tfprune.graph import build_channel_graph
+from tfprune.mask import has_wrappers, iter_layers, strip
+from tfprune.metrics import format_table, layer_table
+from tfprune.unit import kept_count
+
+__all__ = ["shrink", "shrink_report"]
+
+_L = keras.layers
+# Config key that sets the output width, per exact layer class (a subclass may change `call`).
+_WIDTH_KEYS = {_L.Dense: "units", _L.Embedding: "output_dim", **{cls: "filters" for cls in (
+    _L.Conv1D, _L.Conv2D, _L.Conv3D, _L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose,
+    _L.SeparableConv1D, _L.SeparableConv2D)}}
+# 'out' weights that only multiply the channel's own (zero) input, so they cannot make it non-zero.
+_SCALES_ONLY = {(_L.DepthwiseConv1D, "depthwise_kernel"), (_L.DepthwiseConv2D, "depthwise_kernel"),
+                (_L.PReLU, "alpha")}
+_ZERO = np.zeros((1, 1), dtype=np.float32)
+
+
+def _maps_zero_to_zero(layer):
+    """Whether the layer's channel-wise activation keeps a zero channel at zero (checked numerically)."""
+    activation = getattr(layer, "activation", None)
+    if activation is not None:
+        return not np.any(np.asarray(activation(_ZERO)))
+    if type(layer) in (_L.ReLU, _L.LeakyReLU, _L.ELU, _L.ThresholdedReLU):
+        return not np.any(np.asarray(layer(_ZERO)))
+    return True
+
+
+def _dead_channels(group, tensors, tolerance):
+    """Boolean (group.size,): the channels of `group` nothing downstream can see (module rule; |w| <= tolerance is 0).
+
+    `tensors` is a `tfprune.criteria.ModelTensors` of the stripped model.
+    """
+    zero = {}  # (layer, weight, role) -> channels whose entries are all zero, over every slice of that weight
+    for piece in group.slices:
+        entries = piece.channel_view(tensors.weight(piece))
+        key = (piece.layer, piece.weight, piece.role)
+        zero[key] = zero.get(key, True) & np.all(np.abs(entries) <= tolerance, axis=1)
+    consumers = [channels for (_, _, role), channels in zero.items() if role == "in"]
+    unread = np.logical_and.reduce(consumers) if consumers else np.zeros(group.size, dtype=bool)
+    silent = np.ones(group.size, dtype=bool)
+    for (name, weight, role), channels in zero.items():
+        kind = type(tensors.layers[name])
+        if role == "out" and kind is not _L.BatchNormalization and (kind, weight) not in _SCALES_ONLY:
+            silent &= channels
+    for name in {piece.layer for piece in group.slices}:
+        if type(tensors.layers[name]) is _L.BatchNormalization:
+            beta = zero.get((name, "beta", "out"), True)  # center=False: no beta
+            scaled_to_zero = zero.get((name, "gamma", "out"), False) | zero.get((name, "moving_mean", "out"), False)
+            silent &= beta & scaled_to_zero
+    if not all(_maps_zero_to_zero(tensors.layers[name]) for name in group.carriers):
+        silent[:] = False
+    return silent | unread
+
+
+def _group_keep(group, tensors, tolerance, round_to):
+    """Live channels, plus the strongest dead ones needed for at least one channel and a multiple of round_to."""
+    keep = ~_dead_channels(group, tensors, tolerance)
+    wanted = kept_count(group.size, 1.0 - keep.sum() / group.size, round_to)
+    if wanted > keep.sum():
+        scores = np.where(keep, np.inf, criteria.l2(group, tensors))
+        keep[np.argsort(-scores, kind="stable")[:wanted]] = True
+    return keep
+
+
+def _axis_keeps(groups, keeps, tensors):
+    """{layer: {weight: {axis: bool vector}}}: a position survives when no group on that axis drops it."""
+    result = {}
+    for group, keep in zip(groups, keeps):
+        for piece in group.slices + group.carrier_slices:
+            layer = tensors.layers[piece.layer]
+            if piece.weight == "output":
+                length = layer.output_shape[-1]
+            else:
+                length = getattr(layer, piece.weight).shape[piece.axis]
+            axes = result.setdefault(piece.layer, {}).setdefault(piece.weight, {})
+            axes[piece.axis] = axes.get(piece.axis, np.ones(length, dtype=bool)) & piece.expand(keep, length)
+    return result
+
+
+def _nested_owner(model):
+    """{layer name: top-level nested model name} for every layer inside a nested model."""
+    owners = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            owners.update({inner.name: layer.name for inner in iter_layers(layer)})
+    return owners
+
+
+def _narrowed(layer, width):
+    """A copy of `layer` whose output has `width` channels."""
+    config = layer.get_config()
+    if type(layer) in _WIDTH_KEYS:
+        config[_WIDTH_KEYS[type(layer)]] = width
+    elif type(layer) is _L.Reshape and config["target_shape"][-1] != -1:
+        config["target_shape"] = tuple(config["target_shape"][:-1]) + (width,)
+    return type(layer).from_config(config)
+
+
+def _copy_cut_weights(source_model, target_model, cuts):
+    """Copy every weight, keeping only the surviving positions on each axis the graph slices."""
+    targets = {layer.name: layer for layer in target_model.layers}
+    for source in source_model.layers:
+        target = targets[source.name]
+        if isinstance(source, keras.Model):
+            target.set_weights(source.get_weights())
+            continue
+        by_variable = {id(getattr(source, weight)): axes for weight, axes in cuts.get(source.name, {}).items()
+                       if weight != "output"}
+        values = []
+        for variable, expected in zip(source.weights, target.weights):
+            value = variable.numpy()
+            for axis, keep in by_variable.get(id(variable), {}).items():
+                value = np.compress(keep, value, axis=axis)
+            if value.shape != tuple(expected.shape):
+                raise ValueError(f"shrink: weight '{variable.name}' of layer '{source.name}' "
+                                 f"({type(source).__name__}) would have shape {value.shape}, but the narrowed "
+                                 f"layer needs {tuple(expected.shape)}: the channel graph has no slice for it. "
+                                 f"Pass exclude=['{source.name}'] to keep its channels.")
+            values.append(value)
+        target.set_weights(values)
+
+
+def shrink(model, exclude=(), round_to=1, tolerance=0.0):
+    """A new, narrower plain tf_keras model without the dead units/filters of `model` (see the module rule).
+
+    Args:
+      model: tf_keras Sequential or functional model, with or without pruning wrappers (tfprune's or TFMOT's);
+        it is not changed.
+      exclude: layer names whose channel groups are left whole (as in `prune_units`).
+      round_to: each group keeps a multiple of this many channels where it can (LiteRT/XNNPACK compute
+        channels in blocks of 8), adding back its strongest dead channels.
+      tolerance: weights with |w| <= tolerance count as zero; above 0 the outputs may differ slightly.
+
+    The result holds only built-in Keras layers (it loads without `custom_objects`) and is not compiled.
+    Nested models are copied unchanged; a group that reaches into one raises (exclude the nested model).
+
+    Raises:
+      UnsupportedLayerError: a layer the channel graph cannot model (the message names it and the fix).
+      ValueError: bad arguments, or channels to remove inside a nested model.
+    """
+    check_model(model)
+    if not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
+        raise ValueError(f"shrink: `round_to` must be a positive integer, got {round_to!r}.")
+    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance >= 0:
+        raise ValueError(f"shrink: `tolerance` must be a number >= 0, got {tolerance!r}.")
+    graph = build_channel_graph(model, exclude=exclude)
+    stripped = strip(model)
+    tensors = criteria.ModelTensors(stripped)
+    groups, keeps = [], []
+    for group in graph.prunable_groups():
+        keep = _group_keep(group, tensors, tolerance, round_to)
+        if not keep.all():
+            groups.append(group)
+            keeps.append(keep)
+    owners = _nested_owner(stripped)
+    for group in groups:
+        inside = sorted({piece.layer for piece in group.slices + group.carrier_slices} & set(owners))
+        if inside:
+            raise ValueError(f"shrink: channels of '{group.producers[0]}' to be removed reach layer '{inside[0]}' "
+                             f"of nested model '{owners[inside[0]]}'; shrink rebuilds flat models only. Pass "
+                             f"exclude=['{owners[inside[0]]}'] to keep its channels, or flatten the model.")
+        normalized = sorted({piece.layer for piece in group.slices
+                             if type(tensors.layers[piece.layer]) is _L.LayerNormalization})
+        if normalized:
+            warnings.warn(f"shrink: removing channels normalized by LayerNormalization {normalized} "
+                          f"changes its mean and variance, so outputs differ from the masked model; fine-tune "
+                          f"briefly after shrinking.", stacklevel=2)
+    cuts = _axis_keeps(groups, keeps, tensors)
+    widths = {name: int(next(iter(axes["output"].values())).sum()) for name, axes in cuts.items() if "output" in axes}
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer)
+        if layer.name in widths:
+            return _narrowed(layer, widths[layer.name])
+        return type(layer).from_config(layer.get_config())
+
+    shrunk = keras.models.clone_model(stripped, clone_function=clone)
+    _copy_cut_weights(stripped, shrunk, cuts)
+    return shrunk
+
+
+def shrink_report(before, after):
+    """Per-layer output channels, params and MACs of a model and its shrunk copy; returns (rows, text).
+
+    Layers are matched by their inner names (wrappers of `before` are stripped first); the last row totals
+    params and MACs (MACs None when a shape is not fixed).
+    """
+    check_model(before, "before")
+    check_model(after, "after")
+    tables = [{row["name"]: row for row in layer_table(strip(m) if has_wrappers(m) else m)} for m in (before, after)]
+    rows = []
+    for name, old in tables[0].items():
+        new = tables[1].get(name, {})
+        rows.append({"layer": name, "class": old["class"], "units_before": old["units"],
+                     "units_after": new.get("units"), "params_before": old["params"],
+                     "params_after": new.get("params"), "macs_before": old["macs"], "macs_after": new.get("macs")})
+    total = {"layer": "total", "class": ""}
+    for key in ("params_before", "params_after", "macs_before", "macs_after"):
+        values = [row[key] for row in rows]
+        total[key] = None if any(v is None for v in values) else sum(values)
+    rows.append(total)
+    return rows, format_table(rows)

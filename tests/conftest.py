@@ -4,10 +4,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import numpy as np  # noqa: E402
+
 import pytest  # noqa: E402
 
-from tfprune._keras import keras, tf  # noqa: E402
+from tfprune._keras import keras  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

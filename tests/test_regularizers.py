@@ -1,5 +1,7 @@
 """Group lasso: penalty and gradient vs numpy, the proximal step in closed form, selection, reports, files."""
 import numpy as np
+
+import tfprune
 import pytest
 
 from tfprune._keras import keras, tf, tfmot
@@ -366,3 +368,18 @@ def test_proximal_training_kills_lenet_filters(mnist_small):
     assert [row["layer"] for row in rows] == ["conv_0", "conv_1"]
     assert all(0 < row["zero"] < row["groups"] for row in rows)  # some filters die, each layer lives on
     assert history.history["accuracy"][-1] > 0.6
+
+
+def test_threshold_groups_zeroes_dead_filters_bias_so_shrink_removes_them():
+    model = tfprune.models.lenet5(filters=(6, 8), hidden=16)
+    conv = model.get_layer("conv_0")
+    kernel = conv.kernel.numpy()
+    kernel[..., :3] *= 1e-6  # three filters the penalty has nearly killed
+    conv.kernel.assign(kernel)
+    conv.bias.assign(np.full(6, 0.5, np.float32))
+    cleaned = tfprune.threshold_groups(model, groups="filter", tolerance=1e-3)
+    np.testing.assert_array_equal(cleaned.get_layer("conv_0").bias.numpy(), [0, 0, 0, 0.5, 0.5, 0.5])
+    small = tfprune.shrink(cleaned)
+    assert small.get_layer("conv_0").filters == 3
+    x = np.random.default_rng(0).random((4, 28, 28, 1)).astype(np.float32)  # random inputs, output comparison only
+    np.testing.assert_allclose(small(x), cleaned(x), atol=1e-5)

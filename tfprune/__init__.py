@@ -18,8 +18,10 @@ from tfprune.oneshot import oneshot
 from tfprune.lottery import RewindCheckpoint, imp, load_rewind_point, restore
 from tfprune.adaptive import DynamicPruner, PQIndexMonitor, sap, sap_round
 from tfprune import pai
+from tfprune.shrink import shrink
 from tfprune import export, bench
 from tfprune.report import report
+from tfprune import plots, study
 
 __all__ = [
     "check_model", "models", "data", "graph", "criteria", "metrics",
@@ -29,5 +31,5 @@ __all__ = [
     "GroupLasso", "ProximalGroupLasso", "apply_group_lasso", "group_sparsity_report", "threshold_groups",
     "oneshot", "RewindCheckpoint", "imp", "load_rewind_point", "restore",
     "DynamicPruner", "PQIndexMonitor", "sap", "sap_round", "pai",
-    "export", "bench", "report",
+    "shrink", "export", "bench", "report", "plots", "study",
 ]

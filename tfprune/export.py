@@ -7,9 +7,7 @@ leaves a truncated artifact that a later step could mistake for a good one.
 """
 import io
 import os
-import shutil
 import tempfile
-import uuid
 import warnings
 import zipfile
 
@@ -19,6 +17,7 @@ from tfprune._keras import check_model, keras, tf
 from tfprune.bench import compare_latency, predict
 from tfprune.metrics import count_macs, count_nonzero, count_params, format_table
 from tfprune.mask import strip as strip_wrappers
+from tfprune._io import atomic_write
 
 __all__ = ["FORMATS", "save", "artifact_size", "format_report", "compare", "plot_compare"]
 
@@ -31,45 +30,6 @@ FORMATS = {
     "tflite_sparse": "_sparse.tflite",
     "tflite_int8": "_int8.tflite",
 }
-
-
-def _remove(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        os.remove(path)
-
-
-def _atomic_write(path, write):
-    """Run `write(temp)` on a hidden sibling of `path`, then rename it onto `path`.
-
-    The temporary name keeps the final suffix because Keras picks the file format from it. A directory cannot
-    be renamed over an existing one, so the old one is first moved aside and deleted only after the swap.
-    """
-    directory, base = os.path.split(os.path.abspath(path))
-    token = uuid.uuid4().hex[:8]
-    temp = os.path.join(directory, f".tmp-{token}-{base}")
-    try:
-        write(temp)
-        if os.path.isfile(temp):
-            with open(temp, "rb+") as handle:
-                os.fsync(handle.fileno())
-        if os.path.isdir(temp) or os.path.isdir(path):
-            old = os.path.join(directory, f".old-{token}-{base}")
-            if os.path.lexists(path):
-                os.replace(path, old)
-            try:
-                os.replace(temp, path)
-            except BaseException:
-                if os.path.lexists(old):
-                    os.replace(old, path)
-                raise
-            _remove(old)
-        else:
-            os.replace(temp, path)
-    except BaseException:
-        _remove(temp)
-        raise
 
 
 def _representative(data):
@@ -175,7 +135,7 @@ def save(model, directory, formats=("keras", "saved_model", "tflite"), represent
     os.makedirs(directory, exist_ok=True)
     for fmt in formats:
         path = os.path.join(os.fspath(directory), name + FORMATS[fmt])
-        _atomic_write(path, lambda temp, fmt=fmt: _write(model, fmt, temp, representative_data))
+        atomic_write(path, lambda temp, fmt=fmt: _write(model, fmt, temp, representative_data))
         report["artifacts"][fmt] = {"path": path, **artifact_size(path)}
     return report
 
@@ -308,5 +268,5 @@ def plot_compare(rows, path):
             axes.legend(fontsize="small")
     path = os.fspath(path)
     image_format = os.path.splitext(path)[1][1:] or "png"
-    _atomic_write(path, lambda temp: figure.savefig(temp, format=image_format))
+    atomic_write(path, lambda temp: figure.savefig(temp, format=image_format))
     return path

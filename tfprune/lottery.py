@@ -19,11 +19,11 @@ import io
 import json
 import numbers
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 
+from tfprune._io import atomic_write_file
 from tfprune._keras import check_model, keras, tf
 from tfprune.mask import (has_wrappers, inner_layer, iter_layers, kernel_attributes, masked_layers, masks,
                           with_masks)
@@ -43,28 +43,11 @@ _FORMAT = 1
 
 
 # -- files ------------------------------------------------------------------------------------------------
-def _atomic_write(path, write):
-    """Write through a temporary file in the same folder, then os.replace: readers never see a torn file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def _save_arrays(path, meta, arrays):
     """One .npz of numbered arrays plus a JSON `meta` entry (names live in meta, not in zip member names)."""
     payload = {f"a{i}": np.asarray(array) for i, array in enumerate(arrays)}
     payload["meta"] = np.array(json.dumps(dict(meta, format=_FORMAT, count=len(arrays))))
-    _atomic_write(path, lambda file: np.savez(file, **payload))
+    atomic_write_file(path, lambda file: np.savez(file, **payload))
 
 
 def _load_arrays(path):
@@ -74,7 +57,7 @@ def _load_arrays(path):
 
 
 def _write_json(path, value):
-    _atomic_write(path, lambda file: file.write(json.dumps(value, indent=1).encode()))
+    atomic_write_file(path, lambda file: file.write(json.dumps(value, indent=1).encode()))
 
 
 # -- rewind points ----------------------------------------------------------------------------------------
@@ -459,7 +442,7 @@ def _write_results(directory, config, final_lr, rows):
     writer = csv.DictWriter(text, fieldnames=RESULT_COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(full)
-    _atomic_write(os.path.join(directory, "results.csv"), lambda file: file.write(text.getvalue().encode()))
+    atomic_write_file(os.path.join(directory, "results.csv"), lambda file: file.write(text.getvalue().encode()))
     _write_json(os.path.join(directory, STATE_FILE), {"config": config, "final_lr": final_lr, "rows": rows})
 
 
@@ -634,5 +617,5 @@ def plot_imp(results_by_mode, path):
     axes.legend()
     figure.tight_layout()
     extension = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
-    _atomic_write(os.fspath(path), lambda file: figure.savefig(file, format=extension, dpi=120))
+    atomic_write_file(os.fspath(path), lambda file: figure.savefig(file, format=extension, dpi=120))
     return os.fspath(path)

@@ -87,3 +87,42 @@ def resnet20(num_classes=10, input_shape=(32, 32, 3), widths=(16, 32, 64), block
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name="resnet20")
+
+
+def pretrained(name):
+    """A reference model trained by ``pretrained/train.py``, loaded by name after its sha256 is checked.
+
+    The files live in the repository's ``pretrained/`` folder (next to the package), or in
+    ``$TFPRUNE_PRETRAINED_DIR``; ``manifest.json`` there lists each model's file, checksum, seed, command,
+    epochs and test accuracy. A checksum mismatch raises instead of loading a file that is not the one recorded.
+    """
+    import hashlib
+    import json
+    import os
+
+    directory = os.environ.get("TFPRUNE_PRETRAINED_DIR") or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained")
+    manifest_path = os.path.join(directory, "manifest.json")
+    if not os.path.isfile(manifest_path):
+        raise FileNotFoundError(
+            f"pretrained: no manifest.json in {directory!r}. Use a checkout of the tfprune repository (the files are "
+            "not in the pip package), run `python pretrained/train.py` there, or set TFPRUNE_PRETRAINED_DIR to a "
+            "folder holding manifest.json and the model files.")
+    with open(manifest_path, encoding="utf-8") as handle:
+        entries = json.load(handle)["models"]
+    if name not in entries:
+        raise ValueError(f"pretrained: unknown model {name!r}; choose one of {sorted(entries)}.")
+    entry = entries[name]
+    path = os.path.join(directory, entry["file"])
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"pretrained: {path!r} is listed in the manifest but missing; restore it "
+                                f"(git checkout pretrained/) or run `{entry['command']}`.")
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != entry["sha256"]:
+        raise ValueError(f"pretrained: {path!r} has sha256 {digest.hexdigest()}, but the manifest records "
+                         f"{entry['sha256']}; the file was changed or damaged. Restore it (git checkout "
+                         f"pretrained/) or retrain with `{entry['command']}`, which rewrites both.")
+    return keras.models.load_model(path, compile=False)

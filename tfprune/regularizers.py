@@ -392,6 +392,8 @@ def threshold_groups(model, groups="filter", tolerance=1e-3, layers=None):
     """A new model whose near-zero groups (as in `group_sparsity_report`) are exactly zero.
 
     Regularized training leaves dead groups small but not zero; zeroing them lets `shrink` remove them.
+    For output groups ('filter', 'unit') the dead outputs' bias entries are zeroed too: otherwise a dead
+    filter still emits its bias as a constant, which `shrink` rightly refuses to drop.
     The new model is not compiled.
     """
     owner = "threshold_groups"
@@ -400,8 +402,12 @@ def threshold_groups(model, groups="filter", tolerance=1e-3, layers=None):
     kept = {}
     for layer, inner in _select(model, groups, _check_layers(layers, owner), owner):
         kernel, norms = _numpy_norms(inner, groups, owner)
-        kept[layer.name] = kernel * (norms > tolerance * norms.max())
+        alive = norms > tolerance * norms.max()
+        kept[layer.name] = (kernel * alive, alive.reshape(-1) if groups in ("filter", "unit") else None)
     clone = _clone(model, owner=owner)
-    for name, kernel in kept.items():
-        _kernel_layer(clone.get_layer(name)).kernel.assign(kernel)
+    for name, (kernel, alive_outputs) in kept.items():
+        target = _kernel_layer(clone.get_layer(name))
+        target.kernel.assign(kernel)
+        if alive_outputs is not None and getattr(target, "bias", None) is not None:
+            target.bias.assign(target.bias.numpy() * alive_outputs)
     return clone

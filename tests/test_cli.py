@@ -1,0 +1,157 @@
+"""The command line end to end (in process through main, once as a real subprocess), its error exits, and the
+checksummed pretrained models it is usually pointed at.
+
+The small CNN here has random weights: the commands are checked for what they do to files, not for accuracy.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfprune import models
+from tfprune._keras import keras
+from tfprune.cli import main
+from tfprune.metrics import count_params
+
+
+@pytest.fixture(scope="module")
+def cnn_file(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(16, activation="relu", name="hidden")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
+    path = tmp_path_factory.mktemp("cli") / "cnn.keras"
+    model.save(path)
+    return str(path)
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_runs_as_a_real_command():
+    result = subprocess.run([sys.executable, "-m", "tfprune.cli", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0
+    for command in ("study", "report", "export", "bench", "prune"):
+        assert command in result.stdout
+
+
+def test_report_and_export(capsys, cnn_file, tmp_path):
+    code, out, _ = run(capsys, "report", cnn_file)
+    assert code == 0 and "TOTAL" in out and "conv" in out
+
+    code, out, _ = run(capsys, "export", cnn_file, "--formats", "keras,tflite", "--out", str(tmp_path), "--name", "m")
+    assert code == 0 and "zipped_bytes" in out
+    assert sorted(os.listdir(tmp_path)) == ["m.keras", "m.tflite"]
+
+    code, out, _ = run(capsys, "export", cnn_file, "--formats", "tflite_int8", "--calibration", "digits",
+                       "--out", str(tmp_path))
+    assert code == 0 and os.path.isfile(tmp_path / "cnn_int8.tflite")
+
+
+def test_bench_litert(capsys, cnn_file):
+    code, out, _ = run(capsys, "bench", cnn_file, "--backend", "litert", "--threads", "1", "--warmup", "1",
+                       "--repeats", "3")
+    assert code == 0 and "median" in out and "backend litert, 1 thread(s)" in out and "3 timed runs" in out
+
+
+def test_prune_weight_and_unit_with_shrink(capsys, cnn_file, tmp_path):
+    out_path = str(tmp_path / "weight.h5")
+    code, _, _ = run(capsys, "prune", cnn_file, "--method", "weight", "--sparsity", "0.75", "--out", out_path)
+    assert code == 0
+    pruned = keras.models.load_model(out_path, compile=False)
+    hidden = pruned.get_layer("hidden").kernel.numpy()
+    assert np.mean(hidden == 0) == pytest.approx(0.75, abs=1e-3)
+    assert np.count_nonzero(pruned.get_layer("logits").kernel.numpy() == 0) == 0  # the output layer stays whole
+
+    out_path = str(tmp_path / "small.keras")
+    code, out, _ = run(capsys, "prune", cnn_file, "--method", "unit", "--sparsity", "0.5", "--shrink",
+                       "--out", out_path)
+    assert code == 0 and f"wrote {out_path}" in out
+    small = keras.models.load_model(out_path, compile=False)
+    assert small.get_layer("conv").filters == 4 and small.get_layer("hidden").units == 8
+    assert small.get_layer("logits").units == 10
+    original = keras.models.load_model(cnn_file, compile=False)
+    assert count_params(small) < count_params(original)
+
+
+def test_study_from_config_and_resume(capsys, tmp_path):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"model": "mlp", "dataset": "digits", "methods": ["oneshot_weight", "oneshot_unit"],
+                                  "sparsities": [0.5], "epochs": 1}))
+    out_dir = str(tmp_path / "run")
+    code, out, _ = run(capsys, "study", str(config), "--out", out_dir)
+    assert code == 0 and "[2/2] oneshot_unit k=50%" in out and "k % | weight |   unit" in out
+    assert os.path.isfile(os.path.join(out_dir, "results.jsonl"))
+    assert os.path.isfile(os.path.join(out_dir, "plots", "accuracy.png"))
+    code, out, _ = run(capsys, "study", str(config), "--out", out_dir)
+    assert code == 0 and "2 of 2 cells finished earlier" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["report", "missing.keras"], "MODEL 'missing.keras' does not exist"),
+    (["report", __file__], "is not a .keras or .h5 file"),
+    (["export", "missing.keras", "--formats", "onnx", "--out", "x"], "--formats: unknown ['onnx']"),
+    (["prune", "missing.keras", "--method", "weight", "--sparsity", "0.5", "--shrink"], "--shrink removes whole units"),
+    (["bench", __file__], "cannot tell the backend"),
+    (["study", "missing.json"], "CONFIG 'missing.json' does not exist"),
+])
+def test_errors_exit_2_with_one_line_on_stderr(capsys, argv, message):
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and message in err and err.startswith(f"tfprune {argv[0]}: error:") and "Traceback" not in err
+
+
+def test_damaged_files_and_bad_arguments_exit_2(capsys, tmp_path, cnn_file):
+    damaged = tmp_path / "damaged.keras"
+    damaged.write_bytes(b"not a zip archive")
+    code, _, err = run(capsys, "report", str(damaged))
+    assert code == 2 and "cannot load" in err and "as a tf_keras model" in err
+
+    code, _, err = run(capsys, "export", cnn_file, "--formats", "tflite_int8", "--out", str(tmp_path))
+    assert code == 2 and "--calibration" in err
+
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"methods": ["nope"]}))
+    code, _, err = run(capsys, "study", str(config))
+    assert code == 2 and "unknown `methods` ['nope']" in err
+
+    for argv in (["prune", cnn_file, "--method", "weight", "--sparsity", "1.5"], ["prune", cnn_file], [],
+                 ["study", "a.json", "--preset", "seeds-mnist"], ["bench", cnn_file, "--batch-size", "0"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "usage: tfprune" in err, argv
+    assert run(capsys, "prune", "--help")[0] == 0
+
+
+def test_pretrained_models_are_checked_against_the_manifest(tmp_path, monkeypatch):
+    with open(os.path.join(os.path.dirname(__file__), "..", "pretrained", "manifest.json")) as handle:
+        manifest = json.load(handle)["models"]
+    assert set(manifest) == {"mlp", "lenet5"}
+    for entry in manifest.values():
+        assert {"file", "sha256", "seed", "command", "epochs", "test_accuracy", "date", "versions"} <= set(entry)
+    lenet = models.pretrained("lenet5")
+    assert lenet.name == "lenet5" and lenet.input_shape == (None, 28, 28, 1)
+
+    with pytest.raises(ValueError, match=r"unknown model 'resnet'; choose one of \['lenet5', 'mlp'\]"):
+        models.pretrained("resnet")
+    source = os.path.join(os.path.dirname(__file__), "..", "pretrained")
+    for name in ("manifest.json", "lenet5.keras"):
+        shutil.copy(os.path.join(source, name), tmp_path / name)
+    with open(tmp_path / "lenet5.keras", "ab") as handle:
+        handle.write(b"\0")
+    monkeypatch.setenv("TFPRUNE_PRETRAINED_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="has sha256 .* but the manifest records"):
+        models.pretrained("lenet5")
+    with pytest.raises(FileNotFoundError, match="listed in the manifest but missing"):
+        models.pretrained("mlp")
+    monkeypatch.setenv("TFPRUNE_PRETRAINED_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+        models.pretrained("mlp")

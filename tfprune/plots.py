@@ -1,0 +1,133 @@
+"""Figures of a study's rows: accuracy, per-layer sparsity, size and latency against sparsity.
+
+Drawn on Agg canvases (no display, no global pyplot state) and written atomically, so a figure on disk is
+always complete. Points are means over seeds; the bars around them span the seeds' minimum and maximum.
+The dedicated figures of other procedures stay where they are: `pai.plot_study`, `lottery.plot_imp`,
+`export.plot_compare`.
+"""
+import os
+
+import numpy as np
+
+from tfprune._io import atomic_write
+
+__all__ = ["accuracy_vs_sparsity", "layer_sparsity", "size_latency", "study_plots"]
+
+
+def _figure(width, height):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure, path):
+    path = os.fspath(path)
+    image_format = os.path.splitext(path)[1][1:] or "png"
+    atomic_write(path, lambda temp: figure.savefig(temp, format=image_format, dpi=120))
+    return path
+
+
+def _methods(rows):
+    return list(dict.fromkeys(row["method"] for row in rows))
+
+
+def _series(rows, method, key, scale=1.0):
+    """Sparsities in % and the mean, min and max of `key` over seeds, for one method; None values skipped."""
+    by_k = {}
+    for row in rows:
+        if row["method"] == method and row.get(key) is not None:
+            by_k.setdefault(100 * row["sparsity"], []).append(row[key] / scale)
+    ks = sorted(by_k)
+    values = [np.asarray(by_k[k]) for k in ks]
+    return (np.array(ks), np.array([v.mean() for v in values]), np.array([v.min() for v in values]),
+            np.array([v.max() for v in values]))
+
+
+def _plot_lines(axes, rows, key, scale=1.0):
+    for method in _methods(rows):
+        ks, mean, low, high = _series(rows, method, key, scale)
+        if len(ks):
+            axes.errorbar(ks, mean, yerr=[mean - low, high - mean], marker="o", capsize=3, label=method)
+    axes.set_xlabel("k: % of each hidden layer pruned")
+    axes.grid(alpha=0.3)
+
+
+def _check(rows, caller):
+    if not rows:
+        raise ValueError(f"{caller}: `rows` is empty; run the study (Study.run) before plotting it.")
+
+
+def accuracy_vs_sparsity(rows, path, title="Test accuracy against sparsity"):
+    """One line per method; the dense models' mean accuracy is the dashed line. Returns `path`."""
+    _check(rows, "accuracy_vs_sparsity")
+    figure = _figure(7, 4.5)
+    axes = figure.add_subplot()
+    _plot_lines(axes, rows, "accuracy")
+    dense = {row["seed"]: row["dense_accuracy"] for row in rows}
+    axes.axhline(np.mean(list(dense.values())), linestyle="--", color="grey", label="dense")
+    axes.set_ylabel("test accuracy")
+    axes.set_title(title)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    return _save(figure, path)
+
+
+def layer_sparsity(rows, path, sparsity=None):
+    """Grouped bars: each layer's fraction of zero weights per method, at one sparsity (first seed).
+
+    `sparsity` defaults to the largest one every method ran at (or the largest overall if they share none).
+    """
+    _check(rows, "layer_sparsity")
+    methods = _methods(rows)
+    if sparsity is None:
+        shared = set.intersection(*({row["sparsity"] for row in rows if row["method"] == m} for m in methods))
+        sparsity = max(shared or {row["sparsity"] for row in rows})
+    first_seed = min(row["seed"] for row in rows)
+    chosen = {row["method"]: row for row in rows
+              if row["seed"] == first_seed and abs(row["sparsity"] - sparsity) < 1e-9}
+    if not chosen:
+        raise ValueError(f"layer_sparsity: no row at sparsity {sparsity!r}; the rows have "
+                         f"{sorted({row['sparsity'] for row in rows})}.")
+    layers = list(dict.fromkeys(name for row in chosen.values() for name in row["layers"]))
+    figure = _figure(max(6, 1.2 * len(layers)), 4)
+    axes = figure.add_subplot()
+    x = np.arange(len(layers))
+    width = 0.8 / len(chosen)
+    for i, (method, row) in enumerate(chosen.items()):
+        values = [row["layers"].get(name, {}).get("sparsity", np.nan) for name in layers]
+        axes.bar(x + (i - (len(chosen) - 1) / 2) * width, values, width, label=method)
+    axes.set_xticks(x, layers, rotation=30, ha="right")
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("fraction of weights that are zero")
+    axes.set_title(f"Per-layer sparsity at k={100 * sparsity:g}% (seed {first_seed})")
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    return _save(figure, path)
+
+
+def size_latency(rows, path):
+    """Zipped file size against sparsity and, where the rows hold latencies, latency against sparsity."""
+    _check(rows, "size_latency")
+    timed = [row for row in rows if row.get("latency_ms") is not None]
+    figure = _figure(12 if timed else 6.5, 4)
+    axes = figure.add_subplot(1, 2 if timed else 1, 1)
+    _plot_lines(axes, rows, "zipped_bytes", 1024.0)
+    axes.set_ylabel(f"zip-deflated {rows[0]['size_format']} file (KiB)")
+    axes.set_title("Compressed size")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    if timed:
+        axes = figure.add_subplot(1, 2, 2)
+        _plot_lines(axes, timed, "latency_ms")
+        axes.set_ylabel("median latency (ms)")
+        axes.set_title("Latency (zeros alone do not make a dense kernel faster)")
+    return _save(figure, path)
+
+
+def study_plots(rows, directory):
+    """All three figures as PNGs in `directory`; returns ``{"accuracy"|"layers"|"size_latency": path}``."""
+    os.makedirs(directory, exist_ok=True)
+    return {"accuracy": accuracy_vs_sparsity(rows, os.path.join(directory, "accuracy.png")),
+            "layers": layer_sparsity(rows, os.path.join(directory, "layers.png")),
+            "size_latency": size_latency(rows, os.path.join(directory, "size_latency.png"))}

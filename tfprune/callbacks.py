@@ -2,15 +2,24 @@
 
 One `UpdatePruningStep` serves TFMOT's wrappers and tfprune's: it keeps the step counter, asks each
 pruner's schedule whether this step prunes, and writes masked zeros into the weights at epoch end.
-Custom loop recipe: ``cb.set_model(model); cb.on_train_begin()``, then per batch
-``cb.on_train_batch_begin(i)`` before the train step and ``cb.on_train_batch_end(i)`` after it, and
-``cb.on_epoch_end(epoch)`` per epoch.
+
+Custom training loop (gives the same masks as `fit`)::
+
+    callback = tfprune.UpdatePruningStep()      # data=(x, y) for "taylor"/"apoz"
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch in range(epochs):
+        for batch, (x, y) in enumerate(dataset):
+            callback.on_train_batch_begin(batch)  # masks change here when a schedule fires
+            train_step(x, y)                      # model(x, training=True) computes with weight * mask
+            callback.on_train_batch_end(batch)    # advances the step
+        callback.on_epoch_end(epoch)              # writes the masked zeros into the weights
 """
 import numpy as np
 
 from tfprune import schedules
 from tfprune._keras import keras, tf, tfmot
-from tfprune.mask import masked_layers, masks
+from tfprune.mask import current_step, masked_layers, masks
 from tfprune.unit import UnitPruner
 from tfprune.weight import WeightPruner
 
@@ -21,31 +30,35 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     Args:
       data: optional calibration batch ``(x, y)`` for unit criteria that need gradients or activations
-        (``taylor``, ``apoz``); ignored otherwise.
+        (``taylor``, ``apoz``; y may be None for ``apoz``); ignored otherwise. Keep it small: it is scored
+        every time the schedule fires.
     """
 
     def __init__(self, data=None):
         super().__init__()
-        self.data = data
+        if data is not None and not (isinstance(data, (tuple, list)) and len(data) == 2):
+            raise ValueError(f"UpdatePruningStep: data must be a calibration pair (x, y) (y may be None for "
+                             f"'apoz'), got a {type(data).__name__}.")
+        self.data = None if data is None else tuple(data)
         self.step = 0
         self.layers = []
         self.pruners = []
         self._tfmot = tfmot.sparsity.keras.UpdatePruningStep()
 
     def on_train_begin(self, logs=None):
+        layers = masked_layers(self.model)
+        # Pruners check their plans (e.g. missing calibration data) before any state changes.
+        self.pruners = WeightPruner.from_model(layers) + UnitPruner.from_model(self.model, layers, self.data)
+        self.layers = layers
         self._tfmot.set_model(self.model)
         self._tfmot.on_train_begin(logs)
-        self.layers = masked_layers(self.model)
-        if not self.layers:
-            return
-        self.step = max(int(self.layers[0].pruning_step.numpy()), 0)
-        self.pruners = WeightPruner.from_model(self.layers) + UnitPruner.from_model(self.model, self.layers,
-                                                                                     self.data)
-        self._store_step()
+        if self.layers:
+            self.step = current_step(self.model)
+            self._store_step()
 
     def on_train_batch_begin(self, batch, logs=None):
         for pruner in self.pruners:
-            fires, sparsity = schedules.evaluate(pruner.schedule, self.step)
+            fires, sparsity = schedules.evaluate(pruner.schedule, self.step - pruner.start)
             if fires:
                 pruner.update(sparsity)
 
@@ -68,7 +81,11 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
 @keras.utils.register_keras_serializable(package="tfprune")
 class PruningSummaries(keras.callbacks.Callback):
-    """Writes per-layer weight sparsity and unit sparsity to TensorBoard at each epoch end."""
+    """Writes per-layer weight sparsity and unit sparsity to TensorBoard at each epoch end.
+
+    Tags: ``sparsity/<layer>/<weight>`` (effective mask) and ``unit_sparsity/<layer>/<weight>_axis<k>``
+    (fraction of removed channels along each masked axis, e.g. a Dense kernel's axis 1 = its units).
+    """
 
     def __init__(self, log_dir):
         super().__init__()

@@ -75,22 +75,24 @@ class MaskedLayer(keras.layers.Wrapper):
     def masked_attributes(self):
         return list(dict.fromkeys(list(self.element_masked) + list(self.channel_masked)))
 
+    def _mask_factor(self, name, element=True):
+        """Product of weight `name`'s keep vectors (each shaped to broadcast along its axis) and, with
+        `element`, its element mask: what the weight is multiplied by, without a full-size ones tensor."""
+        rank = len(getattr(self.layer, name).shape)
+        factor = self.masks[name] if element and name in self.masks else tf.ones([1] * rank)
+        for axis in self.channel_masked.get(name, ()):
+            shape = [1] * rank
+            shape[axis] = -1
+            factor = factor * tf.reshape(self.keeps[(name, axis)], shape)
+        return factor
+
     def channel_mask_tensor(self, name):
         """The product of weight `name`'s per-axis keep vectors (ones when it has none)."""
-        weight = getattr(self.layer, name)
-        mask = tf.ones_like(weight)
-        for axis in self.channel_masked.get(name, ()):
-            shape = [1] * len(weight.shape)
-            shape[axis] = -1
-            mask = mask * tf.reshape(self.keeps[(name, axis)], shape)
-        return mask
+        return tf.broadcast_to(self._mask_factor(name, element=False), getattr(self.layer, name).shape)
 
     def mask_tensor(self, name):
         """The effective mask of weight `name`: element mask times channel keeps."""
-        if name not in self.channel_masked:
-            return self.masks[name]
-        mask = self.channel_mask_tensor(name)
-        return mask * self.masks[name] if name in self.masks else mask
+        return tf.broadcast_to(self._mask_factor(name), getattr(self.layer, name).shape)
 
     def call(self, inputs, training=None):
         originals = {}
@@ -99,7 +101,7 @@ class MaskedLayer(keras.layers.Wrapper):
                 continue  # moving statistics are updated by the layer itself; apply_masks zeroes them
             originals[name] = getattr(self.layer, name)
             # object.__setattr__ avoids Keras attribute tracking: the variable stays the tracked weight.
-            object.__setattr__(self.layer, name, originals[name] * self.mask_tensor(name))
+            object.__setattr__(self.layer, name, originals[name] * self._mask_factor(name))
         try:
             if self._supports_training:
                 return self.layer(inputs, training=training)
@@ -124,7 +126,7 @@ class MaskedLayer(keras.layers.Wrapper):
         """Write masked values into the variables, so the zeros are visible in the weights too."""
         for name in self.masked_attributes():
             weight = getattr(self.layer, name)
-            weight.assign(weight * self.mask_tensor(name))
+            weight.assign(weight * self._mask_factor(name))
 
     def get_config(self):
         config = super().get_config()
@@ -159,6 +161,14 @@ def iter_layers(model):
 def masked_layers(model):
     """tfprune's MaskedLayer wrappers in `model` (nested models included)."""
     return [layer for layer in iter_layers(model) if isinstance(layer, MaskedLayer)]
+
+
+def current_step(model):
+    """The training step `model`'s pruning has reached (0 before any): the largest of its wrappers' steps.
+
+    A pruning method added to a model already being pruned counts its schedule from this step.
+    """
+    return max([int(layer.pruning_step.numpy()) for layer in masked_layers(model)] + [0])
 
 
 def masks(model):

@@ -3,15 +3,16 @@
 Every coupled tensor of a channel group (producer kernel and bias, BatchNorm entries, consumer input
 rows, residual and concatenated branches) gets a keep vector on its MaskedLayer; the channel graph
 says which, so the masks here are exactly what `shrink` later removes. Criteria are pluggable callables
-from `tfprune.criteria`; schedules are TFMOT's.
+from `tfprune.criteria`, fed by `criteria.ModelTensors` (which reads the variables, so each update first
+writes the masked zeros into them); schedules are TFMOT's.
 """
 import numpy as np
 
 from tfprune import criteria as criteria_module
 from tfprune import schedules
-from tfprune._keras import check_model, keras, tf
+from tfprune._keras import check_model, keras
 from tfprune.graph import build_channel_graph
-from tfprune.mask import MaskedLayer, iter_layers, rewrap
+from tfprune.mask import current_step, rewrap
 
 
 def _criterion_name(criterion):
@@ -19,10 +20,14 @@ def _criterion_name(criterion):
         criteria_module.get_criterion(criterion)
         return criterion
     name = getattr(criterion, "tfprune_name", None)
-    if name is None or criteria_module.get_criterion(name) is not criterion:
+    if name is None or criteria_module.CRITERIA.get(name) is not criterion:
         raise ValueError("criterion: pass a name from tfprune.criteria.CRITERIA or a callable registered with "
                          "@tfprune.criteria.register_criterion('name'), so the pruned model can be saved.")
     return name
+
+
+def _criterion(name, seed):
+    return criteria_module.random(seed) if name == "random" else criteria_module.get_criterion(name)
 
 
 def prune_units(model, schedule, criterion="l2", scope="layer", round_to=1, exclude=(), seed=0):
@@ -31,15 +36,21 @@ def prune_units(model, schedule, criterion="l2", scope="layer", round_to=1, excl
     Args:
       model: tf_keras Sequential or functional model (not changed).
       schedule: TFMOT `PolynomialDecay`/`ConstantSparsity`; its sparsity is the fraction of units removed.
+        Its steps count from this call: on a model already being pruned, step 0 is the model's current step.
       criterion: name in `tfprune.criteria.CRITERIA` ("l2", "l1", "bn_gamma", "taylor", "apoz",
         "mean_column_norm", "random") or a registered criterion callable.
-      scope: "layer" (every group loses the same fraction) or "global" (normalised scores ranked across
-        groups; a group never loses its last unit).
+      scope: "layer" (every group loses the same fraction) or "global" (scores normalised by each group's
+        mean, ranked across groups; a group never loses its last unit).
       round_to: kept channel counts are multiples of this (LiteRT/XNNPACK compute channels in blocks).
       exclude: layer names whose channel groups are left whole (the output layer always is).
       seed: seed for the "random" criterion.
 
-    Train with ``callbacks=[tfprune.UpdatePruningStep(data=...)]`` (data only for taylor/apoz).
+    Raises before anything is built: unknown criterion, scope or round_to; a weight-only criterion that
+    cannot score this model (e.g. "bn_gamma" without BatchNormalization); layers the channel graph cannot
+    model (e.g. Lambda; the message names the layer and suggests `exclude`).
+
+    Train with ``callbacks=[tfprune.UpdatePruningStep()]``; criteria that read gradients or activations
+    ("taylor", "apoz") need calibration data: ``UpdatePruningStep(data=(x, y))``.
     """
     check_model(model)
     schedules.check_schedule(schedule)
@@ -49,93 +60,79 @@ def prune_units(model, schedule, criterion="l2", scope="layer", round_to=1, excl
         raise ValueError(f"round_to must be a positive integer, got {round_to!r}.")
     name = _criterion_name(criterion)
     schedules.warn_if_never_reaches_target(schedule)
-    graph = build_channel_graph(model, exclude=exclude)
-    groups = graph.prunable_groups()
+    groups = build_channel_graph(model, exclude=exclude).prunable_groups()
     if not groups:
         raise ValueError(f"prune_units: model '{model.name}' has no prunable channel group "
                          f"(every group reaches the output or is excluded).")
+    chosen = _criterion(name, seed)
+    if not chosen.needs:  # a weight-only criterion that cannot score this model fails now, not mid-fit
+        tensors = criteria_module.ModelTensors(model)
+        for group in groups:
+            criteria_module.score_group(chosen, group, tensors)
     axes = {}
     for group in groups:
         for piece in group.slices:
             axes.setdefault(piece.layer, {}).setdefault(piece.weight, set()).add(piece.axis)
     plan = {"unit": {"schedule": schedules.serialize(schedule), "criterion": name, "scope": scope,
-                     "round_to": round_to, "exclude": list(exclude), "seed": seed}}
+                     "round_to": round_to, "exclude": list(exclude), "seed": seed, "start": current_step(model)}}
     return rewrap(model, lambda layer: {"channel_masked": {w: sorted(a) for w, a in axes[layer.name].items()},
                                         "plan": plan} if layer.name in axes else None)
 
 
-class GroupTensors:
-    """What criteria read: masked weights, and on demand gradients and activations on calibration data."""
-
-    def __init__(self, model, wrappers, data=None):
-        self.model = model
-        self.wrappers = wrappers
-        self.data = data
-        self._gradients = None
-        self._activations = {}
-
-    def weight(self, piece):
-        wrapper = self.wrappers[piece.layer]
-        return wrapper.masked_weights()[piece.weight] if piece.weight in wrapper.masked_attributes() \
-            else getattr(wrapper.layer, piece.weight).numpy()
-
-    def _require_data(self, what):
-        if self.data is None:
-            raise ValueError(f"This criterion needs {what}: pass calibration data as "
-                             f"tfprune.UpdatePruningStep(data=(x, y)).")
-
-    def gradient(self, piece):
-        self._require_data("gradients")
-        if self._gradients is None:
-            x, y = self.data
-            variables = {(name, w): getattr(wrapper.layer, w) for name, wrapper in self.wrappers.items()
-                         for w in wrapper.masked_attributes()}
-            with tf.GradientTape() as tape:
-                logits = self.model(x, training=False)
-                loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
-            grads = tape.gradient(loss, list(variables.values()))
-            self._gradients = {key: (np.zeros(v.shape, np.float32) if g is None else g.numpy())
-                               for (key, v), g in zip(variables.items(), grads)}
-        return self._gradients[(piece.layer, piece.weight)]
-
-    def activations(self, layer_name):
-        self._require_data("activations")
-        if layer_name not in self._activations:
-            layer = self.wrappers.get(layer_name) or _find_layer(self.model, layer_name)
-            probe = keras.Model(self.model.inputs, layer.output)
-            self._activations[layer_name] = probe(self.data[0], training=False).numpy()
-        return self._activations[layer_name]
-
-
-def _find_layer(model, name):
-    for layer in iter_layers(model):
-        if layer.name == name:
-            return layer
-    raise ValueError(f"No layer named '{name}' in model '{model.name}'.")
-
-
 def kept_count(size, sparsity, round_to):
     """Channels kept when `sparsity` of `size` are removed: at least one, a multiple of round_to if possible."""
-    kept = max(1, size - int(round(sparsity * size)))
-    if round_to > 1:
-        kept = min(size, max(round_to, int(np.ceil(kept / round_to)) * round_to))
-    return kept
+    return _rounded_up(max(1, size - int(round(sparsity * size))), size, round_to)
+
+
+def _rounded_up(kept, size, round_to):
+    return min(size, max(round_to, int(np.ceil(kept / round_to)) * round_to)) if round_to > 1 else kept
+
+
+def _top(score, kept):
+    """Keep the `kept` best channels, never one already pruned (score -inf), so pruning never revives."""
+    keep = np.zeros(score.size, dtype=bool)
+    keep[np.argsort(-score, kind="stable")[:min(kept, int(np.isfinite(score).sum()))]] = True
+    return keep
+
+
+def _channel_keep(piece, vector):
+    """Per-channel keep of `piece`'s group read back from the keep vector of its axis (first position)."""
+    return piece.channel_view(vector.reshape([1] * piece.axis + [-1]))[:, 0] > 0
 
 
 class UnitPruner:
-    """Re-scores every prunable channel group and rewrites the keep vectors of all coupled weights."""
+    """Re-scores every prunable channel group and rewrites the keep vectors of all coupled weights.
+
+    Args:
+      model: the model holding the MaskedLayers (read by the criterion).
+      wrappers: ``{inner layer name: MaskedLayer}`` of the model.
+      plan: the ``"unit"`` plan that `prune_units` stored on the wrappers.
+      data: calibration ``(x, y)`` for criteria that need gradients or activations.
+    """
 
     def __init__(self, model, wrappers, plan, data=None):
+        name = plan["criterion"]
+        self.criterion = _criterion(name, plan["seed"])
+        needs = sorted(self.criterion.needs)
+        if needs and data is None:
+            raise ValueError(f"Unit criterion '{name}' needs {' and '.join(needs)} of calibration data: train "
+                             f"with tfprune.UpdatePruningStep(data=(x, y)).")
+        if "gradients" in needs and (data[1] is None or getattr(model, "loss", None) is None):
+            raise ValueError(f"Unit criterion '{name}' needs gradients: give labels, "
+                             f"UpdatePruningStep(data=(x, y)), and compile the model with a loss.")
         self.model = model
         self.wrappers = wrappers
+        self.data = data
         self.schedule = schedules.deserialize(plan["schedule"])
-        self.criterion = criteria_module.get_criterion(plan["criterion"])
-        if plan["criterion"] == "random":
-            self.criterion = criteria_module.random(plan["seed"])
+        self.start = plan.get("start", 0)
         self.scope = plan["scope"]
         self.round_to = plan["round_to"]
         self.groups = build_channel_graph(model, exclude=plan["exclude"]).prunable_groups()
-        self.data = data
+        # Every keep vector and the (group index, slice) pairs that write into it.
+        self._writers = {}
+        for index, group in enumerate(self.groups):
+            for piece in group.slices:
+                self._writers.setdefault((piece.layer, piece.weight, piece.axis), []).append((index, piece))
 
     @classmethod
     def from_model(cls, model, layers, data=None):
@@ -145,66 +142,57 @@ class UnitPruner:
         wrappers = {layer.layer.name: layer for layer in layers}
         return [cls(model, wrappers, planned[0].plan["unit"], data)]
 
-    def current_keep(self, group):
-        piece = next(p for p in group.slices if p.role == "out")
-        keep_vector = self.wrappers[piece.layer].keeps[(piece.weight, piece.axis)].numpy()
-        return np.array([keep_vector[piece.indices(c)[0]] > 0 for c in range(group.size)])
+    def _variable(self, key):
+        layer, weight, axis = key
+        return self.wrappers[layer].keeps[(weight, axis)]
 
     def update(self, sparsity):
-        tensors = GroupTensors(self.model, self.wrappers, self.data)
+        """Score every group on the current (masked) model and shrink the keep vectors to `sparsity`."""
+        for wrapper in self.wrappers.values():
+            wrapper.apply_masks()  # momentum moves masked entries off zero; criteria must read the zeros
+        tensors = criteria_module.ModelTensors(self.model, *(self.data or ()))
+        vectors = {key: self._variable(key).numpy() for key in self._writers}
         scores = []
         for group in self.groups:
-            score = np.asarray(self.criterion(group, tensors), dtype=np.float64)
-            score[~self.current_keep(group)] = -np.inf  # pruned channels are never revived
+            piece = group.slices[0]
+            score = criteria_module.score_group(self.criterion, group, tensors)
+            score[~_channel_keep(piece, vectors[(piece.layer, piece.weight, piece.axis)])] = -np.inf
             scores.append(score)
-        keeps = self._layer_keeps(scores, sparsity) if self.scope == "layer" else self._global_keeps(scores, sparsity)
-        self._write(keeps)
-
-    def _layer_keeps(self, scores, sparsity):
-        keeps = []
-        for group, score in zip(self.groups, scores):
-            keep = np.zeros(group.size, dtype=bool)
-            keep[np.argsort(-score, kind="stable")[:kept_count(group.size, sparsity, self.round_to)]] = True
-            keeps.append(keep)
-        return keeps
+        if self.scope == "layer":
+            keeps = [_top(score, kept_count(score.size, sparsity, self.round_to)) for score in scores]
+        else:
+            keeps = self._global_keeps(scores, sparsity)
+        self._write(keeps, vectors)
 
     def _global_keeps(self, scores, sparsity):
-        normalised = [np.where(np.isfinite(s), criteria_module.normalize_scores(np.where(np.isfinite(s), s, 0)), s)
-                      for s in scores]
+        """Drop the globally lowest normalised scores; each group's best channel is never a candidate."""
+        normalised = []
+        for score in scores:
+            alive = np.isfinite(score)
+            scaled = np.full(score.size, -np.inf)
+            scaled[alive] = criteria_module.normalize_scores(score[alive])
+            normalised.append(scaled)
         flat = np.concatenate(normalised)
-        owner = np.concatenate([np.full(len(s), i) for i, s in enumerate(scores)])
-        remaining = np.array([len(s) for s in scores])
-        to_remove = int(round(sparsity * flat.size))
-        keeps = [np.ones(len(s), dtype=bool) for s in scores]
-        starts = np.concatenate([[0], np.cumsum(remaining)[:-1]])
-        for index in np.argsort(flat, kind="stable"):
-            if to_remove == 0:
-                break
-            group = owner[index]
-            if remaining[group] > 1:
-                keeps[group][index - starts[group]] = False
-                remaining[group] -= 1
-                to_remove -= 1
-        if self.round_to > 1:
-            keeps = [self._rounded(keep, score) for keep, score in zip(keeps, normalised)]
-        return keeps
+        owner = np.repeat(np.arange(len(scores)), [score.size for score in scores])
+        order = np.argsort(flat, kind="stable")
+        _, last = np.unique(owner[order][::-1], return_index=True)
+        best = order[order.size - 1 - last]
+        candidates = order[~np.isin(order, best)]
+        keep = np.isfinite(flat)
+        keep[candidates[:int(round(sparsity * flat.size))]] = False
+        keeps = np.split(keep, np.cumsum([score.size for score in scores])[:-1])
+        return [_top(score, _rounded_up(int(k.sum()), k.size, self.round_to)) if self.round_to > 1 else k
+                for k, score in zip(keeps, normalised)]
 
-    def _rounded(self, keep, score):
-        kept = kept_count(len(keep), 1.0 - keep.sum() / len(keep), self.round_to)
-        rounded = np.zeros(len(keep), dtype=bool)
-        rounded[np.argsort(-score, kind="stable")[:kept]] = True
-        return rounded
-
-    def _write(self, keeps):
-        vectors = {}
-        for group, keep in zip(self.groups, keeps):
-            for piece in group.slices:
-                key = (piece.layer, piece.weight, piece.axis)
-                variable = self.wrappers[piece.layer].keeps[(piece.weight, piece.axis)]
-                current = vectors.get(key, np.ones(variable.shape[0], dtype=bool))
-                vectors[key] = current & piece.expand(keep, variable.shape[0])
-        for (layer, weight, axis), vector in vectors.items():
-            self.wrappers[layer].keeps[(weight, axis)].assign(vector.astype(np.float32))
-        for wrapper in {id(w): w for w in self.wrappers.values()}.values():
-            if isinstance(wrapper, MaskedLayer) and wrapper.channel_masked:
-                wrapper.apply_masks()
+    def _write(self, keeps, vectors):
+        """Assign the keep vectors that changed and write the zeros into their layers' weights."""
+        changed = []
+        for key, writers in self._writers.items():
+            vector = np.ones(vectors[key].shape[0], dtype=bool)
+            for index, piece in writers:
+                vector &= piece.expand(keeps[index], vector.size)
+            if not np.array_equal(vector, vectors[key] > 0):
+                changed.append((key, vector.astype(np.float32)))
+        keras.backend.batch_set_value([(self._variable(key), vector) for key, vector in changed])
+        for layer in dict.fromkeys(key[0] for key, _ in changed):
+            self.wrappers[layer].apply_masks()

@@ -184,8 +184,8 @@ def test_criteria_read_masked_weights_not_optimizer_drift():
         return criteria.l2(group, tensors)
 
     try:
-        pruned = tfprune.prune_units(tfprune.models.mlp(hidden=(16, 8), seed=0),
-                                     tfprune.ConstantSparsity(0.5, 0, frequency=1), criterion="test_unit_spy")
+        schedule = tfprune.PolynomialDecay(0.25, 0.5, begin_step=0, end_step=1, power=1, frequency=1)
+        pruned = tfprune.prune_units(tfprune.models.mlp(hidden=(16, 8), seed=0), schedule, criterion="test_unit_spy")
         callback = _fire_once(pruned)
         kernel = pruned.get_layer("masked_dense_1").layer.kernel
         removed = pruned.get_layer("masked_dense_0").keeps[("kernel", 1)].numpy() == 0
@@ -195,7 +195,7 @@ def test_criteria_read_masked_weights_not_optimizer_drift():
     finally:
         criteria.CRITERIA.pop("test_unit_spy", None)
     outputs = pruned.get_layer("masked_dense_1").keeps[("kernel", 1)].numpy() > 0
-    assert removed.sum() == 8 and outputs.sum() == 4
+    assert removed.sum() == 4 and outputs.sum() == 4  # 25% removed at step 0, 50% at step 1
     assert np.all(seen["dense_1"][removed] == 0) and np.all(seen["dense_1"][~removed][:, outputs] != 0)
 
 

@@ -11,8 +11,11 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
+# TFMOT's pruning wrapper class is not in its public API; tfprune recognises it through this one name.
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (  # noqa: E402
+    PruneLowMagnitude)
 
-__all__ = ["tf", "keras", "tfmot", "check_model", "check_layer"]
+__all__ = ["tf", "keras", "tfmot", "PruneLowMagnitude", "check_model", "check_layer"]
 
 _KERAS3_HELP = (
     "tfprune (like TFMOT 0.8) works with Keras 2 models from the `tf_keras` package, but {what} is a "

@@ -18,7 +18,9 @@ import tempfile
 
 import numpy as np
 
-from tfprune._keras import check_model, keras, tf
+from tfprune._io import atomic_write_file
+from tfprune._keras import check_model, keras
+from tfprune.callbacks import ScalarLogger
 from tfprune.lottery import RewindCheckpoint, load_rewind_point, magnitude_masks, restore
 from tfprune.mask import inner_layer, iter_layers, masked_layers, masks, with_masks
 from tfprune.pqi import check_pq, layer_pq_indices, pq_index
@@ -283,22 +285,18 @@ def sap(model_fn, data, compile_fn=None, fit_kwargs=None, rounds=5, rewind=0, di
         rows.append({"round": r, "remaining": _remaining(model),
                      "accuracy": float(np.mean(np.argmax(logits, axis=-1) == np.asarray(y_test))),
                      "pqi_global": indices.pop("global"), "pqi": indices, "pruned": int(pruned)})
-        np.savez(os.path.join(directory, f"round_{r:02d}_masks.npz"),
-                 **{f"{layer}/{attribute}": mask for (layer, attribute), mask in masks(model).items()})
-        with open(os.path.join(directory, "rows.json"), "w") as handle:
-            json.dump(rows, handle, indent=1)
+        round_masks = {f"{layer}/{attribute}": mask for (layer, attribute), mask in masks(model).items()}
+        atomic_write_file(os.path.join(directory, f"round_{r:02d}_masks.npz"),
+                          lambda handle: np.savez(handle, **round_masks))
+        atomic_write_file(os.path.join(directory, "rows.json"),
+                          lambda handle: handle.write(json.dumps(rows, indent=1).encode()))
     return model, rows
 
 
 # -- callbacks ------------------------------------------------------------------------------------------------
 
-# tf.summary.scalar lives in the tensorboard package, which TensorFlow no longer installs; a float32 scalar tagged
-# for TensorBoard's "scalars" plugin is the same record, written with TensorFlow alone.
-_SCALAR = tf.compat.v1.SummaryMetadata(plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars"))
-
-
 @keras.utils.register_keras_serializable(package="tfprune")
-class PQIndexMonitor(keras.callbacks.Callback):
+class PQIndexMonitor(ScalarLogger):
     """Adds the PQ Index of every layer's kernels (masked entries excluded) to the epoch logs.
 
     Keys ``pqi_global`` and ``pqi/<layer>`` land in `history.history`; with `log_dir` the same values are written
@@ -307,28 +305,16 @@ class PQIndexMonitor(keras.callbacks.Callback):
     """
 
     def __init__(self, p=0.5, q=1.0, log_dir=None):
-        super().__init__()
+        super().__init__(log_dir)
         check_pq(p, q)
-        self.p, self.q, self.log_dir = p, q, log_dir
-        self._writer = None
+        self.p, self.q = p, q
 
     def on_epoch_end(self, epoch, logs=None):
         values = layer_pq_indices(self.model, self.p, self.q)
         if logs is not None:
             logs["pqi_global"] = values["global"]
             logs.update({f"pqi/{name}": value for name, value in values.items() if name != "global"})
-        if self.log_dir is not None:
-            if self._writer is None:
-                self._writer = tf.summary.create_file_writer(self.log_dir)
-            with self._writer.as_default(step=epoch):
-                for name, value in values.items():
-                    tf.summary.write(f"pqi/{name}", tf.constant(value, tf.float32), metadata=_SCALAR)
-            self._writer.flush()
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self.write_scalars(epoch, {f"pqi/{name}": value for name, value in values.items()})
 
     def get_config(self):
         return {"p": self.p, "q": self.q, "log_dir": self.log_dir}

@@ -79,35 +79,46 @@ class UpdatePruningStep(keras.callbacks.Callback):
         return {}
 
 
-@keras.utils.register_keras_serializable(package="tfprune")
-class PruningSummaries(keras.callbacks.Callback):
-    """Writes per-layer weight sparsity and unit sparsity to TensorBoard at each epoch end.
+class ScalarLogger(keras.callbacks.Callback):
+    """Base for callbacks that log scalars to TensorBoard: one writer, opened on first use, closed at train end."""
 
-    Tags: ``sparsity/<layer>/<weight>`` (effective mask) and ``unit_sparsity/<layer>/<weight>_axis<k>``
-    (fraction of removed channels along each masked axis, e.g. a Dense kernel's axis 1 = its units).
-    """
-
-    def __init__(self, log_dir):
+    def __init__(self, log_dir=None):
         super().__init__()
         self.log_dir = log_dir
         self._writer = None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def write_scalars(self, step, values):
+        """Write ``{tag: float}`` at `step` (nothing when there is no log_dir)."""
+        if self.log_dir is None:
+            return
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
-        with self._writer.as_default(step=epoch):
-            for (layer, attribute), mask in masks(self.model).items():
-                tf.summary.scalar(f"sparsity/{layer}/{attribute}", 1.0 - float(np.mean(mask)))
-            for layer in masked_layers(self.model):
-                for (attribute, axis), keep in layer.keeps.items():
-                    tf.summary.scalar(f"unit_sparsity/{layer.layer.name}/{attribute}_axis{axis}",
-                                      1.0 - float(np.mean(keep.numpy())))
+        with self._writer.as_default(step=step):
+            for tag, value in values.items():
+                tf.summary.scalar(tag, value)
         self._writer.flush()
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+@keras.utils.register_keras_serializable(package="tfprune")
+class PruningSummaries(ScalarLogger):
+    """Writes per-layer weight sparsity and unit sparsity to TensorBoard at each epoch end.
+
+    Tags: ``sparsity/<layer>/<weight>`` (effective mask) and ``unit_sparsity/<layer>/<weight>_axis<k>``
+    (fraction of removed channels along each masked axis, e.g. a Dense kernel's axis 1 = its units).
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = {f"sparsity/{layer}/{attribute}": 1.0 - float(np.mean(mask))
+                  for (layer, attribute), mask in masks(self.model).items()}
+        for layer in masked_layers(self.model):
+            for (attribute, axis), keep in layer.keeps.items():
+                values[f"unit_sparsity/{layer.layer.name}/{attribute}_axis{axis}"] = 1.0 - float(np.mean(keep.numpy()))
+        self.write_scalars(epoch, values)
 
     def get_config(self):
         return {"log_dir": self.log_dir}

@@ -84,33 +84,38 @@ def normalize_scores(scores):
 
 # --- built-in criteria -----------------------------------------------------------------------------
 
-def _kernel_entries(group, tensors):
-    """(size, entries): every producer/channel-preserving kernel entry of each channel."""
+def _kernel_views(group, tensors):
+    """Per slice, (size, entries): every producer/channel-preserving kernel entry of each channel."""
     views = [piece.channel_view(tensors.weight(piece)) for piece in group.slices
              if piece.role == "out" and piece.weight in KERNEL_WEIGHTS]
     if not views:
         raise ValueError(f"Group {group.id} has no producer kernel ({group.reason or 'no producer'}); "
                          f"weight-norm criteria need one.")
-    return np.concatenate(views, axis=1).astype(np.float64)
+    return views
+
+
+def _channel_sums(views, transform):
+    """Σ transform(w) per channel over all views, accumulated in float64 without float64 copies."""
+    return sum(np.sum(transform(view), axis=1, dtype=np.float64) for view in views)
 
 
 @register_criterion("l2")
 def l2(group, tensors):
     """Group L2 norm of each channel's output kernel entries (biases and BatchNorm left out)."""
-    return np.sqrt(np.sum(_kernel_entries(group, tensors) ** 2, axis=1))
+    return np.sqrt(_channel_sums(_kernel_views(group, tensors), np.square))
 
 
 @register_criterion("l1")
 def l1(group, tensors):
     """Sum of |w| over each channel's output kernel entries."""
-    return np.sum(np.abs(_kernel_entries(group, tensors)), axis=1)
+    return _channel_sums(_kernel_views(group, tensors), np.abs)
 
 
 @register_criterion("mean_column_norm")
 def mean_column_norm(group, tensors):
     """RMS of each channel's output kernel entries: comparable across layers with different fan-in."""
-    entries = _kernel_entries(group, tensors)
-    return np.sqrt(np.mean(entries ** 2, axis=1))
+    views = _kernel_views(group, tensors)
+    return np.sqrt(_channel_sums(views, np.square) / sum(view.shape[1] for view in views))
 
 
 @register_criterion("bn_gamma")

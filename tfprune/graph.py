@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfprune._keras import check_model, keras
+from tfprune._keras import PruneLowMagnitude, check_model, keras
 
 __all__ = ["ChannelSlice", "ChannelGroup", "ChannelGraph", "UnsupportedLayerError", "build_channel_graph",
            "unwrap_layer"]
@@ -151,16 +151,10 @@ class ChannelGraph:
 
 def unwrap_layer(layer):
     """The innermost layer behind transparent wrappers (tfmot's PruneLowMagnitude, tfprune_transparent ones)."""
-    while isinstance(layer, keras.layers.Wrapper) and (
-            _is_tfmot_pruning_wrapper(layer) or getattr(type(layer), "tfprune_transparent", False)):
+    while isinstance(layer, PruneLowMagnitude) or (
+            isinstance(layer, keras.layers.Wrapper) and getattr(type(layer), "tfprune_transparent", False)):
         layer = layer.layer
     return layer
-
-
-def _is_tfmot_pruning_wrapper(layer):
-    # tfmot does not export the class publicly; match it by its defining module.
-    cls = type(layer)
-    return cls.__name__ == "PruneLowMagnitude" and cls.__module__.startswith("tensorflow_model_optimization.")
 
 
 # --- tensor channel structure -------------------------------------------------------------------

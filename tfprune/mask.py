@@ -12,9 +12,9 @@ import inspect
 
 import numpy as np
 
-from tfprune._keras import check_model, keras, tf, tfmot
+from tfprune._keras import PruneLowMagnitude as PRUNE_LOW_MAGNITUDE
+from tfprune._keras import check_model, keras, tf
 
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude as PRUNE_LOW_MAGNITUDE  # noqa: E402,E501
 
 #: Weights that carry a layer's input->output mapping (what weight pruning and PaI mask).
 KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")

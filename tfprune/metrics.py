@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from tfprune._keras import keras
+from tfprune._keras import PruneLowMagnitude, keras
 
 __all__ = ["count_params", "count_nonzero", "count_macs", "layer_table", "format_table"]
 
@@ -34,14 +34,9 @@ def _leaves(model, prefix=""):
         yield prefix + layer.name, layer, inner
 
 
-def _is_tfmot_wrapper(layer):
-    """TFMOT's PruneLowMagnitude (its class is not public API): the wrapper that holds `pruning_vars`."""
-    return isinstance(layer, _L.Wrapper) and hasattr(layer, "pruning_vars")
-
-
 def _is_mask_wrapper(layer):
     """Pruning wrappers are seen through; other wrappers (Bidirectional, TimeDistributed) are real layers."""
-    return _is_tfmot_wrapper(layer) or callable(getattr(layer, "masked_weights", None))
+    return isinstance(layer, PruneLowMagnitude) or callable(getattr(layer, "masked_weights", None))
 
 
 def _effective_weights(outer, inner):
@@ -55,7 +50,7 @@ def _effective_weights(outer, inner):
                 if variable is None:
                     variable = getattr(inner, attr)
                 overrides.setdefault(id(variable), np.asarray(value))
-        elif _is_tfmot_wrapper(wrapper):
+        elif isinstance(wrapper, PruneLowMagnitude):
             for weight, mask, _ in wrapper.pruning_vars:
                 overrides.setdefault(id(weight), weight.numpy() * mask.numpy())
         wrapper = wrapper.layer

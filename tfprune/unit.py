@@ -148,20 +148,30 @@ class UnitPruner:
 
     def update(self, sparsity):
         """Score every group on the current (masked) model and shrink the keep vectors to `sparsity`."""
+        vectors = {key: self._variable(key).numpy() for key in self._writers}
+        current = [_channel_keep(group.slices[0], vectors[(group.slices[0].layer, group.slices[0].weight,
+                                                             group.slices[0].axis)]) for group in self.groups]
+        # Keep vectors only shrink, so a group already at (or below) its target cannot change: skip scoring it.
+        if self.scope == "layer":
+            targets = [kept_count(group.size, sparsity, self.round_to) for group in self.groups]
+            todo = [i for i, (keep, target) in enumerate(zip(current, targets)) if keep.sum() > target]
+        else:
+            removed = sum(keep.size - keep.sum() for keep in current)
+            todo = list(range(len(self.groups))) if round(sparsity * sum(k.size for k in current)) > removed else []
+        if not todo:
+            return
         for wrapper in self.wrappers.values():
             wrapper.apply_masks()  # momentum moves masked entries off zero; criteria must read the zeros
         tensors = criteria_module.ModelTensors(self.model, *(self.data or ()))
-        vectors = {key: self._variable(key).numpy() for key in self._writers}
-        scores = []
-        for group in self.groups:
-            piece = group.slices[0]
-            score = criteria_module.score_group(self.criterion, group, tensors)
-            score[~_channel_keep(piece, vectors[(piece.layer, piece.weight, piece.axis)])] = -np.inf
-            scores.append(score)
+        scores = {}
+        for i in todo:
+            score = criteria_module.score_group(self.criterion, self.groups[i], tensors)
+            score[~current[i]] = -np.inf
+            scores[i] = score
         if self.scope == "layer":
-            keeps = [_top(score, kept_count(score.size, sparsity, self.round_to)) for score in scores]
+            keeps = [_top(scores[i], targets[i]) if i in scores else current[i] for i in range(len(current))]
         else:
-            keeps = self._global_keeps(scores, sparsity)
+            keeps = self._global_keeps([scores[i] for i in range(len(current))], sparsity)
         self._write(keeps, vectors)
 
     def _global_keeps(self, scores, sparsity):

@@ -195,7 +195,8 @@ class UnitPruner:
                 for k, score in zip(keeps, normalised)]
 
     def _write(self, keeps, vectors):
-        """Assign the keep vectors that changed and write the zeros into their layers' weights."""
+        """Assign the keep vectors that changed (the forward pass applies them; zeros reach the variables at the
+        next update and at epoch end)."""
         changed = []
         for key, writers in self._writers.items():
             vector = np.ones(vectors[key].shape[0], dtype=bool)
@@ -204,5 +205,3 @@ class UnitPruner:
             if not np.array_equal(vector, vectors[key] > 0):
                 changed.append((key, vector.astype(np.float32)))
         keras.backend.batch_set_value([(self._variable(key), vector) for key, vector in changed])
-        for layer in dict.fromkeys(key[0] for key, _ in changed):
-            self.wrappers[layer].apply_masks()

@@ -220,5 +220,5 @@ class WeightPruner:
         for layer, weight, name in entries:
             layer.masks[name].assign(mask[offset:offset + weight.shape.num_elements()].reshape(weight.shape))
             offset += weight.shape.num_elements()
-        for layer in self.layers:
-            layer.apply_masks()
+        # No apply_masks here: the forward pass already computes with w ⊙ m, scores read w ⊙ m, and
+        # UpdatePruningStep writes the zeros into the weights at each epoch end.

@@ -149,6 +149,20 @@ class ChannelGraph:
         return [(group, piece) for group in self.groups for piece in group.slices if piece.layer == inner]
 
 
+def combined_keeps(assignments, axis_length):
+    """``{(layer, weight, axis): bool vector}`` from ``(slice, group keep)`` pairs.
+
+    A position survives when no group slicing that axis drops it. Unit masking and `shrink` both go through
+    this one rule, so what was masked is exactly what is removed. `axis_length(slice)` gives the axis size.
+    """
+    result = {}
+    for piece, keep in assignments:
+        key = (piece.layer, piece.weight, piece.axis)
+        length = axis_length(piece)
+        result[key] = result.get(key, np.ones(length, dtype=bool)) & piece.expand(keep, length)
+    return result
+
+
 def unwrap_layer(layer):
     """The innermost layer behind transparent wrappers (tfmot's PruneLowMagnitude, tfprune_transparent ones)."""
     while isinstance(layer, PruneLowMagnitude) or (

@@ -28,7 +28,7 @@ import numpy as np
 
 from tfprune import criteria
 from tfprune._keras import check_model, keras
-from tfprune.graph import build_channel_graph
+from tfprune.graph import build_channel_graph, combined_keeps
 from tfprune.mask import has_wrappers, iter_layers, strip
 from tfprune.metrics import format_table, layer_table
 from tfprune.unit import kept_count
@@ -95,16 +95,14 @@ def _group_keep(group, tensors, tolerance, round_to):
 
 def _axis_keeps(groups, keeps, tensors):
     """{layer: {weight: {axis: bool vector}}}: a position survives when no group on that axis drops it."""
+    def axis_length(piece):
+        layer = tensors.layers[piece.layer]
+        return layer.output_shape[-1] if piece.weight == "output" else getattr(layer, piece.weight).shape[piece.axis]
+
+    pairs = [(piece, keep) for group, keep in zip(groups, keeps) for piece in group.slices + group.carrier_slices]
     result = {}
-    for group, keep in zip(groups, keeps):
-        for piece in group.slices + group.carrier_slices:
-            layer = tensors.layers[piece.layer]
-            if piece.weight == "output":
-                length = layer.output_shape[-1]
-            else:
-                length = getattr(layer, piece.weight).shape[piece.axis]
-            axes = result.setdefault(piece.layer, {}).setdefault(piece.weight, {})
-            axes[piece.axis] = axes.get(piece.axis, np.ones(length, dtype=bool)) & piece.expand(keep, length)
+    for (layer, weight, axis), vector in combined_keeps(pairs, axis_length).items():
+        result.setdefault(layer, {}).setdefault(weight, {})[axis] = vector
     return result
 
 

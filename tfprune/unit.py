@@ -11,7 +11,7 @@ import numpy as np
 from tfprune import criteria as criteria_module
 from tfprune import schedules
 from tfprune._keras import check_model, keras
-from tfprune.graph import build_channel_graph
+from tfprune.graph import build_channel_graph, combined_keeps
 from tfprune.mask import current_step, rewrap
 
 
@@ -197,11 +197,8 @@ class UnitPruner:
     def _write(self, keeps, vectors):
         """Assign the keep vectors that changed (the forward pass applies them; zeros reach the variables at the
         next update and at epoch end)."""
-        changed = []
-        for key, writers in self._writers.items():
-            vector = np.ones(vectors[key].shape[0], dtype=bool)
-            for index, piece in writers:
-                vector &= piece.expand(keeps[index], vector.size)
-            if not np.array_equal(vector, vectors[key] > 0):
-                changed.append((key, vector.astype(np.float32)))
+        pairs = [(piece, keeps[index]) for writers in self._writers.values() for index, piece in writers]
+        combined = combined_keeps(pairs, lambda piece: vectors[(piece.layer, piece.weight, piece.axis)].shape[0])
+        changed = [(key, vector.astype(np.float32)) for key, vector in combined.items()
+                   if not np.array_equal(vector, vectors[key] > 0)]
         keras.backend.batch_set_value([(self._variable(key), vector) for key, vector in changed])

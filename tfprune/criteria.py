@@ -84,38 +84,41 @@ def normalize_scores(scores):
 
 # --- built-in criteria -----------------------------------------------------------------------------
 
-def _kernel_views(group, tensors):
-    """Per slice, (size, entries): every producer/channel-preserving kernel entry of each channel."""
-    views = [piece.channel_view(tensors.weight(piece)) for piece in group.slices
-             if piece.role == "out" and piece.weight in KERNEL_WEIGHTS]
-    if not views:
+def _kernel_slices(group):
+    """The producer/channel-preserving kernel slices of a group: what weight-norm criteria read."""
+    pieces = [piece for piece in group.slices if piece.role == "out" and piece.weight in KERNEL_WEIGHTS]
+    if not pieces:
         raise ValueError(f"Group {group.id} has no producer kernel ({group.reason or 'no producer'}); "
                          f"weight-norm criteria need one.")
-    return views
+    return pieces
 
 
-def _channel_sums(views, transform):
-    """Σ transform(w) per channel over all views, accumulated in float64 without float64 copies."""
-    return sum(np.sum(transform(view), axis=1, dtype=np.float64) for view in views)
+def _channel_sums(group, tensors, transform):
+    """(Σ transform(w) per channel over the group's kernel slices, entries per channel)."""
+    sums, entries = 0.0, 0
+    for piece in _kernel_slices(group):
+        piece_sums, piece_entries = piece.channel_sums(transform(tensors.weight(piece)))
+        sums, entries = sums + piece_sums, entries + piece_entries
+    return sums, entries
 
 
 @register_criterion("l2")
 def l2(group, tensors):
     """Group L2 norm of each channel's output kernel entries (biases and BatchNorm left out)."""
-    return np.sqrt(_channel_sums(_kernel_views(group, tensors), np.square))
+    return np.sqrt(_channel_sums(group, tensors, np.square)[0])
 
 
 @register_criterion("l1")
 def l1(group, tensors):
     """Sum of |w| over each channel's output kernel entries."""
-    return _channel_sums(_kernel_views(group, tensors), np.abs)
+    return _channel_sums(group, tensors, np.abs)[0]
 
 
 @register_criterion("mean_column_norm")
 def mean_column_norm(group, tensors):
     """RMS of each channel's output kernel entries: comparable across layers with different fan-in."""
-    views = _kernel_views(group, tensors)
-    return np.sqrt(_channel_sums(views, np.square) / sum(view.shape[1] for view in views))
+    sums, entries = _channel_sums(group, tensors, np.square)
+    return np.sqrt(sums / entries)
 
 
 @register_criterion("bn_gamma")
@@ -197,7 +200,8 @@ class ModelTensors:
         return variable
 
     def weight(self, piece):
-        return self._variable(piece).numpy()
+        """The weight as a read-only array (a view of the variable's current value, no copy)."""
+        return np.asarray(self._variable(piece).value())
 
     def _batches(self, what, with_labels=False):
         """(x, y, share of the data) per batch; x and y may be arrays or nested lists/dicts of arrays."""

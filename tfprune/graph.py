@@ -101,6 +101,18 @@ class ChannelSlice:
         positions = self._checked_positions(np.arange(size), array.shape[0])
         return array[positions].reshape(size, -1)
 
+    def channel_sums(self, array):
+        """(sums, entries): per channel, the float64 sum of `array`'s entries it owns, and how many there are.
+
+        Reduces the other axes first, so criteria that only need sums (L1, L2) never copy the weight.
+        """
+        size = self._require_size()
+        array = np.asarray(array)
+        others = tuple(a for a in range(array.ndim) if a != self.axis)
+        per_position = np.sum(array, axis=others, dtype=np.float64)
+        positions = self._checked_positions(np.arange(size), per_position.shape[0])
+        return per_position[positions].sum(axis=1), positions.shape[1] * (array.size // per_position.shape[0])
+
 
 @dataclasses.dataclass
 class ChannelGroup:

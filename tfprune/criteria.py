@@ -11,13 +11,12 @@ Criteria score whole groups, so coupled slices (residual partners, concatenated 
 import numpy as np
 
 from tfprune._keras import keras, tf
-from tfprune.graph import unwrap_layer
+from tfprune.graph import KERNEL_WEIGHTS, unwrap_layer
 
 __all__ = ["CRITERIA", "KERNEL_WEIGHTS", "ModelTensors", "apoz", "bn_gamma", "get_criterion", "l1", "l2",
            "mean_column_norm", "normalize_scores", "random", "register_criterion", "score_group", "taylor"]
 
 #: Weights that map a layer's inputs to its outputs; weight-norm criteria read only these.
-KERNEL_WEIGHTS = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
 _DATA_KINDS = frozenset({"gradients", "activations"})
 _RUNNING_STATISTICS = ("moving_mean", "moving_variance")
 

@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfprune._keras import PruneLowMagnitude, check_model, keras
+from tfprune._keras import PruneLowMagnitude, check_model, keras, tf
 
 __all__ = ["ChannelSlice", "ChannelGroup", "ChannelGraph", "UnsupportedLayerError", "build_channel_graph",
            "unwrap_layer"]
@@ -159,6 +159,15 @@ class ChannelGraph:
         """(group, slice) for every weight slice of layer `name`, in group order."""
         inner = self._inner_name(name)
         return [(group, piece) for group in self.groups for piece in group.slices if piece.layer == inner]
+
+
+#: Weights that carry a layer's input->output mapping: what weight pruning, PaI and weight-norm criteria read.
+KERNEL_WEIGHTS = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
+
+
+def kernel_attributes(layer):
+    """Names of the kernel-like weights a layer owns (biases and BatchNorm entries excluded)."""
+    return [name for name in KERNEL_WEIGHTS if isinstance(getattr(layer, name, None), tf.Variable)]
 
 
 def combined_keeps(assignments, axis_length):

@@ -14,15 +14,7 @@ import numpy as np
 
 from tfprune._keras import PruneLowMagnitude as PRUNE_LOW_MAGNITUDE
 from tfprune._keras import check_model, keras, tf
-
-
-#: Weights that carry a layer's input->output mapping (what weight pruning and PaI mask).
-KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
-
-
-def kernel_attributes(layer):
-    """Names of the kernel-like weights a layer owns (biases and BatchNorm entries excluded)."""
-    return [name for name in KERNEL_ATTRIBUTES if isinstance(getattr(layer, name, None), tf.Variable)]
+from tfprune.graph import kernel_attributes  # noqa: F401  (part of the mask API)
 
 
 @keras.utils.register_keras_serializable(package="tfprune")

@@ -13,11 +13,9 @@ import numbers
 import numpy as np
 
 from tfprune._keras import keras
+from tfprune.graph import KERNEL_WEIGHTS, kernel_attributes
 
 __all__ = ["pq_index", "layer_pq_indices", "check_pq"]
-
-# The kernel-like weights tfprune masks (the list in tfprune.mask, which this layer may not import).
-_KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
 
 
 def check_pq(p, q):
@@ -82,7 +80,7 @@ def _wrapper_masks(layer):
             found.update({k: v for k, v in layer.mask_values().items() if k not in found})
         elif hasattr(layer, "pruning_vars"):
             for weight, mask, _ in layer.pruning_vars:
-                name = next((n for n in _KERNEL_ATTRIBUTES if getattr(layer.layer, n, None) is weight), None)
+                name = next((n for n in KERNEL_WEIGHTS if getattr(layer.layer, n, None) is weight), None)
                 if name is not None and name not in found:
                     found[name] = mask.numpy()
         else:
@@ -98,7 +96,7 @@ def _layer_kernels(model):
             yield from _layer_kernels(layer)
             continue
         inner, found = _wrapper_masks(layer)
-        names = [n for n in _KERNEL_ATTRIBUTES if hasattr(getattr(inner, n, None), "numpy")]
+        names = kernel_attributes(inner)
         if names:
             yield inner.name, [getattr(inner, n).numpy() for n in names], [found.get(n) for n in names]
 

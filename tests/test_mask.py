@@ -4,7 +4,7 @@ import pytest
 
 import tfprune
 from tfprune import mask
-from tfprune._keras import keras
+from tfprune._keras import keras, tf
 
 
 def _model():
@@ -41,6 +41,42 @@ def test_channel_keeps_and_element_masks_multiply():
     config = layer.get_config()
     clone = mask.MaskedLayer.from_config(config)
     assert clone.channel_masked == {"kernel": [1]} and clone.element_masked == ("kernel",)
+
+
+@pytest.mark.parametrize("inner, input_shape", [
+    (lambda: keras.layers.Dense(6, activation="sigmoid"), (5, 4)),
+    (lambda: keras.layers.Conv2D(6, 3, activation="tanh"), (2, 5, 5, 4)),
+    (lambda: keras.layers.Conv2D(6, 3, data_format="channels_first"), (2, 4, 5, 5)),
+    (lambda: keras.layers.Conv2DTranspose(6, 3, activation="relu"), (2, 5, 5, 4)),
+])
+def test_channel_keeps_on_activations_match_keeps_on_the_kernel(inner, input_shape):
+    """Dense/channels-last convs mask activations, other layers the kernel: same outputs, same zero gradients."""
+    layer = inner()
+    rank = len(layer.compute_output_shape(input_shape))
+    in_axis, out_axis = (0, 1) if rank == 2 else (2, 3)
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        in_axis, out_axis = out_axis, in_axis  # its kernel is (h, w, out, in)
+    masked = mask.MaskedLayer(layer, element_masked=["kernel"],
+                              channel_masked={"kernel": [in_axis, out_axis], "bias": [0]})
+    x = np.random.default_rng(0).normal(size=input_shape).astype(np.float32)
+    masked(x)
+    rng = np.random.default_rng(1)
+    masked.masks["kernel"].assign((rng.random(layer.kernel.shape) > 0.3).astype(np.float32))
+    keep_in = np.array([1, 0, 1, 1], np.float32)
+    keep_out = np.array([1, 1, 0, 1, 0, 1], np.float32)
+    masked.keeps[("kernel", in_axis)].assign(keep_in)
+    masked.keeps[("kernel", out_axis)].assign(keep_out)
+    masked.keeps[("bias", 0)].assign(keep_out)
+    layer.bias.assign(rng.normal(size=6).astype(np.float32))
+    with tf.GradientTape() as tape:
+        outputs = masked(x)
+        loss = tf.reduce_sum(outputs ** 2)
+    gradient = tape.gradient(loss, layer.kernel).numpy()
+    reference = inner()
+    reference.build(input_shape)
+    reference.set_weights([value for value in masked.masked_weights().values()])
+    np.testing.assert_allclose(outputs.numpy(), reference(x).numpy(), atol=1e-6)
+    assert np.all(gradient[masked.mask_values()["kernel"] == 0] == 0)
 
 
 def test_bad_mask_raises_before_building():

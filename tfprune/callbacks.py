@@ -19,7 +19,7 @@ import numpy as np
 
 from tfprune import schedules
 from tfprune._keras import keras, tf, tfmot
-from tfprune.mask import current_step, masked_layers, masks
+from tfprune.mask import assigner, current_step, mask_writer, masked_layers, masks
 from tfprune.unit import UnitPruner
 from tfprune.weight import WeightPruner
 
@@ -50,6 +50,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
         # Pruners check their plans (e.g. missing calibration data) before any state changes.
         self.pruners = WeightPruner.from_model(layers) + UnitPruner.from_model(self.model, layers, self.data)
         self.layers = layers
+        self._apply_masks = mask_writer(layers)
+        self._assign_steps = assigner([layer.pruning_step for layer in layers], dtype=tf.int64)
         self._tfmot.set_model(self.model)
         self._tfmot.on_train_begin(logs)
         if self.layers:
@@ -69,11 +71,10 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._tfmot.on_epoch_end(epoch, logs)
-        for layer in self.layers:
-            layer.apply_masks()
+        self._apply_masks()
 
     def _store_step(self):
-        keras.backend.batch_set_value([(layer.pruning_step, self.step) for layer in self.layers])
+        self._assign_steps(np.full(len(self.layers), self.step, dtype=np.int64))
 
     def get_config(self):
         return {}

@@ -92,11 +92,12 @@ def _kernel_slices(group):
     return pieces
 
 
-def _channel_sums(group, tensors, transform):
-    """(Σ transform(w) per channel over the group's kernel slices, entries per channel)."""
+def _channel_sums(group, tensors, squared):
+    """(Σ |w| or Σ w² per channel over the group's kernel slices, entries per channel)."""
     sums, entries = 0.0, 0
     for piece in _kernel_slices(group):
-        piece_sums, piece_entries = piece.channel_sums(transform(tensors.weight(piece)))
+        weight = tensors.weight(piece)
+        piece_sums, piece_entries = piece.channel_sums(weight if squared else np.abs(weight), squared=squared)
         sums, entries = sums + piece_sums, entries + piece_entries
     return sums, entries
 
@@ -104,19 +105,19 @@ def _channel_sums(group, tensors, transform):
 @register_criterion("l2")
 def l2(group, tensors):
     """Group L2 norm of each channel's output kernel entries (biases and BatchNorm left out)."""
-    return np.sqrt(_channel_sums(group, tensors, np.square)[0])
+    return np.sqrt(_channel_sums(group, tensors, squared=True)[0])
 
 
 @register_criterion("l1")
 def l1(group, tensors):
     """Sum of |w| over each channel's output kernel entries."""
-    return _channel_sums(group, tensors, np.abs)[0]
+    return _channel_sums(group, tensors, squared=False)[0]
 
 
 @register_criterion("mean_column_norm")
 def mean_column_norm(group, tensors):
     """RMS of each channel's output kernel entries: comparable across layers with different fan-in."""
-    sums, entries = _channel_sums(group, tensors, np.square)
+    sums, entries = _channel_sums(group, tensors, squared=True)
     return np.sqrt(sums / entries)
 
 

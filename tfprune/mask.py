@@ -67,40 +67,75 @@ class MaskedLayer(keras.layers.Wrapper):
     def masked_attributes(self):
         return list(dict.fromkeys(list(self.element_masked) + list(self.channel_masked)))
 
-    def _mask_factor(self, name, element=True):
-        """Product of weight `name`'s keep vectors (each shaped to broadcast along its axis) and, with
-        `element`, its element mask: what the weight is multiplied by, without a full-size ones tensor."""
+    def _mask_factor(self, name, element=True, channel=True):
+        """Product of weight `name`'s keep vectors (with `channel`, each shaped to broadcast along its axis) and
+        (with `element`) its element mask: what the weight is multiplied by, without a full-size ones tensor.
+        None when nothing applies."""
         rank = len(getattr(self.layer, name).shape)
-        factor = self.masks[name] if element and name in self.masks else tf.ones([1] * rank)
-        for axis in self.channel_masked.get(name, ()):
+        factor = self.masks[name] if element and name in self.masks else None
+        for axis in self.channel_masked.get(name, ()) if channel else ():
             shape = [1] * rank
             shape[axis] = -1
-            factor = factor * tf.reshape(self.keeps[(name, axis)], shape)
+            keep = tf.reshape(self.keeps[(name, axis)], shape)
+            factor = keep if factor is None else factor * keep
         return factor
 
     def channel_mask_tensor(self, name):
         """The product of weight `name`'s per-axis keep vectors (ones when it has none)."""
-        return tf.broadcast_to(self._mask_factor(name, element=False), getattr(self.layer, name).shape)
+        return self._broadcast(name, self._mask_factor(name, element=False))
 
     def mask_tensor(self, name):
         """The effective mask of weight `name`: element mask times channel keeps."""
-        return tf.broadcast_to(self._mask_factor(name), getattr(self.layer, name).shape)
+        return self._broadcast(name, self._mask_factor(name))
+
+    def _broadcast(self, name, factor):
+        shape = getattr(self.layer, name).shape
+        return tf.ones(shape) if factor is None else tf.broadcast_to(factor, shape)
+
+    def _activation_keeps(self):
+        """(input keep, output keep) of the kernel's channel axes when they can act on the layer's input and
+        pre-activation output instead of on the kernel, else (None, None).
+
+        For Dense and channels-last convolutions, ``x @ (W * k_in k_out^T) == ((x * k_in) @ W) * k_out``
+        (bias and activation follow), with the same gradients; a batch of activations is far smaller than
+        the kernel, so masking it costs a fraction of masking the weight on every training step.
+        """
+        inner = self.layer
+        plain = type(inner) is keras.layers.Dense or (
+            type(inner) in (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+            and inner.groups == 1 and inner.data_format == "channels_last")
+        if "kernel" not in self.channel_masked or not plain:
+            return None, None
+        rank = len(inner.kernel.shape)
+        axes = self.channel_masked["kernel"]
+        return (self.keeps[("kernel", rank - 2)] if rank - 2 in axes else None,
+                self.keeps[("kernel", rank - 1)] if rank - 1 in axes else None)
 
     def call(self, inputs, training=None):
+        keep_in, keep_out = self._activation_keeps()
         originals = {}
         for name in self.masked_attributes():
             if not getattr(self.layer, name).trainable:
                 continue  # moving statistics are updated by the layer itself; apply_masks zeroes them
+            on_weight = self._mask_factor(name, channel=keep_in is None and keep_out is None or name != "kernel")
+            if on_weight is None:
+                continue
             originals[name] = getattr(self.layer, name)
             # object.__setattr__ avoids Keras attribute tracking: the variable stays the tracked weight.
-            object.__setattr__(self.layer, name, originals[name] * self._mask_factor(name))
+            object.__setattr__(self.layer, name, originals[name] * on_weight)
+        activation = self.layer.activation if keep_out is not None else None
+        if activation is not None:
+            object.__setattr__(self.layer, "activation", keras.activations.linear)
         try:
-            if self._supports_training:
-                return self.layer(inputs, training=training)
-            return self.layer(inputs)
+            if keep_in is not None:
+                inputs = inputs * tf.cast(keep_in, inputs.dtype)
+            outputs = self.layer(inputs, training=training) if self._supports_training else self.layer(inputs)
+            return outputs if keep_out is None else activation(outputs * tf.cast(keep_out, outputs.dtype))
         finally:
             for name, variable in originals.items():
                 object.__setattr__(self.layer, name, variable)
+            if activation is not None:
+                object.__setattr__(self.layer, "activation", activation)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -118,7 +153,9 @@ class MaskedLayer(keras.layers.Wrapper):
         """Write masked values into the variables, so the zeros are visible in the weights too."""
         for name in self.masked_attributes():
             weight = getattr(self.layer, name)
-            weight.assign(weight * self._mask_factor(name))
+            factor = self._mask_factor(name)
+            if factor is not None:
+                weight.assign(weight * factor)
 
     def get_config(self):
         config = super().get_config()
@@ -153,6 +190,39 @@ def iter_layers(model):
 def masked_layers(model):
     """tfprune's MaskedLayer wrappers in `model` (nested models included)."""
     return [layer for layer in iter_layers(model) if isinstance(layer, MaskedLayer)]
+
+
+def mask_writer(layers):
+    """One compiled function writing the masked values of every layer in `layers` into its variables.
+
+    Per-step pruning calls this each step: one graph call costs a fraction of an eager assign per weight.
+    """
+    layers = list(layers)
+
+    @tf.function(autograph=False)
+    def write():
+        for layer in layers:
+            layer.apply_masks()
+
+    return write
+
+
+def assigner(variables, dtype=tf.float32):
+    """One compiled function ``assign(flat)`` setting every variable of `variables` from one `dtype` vector
+    holding their values one after another (row-major).
+
+    Per-step pruning rewrites many small masks and step counters each step; one graph call with one
+    fixed-shape input replaces an eager op per variable.
+    """
+    variables = list(variables)
+    sizes = [variable.shape.num_elements() for variable in variables]
+
+    @tf.function(autograph=False, input_signature=[tf.TensorSpec([sum(sizes)], dtype)])
+    def assign(flat):
+        for variable, value in zip(variables, tf.split(flat, sizes)):
+            variable.assign(tf.cast(tf.reshape(value, variable.shape), variable.dtype))
+
+    return assign
 
 
 def current_step(model):

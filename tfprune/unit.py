@@ -12,7 +12,7 @@ from tfprune import criteria as criteria_module
 from tfprune import schedules
 from tfprune._keras import check_model, keras
 from tfprune.graph import build_channel_graph, combined_keeps
-from tfprune.mask import current_step, rewrap
+from tfprune.mask import assigner, current_step, mask_writer, rewrap
 
 
 def _criterion_name(criterion):
@@ -122,6 +122,7 @@ class UnitPruner:
                              f"UpdatePruningStep(data=(x, y)), and compile the model with a loss.")
         self.model = model
         self.wrappers = wrappers
+        self._apply_masks = mask_writer(wrappers.values())
         self.data = data
         self.schedule = schedules.deserialize(plan["schedule"])
         self.start = plan.get("start", 0)
@@ -133,6 +134,7 @@ class UnitPruner:
         for index, group in enumerate(self.groups):
             for piece in group.slices:
                 self._writers.setdefault((piece.layer, piece.weight, piece.axis), []).append((index, piece))
+        self._assign_keeps = assigner(self._variable(key) for key in self._writers)
 
     @classmethod
     def from_model(cls, model, layers, data=None):
@@ -160,8 +162,7 @@ class UnitPruner:
             todo = list(range(len(self.groups))) if round(sparsity * sum(k.size for k in current)) > removed else []
         if not todo:
             return
-        for wrapper in self.wrappers.values():
-            wrapper.apply_masks()  # momentum moves masked entries off zero; criteria must read the zeros
+        self._apply_masks()  # momentum moves masked entries off zero; criteria must read the zeros
         tensors = criteria_module.ModelTensors(self.model, *(self.data or ()))
         scores = {}
         for i in todo:
@@ -195,10 +196,9 @@ class UnitPruner:
                 for k, score in zip(keeps, normalised)]
 
     def _write(self, keeps, vectors):
-        """Assign the keep vectors that changed (the forward pass applies them; zeros reach the variables at the
-        next update and at epoch end)."""
+        """Assign the keep vectors when any changed (the forward pass applies them; zeros reach the variables at
+        the next update and at epoch end)."""
         pairs = [(piece, keeps[index]) for writers in self._writers.values() for index, piece in writers]
         combined = combined_keeps(pairs, lambda piece: vectors[(piece.layer, piece.weight, piece.axis)].shape[0])
-        changed = [(key, vector.astype(np.float32)) for key, vector in combined.items()
-                   if not np.array_equal(vector, vectors[key] > 0)]
-        keras.backend.batch_set_value([(self._variable(key), vector) for key, vector in changed])
+        if any(not np.array_equal(combined[key], vectors[key] > 0) for key in self._writers):
+            self._assign_keeps(np.concatenate([combined[key] for key in self._writers]).astype(np.float32))

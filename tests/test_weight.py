@@ -166,3 +166,19 @@ def test_report_lists_layers(capsys):
     assert "dense_0" in out and "TOTAL" in out
     row = next(r for r in rows if r["name"] == "dense_0")
     assert row["live_units"] == 32 and row["units"] == 64
+
+
+@pytest.mark.parametrize("search_below", [None, 1e-4, 0.3, 5.0])
+def test_cut_off_search_band_never_changes_the_mask(search_below):
+    """Per-step global pruning searches only below last step's cut-off; any hint gives the exact full result."""
+    from tfprune.weight import _keep_largest, smallest_to_mask
+    rng = np.random.default_rng(0)
+    scores = np.abs(rng.normal(size=20000)).astype(np.float32)
+    scores[:3000] = 0.0  # already pruned
+    scores[3000:3500] = -1.0  # removed by unit pruning
+    scores[4000:4010] = scores[4010]  # ties at a value
+    for count in (100, 3200, 3600, 9000):
+        keep, hint = _keep_largest(scores, count, search_below, spare=500)
+        np.testing.assert_array_equal(keep, smallest_to_mask(scores, count) > 0)
+        assert np.count_nonzero(~keep) == count
+        assert hint is None or np.count_nonzero((scores > 0) & (scores < hint)) >= count - 3500

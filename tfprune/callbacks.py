@@ -43,15 +43,20 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self.step = 0
         self.layers = []
         self.pruners = []
+        self._prepared_for = None
         self._tfmot = tfmot.sparsity.keras.UpdatePruningStep()
 
     def on_train_begin(self, logs=None):
         layers = masked_layers(self.model)
-        # Pruners check their plans (e.g. missing calibration data) before any state changes.
-        self.pruners = WeightPruner.from_model(layers) + UnitPruner.from_model(self.model, layers, self.data)
-        self.layers = layers
-        self._apply_masks = mask_writer(layers)
-        self._assign_steps = assigner([layer.pruning_step for layer in layers], dtype=tf.int64)
+        # Another fit of the same model (an epoch per fit, IMP rounds) keeps the pruners and their compiled
+        # functions instead of analysing and tracing again.
+        if self.model is not self._prepared_for or [id(layer) for layer in layers] != [id(l) for l in self.layers]:
+            # Pruners check their plans (e.g. missing calibration data) before any state changes.
+            self.pruners = WeightPruner.from_model(layers) + UnitPruner.from_model(self.model, layers, self.data)
+            self.layers = layers
+            self._apply_masks = mask_writer(layers)
+            self._assign_steps = assigner([layer.pruning_step for layer in layers], dtype=tf.int64)
+            self._prepared_for = self.model
         self._tfmot.set_model(self.model)
         self._tfmot.on_train_begin(logs)
         if self.layers:

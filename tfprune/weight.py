@@ -7,8 +7,8 @@ TFMOT cannot do; it uses tfprune's `MaskedLayer` and is driven by `tfprune.Updat
 import numpy as np
 
 from tfprune import schedules
-from tfprune._keras import check_model, keras, tfmot
-from tfprune.mask import MaskedLayer, current_step, has_wrappers, iter_layers, kernel_attributes, rewrap
+from tfprune._keras import check_model, keras, tf, tfmot
+from tfprune.mask import MaskedLayer, assigner, current_step, has_wrappers, iter_layers, kernel_attributes, rewrap
 
 #: Layer types whose kernels are pruned (TFMOT's registry minus recurrent and attention layers).
 PRUNABLE_TYPES = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
@@ -142,29 +142,47 @@ def _prune_with_tfmot(model, schedule, targets):
 
 
 def smallest_to_mask(scores, count):
-    """0/1 mask of `scores`' shape with exactly `count` of the smallest entries set to 0 (ties by position).
+    """0/1 mask of `scores`' shape with exactly `count` of the smallest entries set to 0 (ties by position)."""
+    return _keep_largest(scores.reshape(-1), count)[0].astype(np.float32).reshape(scores.shape)
+
+
+def _keep_largest(flat, count, search_below=None, spare=0):
+    """(keep, next_search_below): `flat` without its `count` smallest entries (ties by position, later kept).
 
     O(n): the count-th smallest value comes from `np.partition` of the negative or the positive scores
     alone, because partition slows down up to ~30x on big blocks of ties such as the zeros of pruned weights.
+    A per-step caller passes `search_below`, a score expected to exceed the cut-off: only the positives under
+    it are partitioned (it falls back to all of them when too few lie there). With `spare`, the second value
+    returned is a score with `spare` more positives under it than under the cut-off, for the next call.
     """
-    flat = scores.reshape(-1)
     if count <= 0:
-        return np.ones(scores.shape, dtype=np.float32)
+        return np.ones(flat.size, dtype=bool), search_below
     negative, positive = flat < 0, flat > 0
     below_zero = np.count_nonzero(negative)
     up_to_zero = flat.size - np.count_nonzero(positive)
+    next_search_below = None
     if count <= below_zero:
         threshold = np.partition(np.compress(negative, flat), count - 1)[count - 1]
     elif count <= up_to_zero:
         threshold = 0.0
     else:
-        threshold = np.partition(np.compress(positive, flat), count - up_to_zero - 1)[count - up_to_zero - 1]
+        rank = count - up_to_zero - 1
+        in_band = None if search_below is None else positive & (flat < search_below)
+        banded = in_band is not None and np.count_nonzero(in_band) > rank
+        candidates = np.compress(in_band if banded else positive, flat)
+        ranks = [rank] + ([rank + spare] if spare and rank + spare < candidates.size else [])
+        partitioned = np.partition(candidates, ranks)
+        threshold = partitioned[rank]
+        if len(ranks) > 1:
+            next_search_below = partitioned[ranks[-1]]
+        elif spare and banded:  # too few left in the band: widen it in proportion to what it held
+            next_search_below = threshold + (search_below - threshold) * spare / max(candidates.size - rank - 1, 1)
     keep = flat > threshold
     extra = flat.size - np.count_nonzero(keep) - count  # ties at the threshold beyond `count`
     if extra:
         ties = np.flatnonzero(flat == threshold)
         keep[ties[ties.size - extra:]] = True
-    return keep.astype(np.float32).reshape(scores.shape)
+    return keep, next_search_below
 
 
 class WeightPruner:
@@ -180,6 +198,9 @@ class WeightPruner:
         self.schedule = schedule
         self.ratio = ratio
         self.start = start
+        self._scores = None
+        self._search_below = None
+        self._count = 0
 
     @classmethod
     def from_model(cls, layers):
@@ -201,24 +222,40 @@ class WeightPruner:
 
     def update(self, sparsity):
         """Mask the smallest |w ⊙ m| so that `sparsity` of the pool's surviving weights are zero."""
-        entries = [(layer, getattr(layer.layer, name), name) for layer in self.layers for name in layer.element_masked]
-        scores = np.empty(sum(weight.shape.num_elements() for _, weight, _ in entries), dtype=np.float32)
-        offset = alive = 0
-        for layer, weight, name in entries:
-            score = scores[offset:offset + weight.shape.num_elements()].reshape(weight.shape)
-            np.abs(np.asarray(weight.value()), out=score)  # np.asarray of a read: no copy
-            score *= np.asarray(layer.masks[name].value())
-            if name in layer.channel_masked:
-                channels = np.asarray(layer.channel_mask_tensor(name)) > 0
-                np.copyto(score, -1.0, where=~channels)
-                alive += int(np.count_nonzero(channels))
-            else:
-                alive += score.size
-            offset += score.size
-        mask = smallest_to_mask(scores, scores.size - alive + int(round(sparsity * self.ratio * alive)))
-        offset = 0
-        for layer, weight, name in entries:
-            layer.masks[name].assign(mask[offset:offset + weight.shape.num_elements()].reshape(weight.shape))
-            offset += weight.shape.num_elements()
+        if self._scores is None:
+            self._compile()
+        scores = self._scores().numpy()
+        alive = sum(self._channel_alive(layer, name) for layer, name in self._entries)
+        count = scores.size - alive + int(round(sparsity * self.ratio * alive))
+        # At every-step pruning the next cut-off lies just above this one: search only the positives below
+        # a score with a few steps' worth of prunes to spare.
+        keep, self._search_below = _keep_largest(scores, count, self._search_below,
+                                                 spare=2 * max(count - self._count, 0) + 1024)
+        self._count = count
+        self._assign_masks(keep)
         # No apply_masks here: the forward pass already computes with w ⊙ m, scores read w ⊙ m, and
         # UpdatePruningStep writes the zeros into the weights at each epoch end.
+
+    def _compile(self):
+        self._entries = [(layer, name) for layer in self.layers for name in layer.element_masked]
+
+        @tf.function(autograph=False)
+        def scores():
+            flat = []
+            for layer, name in self._entries:
+                score = tf.abs(getattr(layer.layer, name)) * layer.masks[name]
+                if name in layer.channel_masked:
+                    score = tf.where(layer.channel_mask_tensor(name) > 0, score, -1.0)
+                flat.append(tf.reshape(score, [-1]))
+            return tf.concat(flat, axis=0)
+
+        self._scores = scores
+        self._assign_masks = assigner([layer.masks[name] for layer, name in self._entries], dtype=tf.bool)
+
+    @staticmethod
+    def _channel_alive(layer, name):
+        """Entries of weight `name` that unit pruning keeps: the product of its axes' kept counts."""
+        shape = getattr(layer.layer, name).shape
+        counts = [int(np.count_nonzero(layer.keeps[(name, axis)].numpy())) if axis in layer.channel_masked.get(name, ())
+                  else shape[axis] for axis in range(len(shape))]
+        return int(np.prod(counts))

@@ -56,6 +56,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self.layers = layers
             self._apply_masks = mask_writer(layers)
             self._assign_steps = assigner([layer.pruning_step for layer in layers], dtype=tf.int64)
+            self._advance_steps = _incrementer([layer.pruning_step for layer in layers])
             self._prepared_for = self.model
         self._tfmot.set_model(self.model)
         self._tfmot.on_train_begin(logs)
@@ -72,7 +73,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self.layers:
             self.step += 1
-            self._store_step()
+            self._advance_steps()  # no input to convert: the cheapest per-step write
 
     def on_epoch_end(self, epoch, logs=None):
         self._tfmot.on_epoch_end(epoch, logs)
@@ -83,6 +84,16 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def get_config(self):
         return {}
+
+
+def _incrementer(variables):
+    """One compiled function adding 1 to every variable of `variables`."""
+    @tf.function(autograph=False)
+    def increment():
+        for variable in variables:
+            variable.assign_add(1)
+
+    return increment
 
 
 class ScalarLogger(keras.callbacks.Callback):

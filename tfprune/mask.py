@@ -5,8 +5,10 @@
 The effective mask is their broadcast product. TFMOT's `PruneLowMagnitude` exposes its masks through
 the same `masks(model)` view, so `strip`, `shrink`, reports and export never ask which method ran.
 
-The forward pass reads `weight * mask` (gradients of masked entries are zero); the callbacks also write
-the masked values into the variables whenever masks change, so inspected weights show the zeros.
+The forward pass reads `weight * mask` (gradients of masked entries are zero); channel keeps of Dense and
+channels-last convolutions act on the layer's input and pre-activation output instead, the same result for
+a fraction of the work. The callbacks also write the masked values into the variables whenever masks
+change, so inspected weights show the zeros.
 """
 import inspect
 

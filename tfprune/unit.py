@@ -10,7 +10,7 @@ import numpy as np
 
 from tfprune import criteria as criteria_module
 from tfprune import schedules
-from tfprune._keras import check_model, keras
+from tfprune._keras import check_model
 from tfprune.graph import build_channel_graph, combined_keeps
 from tfprune.mask import assigner, current_step, mask_writer, rewrap
 

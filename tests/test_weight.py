@@ -168,17 +168,35 @@ def test_report_lists_layers(capsys):
     assert row["live_units"] == 32 and row["units"] == 64
 
 
-@pytest.mark.parametrize("search_below", [None, 1e-4, 0.3, 5.0])
-def test_cut_off_search_band_never_changes_the_mask(search_below):
-    """Per-step global pruning searches only below last step's cut-off; any hint gives the exact full result."""
-    from tfprune.weight import _keep_largest, smallest_to_mask
+@pytest.mark.parametrize("bound", [None, 1e-4, 0.3, 5.0])
+def test_cut_off_among_scores_under_a_bound_is_exact(bound):
+    """Per-step global pruning partitions only the positive scores under last update's bound."""
+    from tfprune.weight import _cut_off
+    scores = np.abs(np.random.default_rng(0).normal(size=20000)).astype(np.float32)
+    for rank in (0, 100, 5000):
+        under = scores[scores < bound] if bound is not None else scores
+        candidates = under if under.size > rank else scores
+        threshold, next_bound = _cut_off(candidates, rank, spare=500, bound=bound)
+        assert threshold == np.sort(scores)[rank]
+        assert next_bound is None or next_bound > threshold
+
+
+def test_per_step_global_pruning_matches_a_full_ranking():
+    """Update after update (weights moving in between, ties included), the fast path cuts exactly the
+    smallest |w ⊙ m|, the same entries a full ranking cuts."""
+    from tfprune.weight import WeightPruner, smallest_to_mask
+    model = tfprune.prune_weights(tfprune.models.mlp(hidden=(64, 32), seed=0),
+                                  tfprune.PolynomialDecay(0.0, 0.9, 0, 20, frequency=1), scope="global")
+    layers = [layer for layer in iter_layers(model) if isinstance(layer, MaskedLayer)]
+    pruner = WeightPruner.from_model(layers)[0]
     rng = np.random.default_rng(0)
-    scores = np.abs(rng.normal(size=20000)).astype(np.float32)
-    scores[:3000] = 0.0  # already pruned
-    scores[3000:3500] = -1.0  # removed by unit pruning
-    scores[4000:4010] = scores[4010]  # ties at a value
-    for count in (100, 3200, 3600, 9000):
-        keep, hint = _keep_largest(scores, count, search_below, spare=500)
-        np.testing.assert_array_equal(keep, smallest_to_mask(scores, count) > 0)
-        assert np.count_nonzero(~keep) == count
-        assert hint is None or np.count_nonzero((scores > 0) & (scores < hint)) >= count - 3500
+    for step, sparsity in enumerate(np.linspace(0.02, 0.9, 25)):
+        for layer in layers:  # training moves the weights between updates
+            kernel = layer.layer.kernel.numpy() + rng.normal(scale=1e-3, size=layer.layer.kernel.shape)
+            if step == 10:
+                kernel[:, :3] = 0.5  # a block of ties
+            layer.layer.kernel.assign(kernel.astype(np.float32))
+        scores = np.concatenate([np.abs(l.layer.kernel.numpy() * l.masks["kernel"].numpy()).ravel() for l in layers])
+        expected = smallest_to_mask(scores, int(round(sparsity * scores.size)))
+        pruner.update(sparsity)
+        np.testing.assert_array_equal(np.concatenate([l.masks["kernel"].numpy().ravel() for l in layers]), expected)

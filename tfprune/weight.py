@@ -146,43 +146,48 @@ def smallest_to_mask(scores, count):
     return _keep_largest(scores.reshape(-1), count)[0].astype(np.float32).reshape(scores.shape)
 
 
-def _keep_largest(flat, count, search_below=None, spare=0):
-    """(keep, next_search_below): `flat` without its `count` smallest entries (ties by position, later kept).
+def _keep_largest(flat, count, spare=0):
+    """(keep, bound): `flat` (1-D) without its `count` smallest entries as a bool vector (ties by position, the
+    later kept), and, with `spare`, a score with `spare` more positives under it than under the cut-off.
 
     O(n): the count-th smallest value comes from `np.partition` of the negative or the positive scores
     alone, because partition slows down up to ~30x on big blocks of ties such as the zeros of pruned weights.
-    A per-step caller passes `search_below`, a score expected to exceed the cut-off: only the positives under
-    it are partitioned (it falls back to all of them when too few lie there). With `spare`, the second value
-    returned is a score with `spare` more positives under it than under the cut-off, for the next call.
     """
     if count <= 0:
-        return np.ones(flat.size, dtype=bool), search_below
+        return np.ones(flat.size, dtype=bool), None
     negative, positive = flat < 0, flat > 0
     below_zero = np.count_nonzero(negative)
     up_to_zero = flat.size - np.count_nonzero(positive)
-    next_search_below = None
+    bound = None
     if count <= below_zero:
         threshold = np.partition(np.compress(negative, flat), count - 1)[count - 1]
     elif count <= up_to_zero:
         threshold = 0.0
     else:
-        rank = count - up_to_zero - 1
-        in_band = None if search_below is None else positive & (flat < search_below)
-        banded = in_band is not None and np.count_nonzero(in_band) > rank
-        candidates = np.compress(in_band if banded else positive, flat)
-        ranks = [rank] + ([rank + spare] if spare and rank + spare < candidates.size else [])
-        partitioned = np.partition(candidates, ranks)
-        threshold = partitioned[rank]
-        if len(ranks) > 1:
-            next_search_below = partitioned[ranks[-1]]
-        elif spare and banded:  # too few left in the band: widen it in proportion to what it held
-            next_search_below = threshold + (search_below - threshold) * spare / max(candidates.size - rank - 1, 1)
+        threshold, bound = _cut_off(np.compress(positive, flat), count - up_to_zero - 1, spare)
     keep = flat > threshold
     extra = flat.size - np.count_nonzero(keep) - count  # ties at the threshold beyond `count`
     if extra:
         ties = np.flatnonzero(flat == threshold)
         keep[ties[ties.size - extra:]] = True
-    return keep, next_search_below
+    return keep, bound
+
+
+def _cut_off(candidates, rank, spare=0, bound=None):
+    """(threshold, next_bound): the `rank`-th smallest of `candidates`, and a value with `spare` more of them
+    under it (None when unknown or without `spare`).
+
+    `bound` is the value the candidates were taken under, if any; when fewer than `spare` of them lie above
+    the threshold, the next bound widens it in proportion to what it held.
+    """
+    ranks = [rank] + ([rank + spare] if spare and rank + spare < candidates.size else [])
+    partitioned = np.partition(candidates, ranks)
+    threshold = partitioned[rank]
+    if len(ranks) > 1:
+        return threshold, partitioned[ranks[-1]]
+    if spare and bound is not None:
+        return threshold, threshold + (bound - threshold) * spare / max(candidates.size - rank - 1, 1)
+    return threshold, None
 
 
 class WeightPruner:
@@ -199,8 +204,8 @@ class WeightPruner:
         self.ratio = ratio
         self.start = start
         self._scores = None
-        self._search_below = None
-        self._count = 0
+        self._bound = None
+        self._cut = 0
 
     @classmethod
     def from_model(cls, layers):
@@ -222,40 +227,59 @@ class WeightPruner:
 
     def update(self, sparsity):
         """Mask the smallest |w ⊙ m| so that `sparsity` of the pool's surviving weights are zero."""
-        if self._scores is None:
-            self._compile()
-        scores = self._scores().numpy()
-        alive = sum(self._channel_alive(layer, name) for layer, name in self._entries)
+        scores, alive = self._score()
         count = scores.size - alive + int(round(sparsity * self.ratio * alive))
-        # At every-step pruning the next cut-off lies just above this one: search only the positives below
-        # a score with a few steps' worth of prunes to spare.
-        keep, self._search_below = _keep_largest(scores, count, self._search_below,
-                                                 spare=2 * max(count - self._count, 0) + 1024)
-        self._count = count
-        self._assign_masks(keep)
+        spare = 2 * max(count - self._cut, 0) + 1024  # a few updates' worth of new prunes
+        if not self._prune_near_cut_off(scores, count, spare):
+            keep, self._bound = _keep_largest(scores, count, spare)
+            self._assign_masks(keep)
+        self._cut = count
         # No apply_masks here: the forward pass already computes with w ⊙ m, scores read w ⊙ m, and
         # UpdatePruningStep writes the zeros into the weights at each epoch end.
 
-    def _compile(self):
-        self._entries = [(layer, name) for layer in self.layers for name in layer.element_masked]
+    def _prune_near_cut_off(self, scores, count, spare):
+        """The per-step fast path; False when it cannot give the exact result and a full search must run.
 
-        @tf.function(autograph=False)
-        def scores():
-            flat = []
-            for layer, name in self._entries:
-                score = tf.abs(getattr(layer.layer, name)) * layer.masks[name]
-                if name in layer.channel_masked:
-                    score = tf.where(layer.channel_mask_tensor(name) > 0, score, -1.0)
-                flat.append(tf.reshape(score, [-1]))
-            return tf.concat(flat, axis=0)
+        Between updates the cut-off only moves up a little, so the new prunes are among the positive scores
+        under last update's bound: only those are partitioned (the masks are written whole: a sparse write
+        would switch the mask variables to copy-on-read and slow every training step that reads them).
+        """
+        if self._bound is None:
+            return False
+        positive = scores > 0
+        nonpositive = scores.size - np.count_nonzero(positive)
+        rank = count - nonpositive - 1
+        # Entries that are not positive must be exactly those cut so far (a weight that became exactly
+        # zero, or masks changed by someone else, needs the full search).
+        if nonpositive != self._cut or rank < 0:
+            return rank == -1 and nonpositive == self._cut
+        band = np.flatnonzero(positive & (scores < self._bound))
+        if band.size <= rank:
+            return False
+        values = scores[band]
+        threshold, self._bound = _cut_off(values, rank, spare, self._bound)
+        positive[band[values < threshold]] = False  # what survived so far, less the new cuts
+        positive[band[values == threshold][:rank + 1 - np.count_nonzero(values < threshold)]] = False  # ties
+        self._assign_masks(positive)
+        return True
 
-        self._scores = scores
-        self._assign_masks = assigner([layer.masks[name] for layer, name in self._entries], dtype=tf.bool)
-
-    @staticmethod
-    def _channel_alive(layer, name):
-        """Entries of weight `name` that unit pruning keeps: the product of its axes' kept counts."""
-        shape = getattr(layer.layer, name).shape
-        counts = [int(np.count_nonzero(layer.keeps[(name, axis)].numpy())) if axis in layer.channel_masked.get(name, ())
-                  else shape[axis] for axis in range(len(shape))]
-        return int(np.prod(counts))
+    def _score(self):
+        """(|w ⊙ m| of every masked weight laid end to end, -1 where unit pruning removed the entry; how many
+        entries unit pruning keeps). Written into one reused buffer, reading the variables without a copy."""
+        entries = [(layer, getattr(layer.layer, name), name) for layer in self.layers for name in layer.element_masked]
+        if self._scores is None:
+            self._scores = np.empty(sum(weight.shape.num_elements() for _, weight, _ in entries), dtype=np.float32)
+            self._assign_masks = assigner([layer.masks[name] for layer, _, name in entries], dtype=tf.bool)
+        offset = alive = 0
+        for layer, weight, name in entries:
+            score = self._scores[offset:offset + weight.shape.num_elements()].reshape(weight.shape)
+            np.abs(np.asarray(weight.value()), out=score)
+            score *= np.asarray(layer.masks[name].value())
+            if name in layer.channel_masked:
+                channels = np.asarray(layer.channel_mask_tensor(name)) > 0
+                np.copyto(score, -1.0, where=~channels)
+                alive += int(np.count_nonzero(channels))
+            else:
+                alive += score.size
+            offset += score.size
+        return self._scores, alive

@@ -182,21 +182,32 @@ def test_cut_off_among_scores_under_a_bound_is_exact(bound):
 
 
 def test_per_step_global_pruning_matches_a_full_ranking():
-    """Update after update (weights moving in between, ties included), the fast path cuts exactly the
-    smallest |w ⊙ m|, the same entries a full ranking cuts."""
+    """Update after update (weights moving in between, ties at the cut-off once), the fast path cuts exactly
+    the smallest |w ⊙ m|, the same entries a full ranking cuts."""
     from tfprune.weight import WeightPruner, smallest_to_mask
     model = tfprune.prune_weights(tfprune.models.mlp(hidden=(64, 32), seed=0),
                                   tfprune.PolynomialDecay(0.0, 0.9, 0, 20, frequency=1), scope="global")
     layers = [layer for layer in iter_layers(model) if isinstance(layer, MaskedLayer)]
     pruner = WeightPruner.from_model(layers)[0]
     rng = np.random.default_rng(0)
+
+    def kernels_and_scores():
+        kernels = [layer.layer.kernel.numpy() for layer in layers]
+        return kernels, np.concatenate([np.abs(k * l.masks["kernel"].numpy()).ravel() for k, l in zip(kernels, layers)])
+
     for step, sparsity in enumerate(np.linspace(0.02, 0.9, 25)):
         for layer in layers:  # training moves the weights between updates
-            kernel = layer.layer.kernel.numpy() + rng.normal(scale=1e-3, size=layer.layer.kernel.shape)
-            if step == 10:
-                kernel[:, :3] = 0.5  # a block of ties
-            layer.layer.kernel.assign(kernel.astype(np.float32))
-        scores = np.concatenate([np.abs(l.layer.kernel.numpy() * l.masks["kernel"].numpy()).ravel() for l in layers])
-        expected = smallest_to_mask(scores, int(round(sparsity * scores.size)))
+            layer.layer.kernel.assign(layer.layer.kernel + rng.normal(scale=1e-3, size=layer.layer.kernel.shape))
+        count = int(round(sparsity * sum(layer.layer.kernel.shape.num_elements() for layer in layers)))
+        if step == 10:  # the cut-off value and the next six scores become equal: ties decided by position
+            kernels, scores = kernels_and_scores()
+            order = np.flatnonzero(scores > 0)[np.argsort(scores[scores > 0], kind="stable")]
+            tied = order[count - np.count_nonzero(scores <= 0) - 1:][:7]
+            flat = np.concatenate([k.ravel() for k in kernels])
+            flat[tied] = np.sign(flat[tied]) * scores[tied[0]]
+            for layer, part in zip(layers, np.split(flat, np.cumsum([k.size for k in kernels])[:-1])):
+                layer.layer.kernel.assign(part.reshape(layer.layer.kernel.shape))
+        _, scores = kernels_and_scores()
+        expected = smallest_to_mask(scores, count)
         pruner.update(sparsity)
         np.testing.assert_array_equal(np.concatenate([l.masks["kernel"].numpy().ravel() for l in layers]), expected)

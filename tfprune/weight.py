@@ -238,28 +238,27 @@ class WeightPruner:
         # UpdatePruningStep writes the zeros into the weights at each epoch end.
 
     def _prune_near_cut_off(self, scores, count, spare):
-        """The per-step fast path; False when it cannot give the exact result and a full search must run.
+        """The per-step fast path; False when a full search must run instead.
 
         Between updates the cut-off only moves up a little, so the new prunes are among the positive scores
-        under last update's bound: only those are partitioned (the masks are written whole: a sparse write
-        would switch the mask variables to copy-on-read and slow every training step that reads them).
+        under last update's bound: only those are partitioned, and the surviving positives are the new masks
+        (written whole: a sparse write would switch the mask variables to copy-on-read and slow every
+        training step that reads them). The result is the full search's whenever the bound holds enough.
         """
         if self._bound is None:
             return False
         positive = scores > 0
-        nonpositive = scores.size - np.count_nonzero(positive)
-        rank = count - nonpositive - 1
-        # Entries that are not positive must be exactly those cut so far (a weight that became exactly
-        # zero, or masks changed by someone else, needs the full search).
-        if nonpositive != self._cut or rank < 0:
-            return rank == -1 and nonpositive == self._cut
-        band = np.flatnonzero(positive & (scores < self._bound))
-        if band.size <= rank:
+        rank = count - (scores.size - np.count_nonzero(positive)) - 1
+        if rank < -1:  # fewer cuts than entries at or below zero: the full search picks which zeros to keep
             return False
-        values = scores[band]
-        threshold, self._bound = _cut_off(values, rank, spare, self._bound)
-        positive[band[values < threshold]] = False  # what survived so far, less the new cuts
-        positive[band[values == threshold][:rank + 1 - np.count_nonzero(values < threshold)]] = False  # ties
+        if rank >= 0:
+            band = np.flatnonzero(positive & (scores < self._bound))
+            if band.size <= rank:
+                return False
+            values = scores[band]
+            threshold, self._bound = _cut_off(values, rank, spare, self._bound)
+            positive[band[values < threshold]] = False
+            positive[band[values == threshold][:rank + 1 - np.count_nonzero(values < threshold)]] = False  # ties
         self._assign_masks(positive)
         return True
 

@@ -48,6 +48,7 @@ def test_channel_keeps_and_element_masks_multiply():
     (lambda: keras.layers.Conv2D(6, 3, activation="tanh"), (2, 5, 5, 4)),
     (lambda: keras.layers.Conv2D(6, 3, data_format="channels_first"), (2, 4, 5, 5)),
     (lambda: keras.layers.Conv2DTranspose(6, 3, activation="relu"), (2, 5, 5, 4)),
+    (lambda: keras.layers.Dense(6, activation="relu", activity_regularizer="l2"), (5, 4)),
 ])
 def test_channel_keeps_on_activations_match_keeps_on_the_kernel(inner, input_shape):
     """Dense/channels-last convs mask activations, other layers the kernel: same outputs, same zero gradients."""
@@ -76,6 +77,8 @@ def test_channel_keeps_on_activations_match_keeps_on_the_kernel(inner, input_sha
     reference.build(input_shape)
     reference.set_weights([value for value in masked.masked_weights().values()])
     np.testing.assert_allclose(outputs.numpy(), reference(x).numpy(), atol=1e-6)
+    np.testing.assert_allclose([float(loss) for loss in masked.losses], [float(loss) for loss in reference.losses],
+                               rtol=1e-6)
     assert np.all(gradient[masked.mask_values()["kernel"] == 0] == 0)
 
 

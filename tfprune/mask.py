@@ -106,7 +106,8 @@ class MaskedLayer(keras.layers.Wrapper):
         plain = type(inner) is keras.layers.Dense or (
             type(inner) in (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
             and inner.groups == 1 and inner.data_format == "channels_last")
-        if "kernel" not in self.channel_masked or not plain:
+        # An activity regularizer must see the activated output, which this path computes outside the layer.
+        if "kernel" not in self.channel_masked or not plain or inner.activity_regularizer is not None:
             return None, None
         rank = len(inner.kernel.shape)
         axes = self.channel_masked["kernel"]

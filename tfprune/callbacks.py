@@ -19,7 +19,7 @@ import numpy as np
 
 from tfprune import schedules
 from tfprune._keras import keras, tf, tfmot
-from tfprune.mask import assigner, current_step, mask_writer, masked_layers, masks
+from tfprune.mask import assigner, current_step, incrementer, mask_writer, masked_layers, masks
 from tfprune.unit import UnitPruner
 from tfprune.weight import WeightPruner
 
@@ -56,7 +56,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self.layers = layers
             self._apply_masks = mask_writer(layers)
             self._assign_steps = assigner([layer.pruning_step for layer in layers], dtype=tf.int64)
-            self._advance_steps = _incrementer([layer.pruning_step for layer in layers])
+            self._advance_steps = incrementer([layer.pruning_step for layer in layers])
             self._prepared_for = self.model
         self._tfmot.set_model(self.model)
         self._tfmot.on_train_begin(logs)
@@ -84,16 +84,6 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
     def get_config(self):
         return {}
-
-
-def _incrementer(variables):
-    """One compiled function adding 1 to every variable of `variables`."""
-    @tf.function(autograph=False)
-    def increment():
-        for variable in variables:
-            variable.assign_add(1)
-
-    return increment
 
 
 class ScalarLogger(keras.callbacks.Callback):

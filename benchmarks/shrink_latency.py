@@ -4,6 +4,8 @@ Each model loses 25/50/75% of the filters of every prunable group (`prune_units`
 one pruning step of the callback; no training, latency does not depend on the values), then `shrink` removes
 them. Timed against the unpruned model in the same process, interleaved (`bench.compare_latency`): Keras
 `tf.function` at batch 32 and LiteRT at batch 1, both on one thread. "% of ideal" is speedup / MAC ratio.
+For reference, each level also times the same network built narrow from scratch (every width times the kept
+fraction, rounded like the pruner rounds): what a network of that size reaches on this CPU at all.
 Usage: python benchmarks/shrink_latency.py [--quick] [--round-to 8] [--out benchmarks/results]
 """
 import argparse
@@ -20,8 +22,14 @@ import tfprune  # noqa: E402
 from tfprune._keras import keras, tf  # noqa: E402
 from tfprune.metrics import count_macs, count_params, format_table  # noqa: E402
 from tfprune.shrink import shrink  # noqa: E402
+from tfprune.unit import kept_count  # noqa: E402
 
 MODELS = {"vgg11": lambda: tfprune.models.vgg(11), "resnet20": lambda: tfprune.models.resnet20()}
+# The same networks built narrow: (fraction of filters removed, round_to) -> model. VGG's width multiplier
+# gives multiples of 8 and 16 at 25/50/75%, as the pruner's rounding does.
+NARROW = {"vgg11": lambda removed, round_to: tfprune.models.vgg(11, width_multiplier=1.0 - removed),
+          "resnet20": lambda removed, round_to: tfprune.models.resnet20(
+              widths=tuple(kept_count(width, removed, round_to) for width in (16, 32, 64)))}
 REMOVED = (0.25, 0.5, 0.75)
 
 
@@ -48,6 +56,7 @@ def main():
         variants = {"dense": build()}
         for removed in REMOVED:
             variants[f"{removed:.0%}"] = shrunk(variants["dense"], removed, args.round_to)
+            variants[f"{removed:.0%} narrow"] = NARROW[name](removed, args.round_to)
         keras_ms = bench.compare_latency(variants, batch_size=32, warmup=keras_runs[0], repeats=keras_runs[1])
         litert_ms = bench.compare_latency(variants, backend="litert", threads=1, warmup=litert_runs[0],
                                           repeats=litert_runs[1])
@@ -58,7 +67,9 @@ def main():
             mac_ratio = dense_macs / count_macs(model)
             keras_speedup = keras_ms["dense"]["median_ms"] / keras_ms[label]["median_ms"]
             litert_speedup = litert_ms["dense"]["median_ms"] / litert_ms[label]["median_ms"]
-            rows.append({"model": name, "removed": label, "params": count_params(model), "mac_ratio": mac_ratio,
+            removed, _, narrow = label.partition(" ")
+            rows.append({"model": name, "removed": removed, "built": "from scratch" if narrow else "shrink",
+                         "params": count_params(model), "mac_ratio": mac_ratio,
                          "keras_ms": keras_ms[label]["median_ms"], "keras_speedup": keras_speedup,
                          "keras_%ideal": 100 * keras_speedup / mac_ratio,
                          "litert_ms": litert_ms[label]["median_ms"], "litert_speedup": litert_speedup,
@@ -67,7 +78,7 @@ def main():
                          "dense_litert_ms": litert_ms["dense"]["median_ms"]})
     print(f"Keras tf.function batch 32 and LiteRT batch 1, 1 thread, round_to={args.round_to}"
           f"{' (quick: rough timings)' if args.quick else ''}")
-    print(format_table(rows, columns=["model", "removed", "params", "mac_ratio", "keras_speedup", "keras_%ideal",
+    print(format_table(rows, columns=["model", "removed", "built", "params", "mac_ratio", "keras_speedup", "keras_%ideal",
                                       "litert_speedup", "litert_%ideal", "keras_ms", "litert_ms"]))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"shrink_latency{'_quick' if args.quick else ''}.json")

@@ -217,3 +217,19 @@ def test_per_step_global_pruning_matches_a_full_ranking(split, monkeypatch):
         expected = smallest_to_mask(scores, count)
         pruner.update(sparsity)
         np.testing.assert_array_equal(np.concatenate([l.masks["kernel"].numpy().ravel() for l in layers]), expected)
+
+
+def test_threaded_scan_works_in_a_forked_child(monkeypatch):
+    """The thread pool of the per-step scan is rebuilt after fork (the child has none of its threads)."""
+    import os
+    import signal
+    from tfprune import weight
+    monkeypatch.setattr(weight, "_BLOCK", 10)
+    monkeypatch.setattr(weight, "_CORES", 2)
+    assert sum(weight._in_parallel(lambda low, high: high - low, 100)) == 100  # the parent's pool now exists
+    child = os.fork()
+    if child == 0:
+        signal.alarm(20)  # a child stuck on a dead thread would hang the suite
+        os._exit(0 if sum(weight._in_parallel(lambda low, high: high - low, 100)) == 100 else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

@@ -145,10 +145,20 @@ def _prune_with_tfmot(model, schedule, targets):
 
 
 _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-_threads = None
 #: Entries per block of the per-step scan (its temporaries stay in a core's cache), and the fewest a thread
 #: takes on.
 _BLOCK = 1 << 18
+_threads = None
+
+
+def _forget_threads():
+    """A forked child has none of the parent's threads: it starts its own pool when it needs one."""
+    global _threads
+    _threads = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads)
 
 
 def _in_parallel(work, size):

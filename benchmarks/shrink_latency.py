@@ -78,8 +78,8 @@ def main():
                          "dense_litert_ms": litert_ms["dense"]["median_ms"]})
     print(f"Keras tf.function batch 32 and LiteRT batch 1, 1 thread, round_to={args.round_to}"
           f"{' (quick: rough timings)' if args.quick else ''}")
-    print(format_table(rows, columns=["model", "removed", "built", "params", "mac_ratio", "keras_speedup", "keras_%ideal",
-                                      "litert_speedup", "litert_%ideal", "keras_ms", "litert_ms"]))
+    print(format_table(rows, columns=["model", "removed", "built", "params", "mac_ratio", "keras_speedup",
+                                      "keras_%ideal", "litert_speedup", "litert_%ideal", "keras_ms", "litert_ms"]))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"shrink_latency{'_quick' if args.quick else ''}.json")
     with open(path, "w") as handle:

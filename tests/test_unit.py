@@ -372,6 +372,17 @@ def test_mirrored_strategy_gives_the_single_device_masks(tmp_path):
 
         mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         results = {"replicas": np.array(mirrored.num_replicas_in_sync)}
+        with mirrored.scope():  # per-step global weight pruning writes its masks to every replica
+            schedule = tfprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=7, frequency=1)
+            model = tfprune.prune_weights(tfprune.models.mlp(hidden=(64, 32), seed=0), schedule, scope="global")
+            model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x[:512], y[:512], batch_size=64, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+        layers = [layer for layer in model.layers if hasattr(layer, "masks")]
+        kept = sum(float(np.sum(layer.masks["kernel"].numpy())) for layer in layers)
+        results["global_sparsity"] = np.array(1 - kept / sum(layer.masks["kernel"].shape.num_elements()
+                                                             for layer in layers))
+        results["global_replicas_agree"] = np.array(all(
+            np.array_equal(*[replica.numpy() for replica in layer.masks["kernel"].values]) for layer in layers))
         results.update({"mirrored:" + k: v for k, v in masks(mirrored).items()})
         results.update({"single:" + k: v for k, v in masks(tf.distribute.get_strategy()).items()})
         np.savez(sys.argv[1], **results)
@@ -382,6 +393,7 @@ def test_mirrored_strategy_gives_the_single_device_masks(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = np.load(path)
     assert int(result["replicas"]) == 2
+    assert float(result["global_sparsity"]) == pytest.approx(0.8, abs=1e-4) and bool(result["global_replicas_agree"])
     single = {k.split(":", 1)[1]: result[k] for k in result.files if k.startswith("single:")}
     assert single and {k.split(":", 1)[1] for k in result.files if k.startswith("mirrored:")} == set(single)
     for key, mask in single.items():

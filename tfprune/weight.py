@@ -344,8 +344,8 @@ class WeightPruner:
 
 
 def _aligned(size):
-    """An uninitialised bool array whose data starts on a 64-byte boundary, as TensorFlow needs to use it in
-    place through DLPack."""
+    """An uninitialised bool array whose data starts on a 64-byte boundary: a tensor taken over through DLPack
+    keeps the array's address, and TensorFlow's kernels expect their inputs aligned like its own buffers."""
     raw = np.empty(size + 64, dtype=bool)
     start = -raw.ctypes.data % 64
     return raw[start:start + size]

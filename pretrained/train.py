@@ -74,7 +74,8 @@ def main(argv=None):
     for name in args.names or sorted(MODELS):
         entry = train_one(name, command)
         manifest["models"][name] = entry
-        print(f"{name}: test accuracy {entry['test_accuracy']:.4f}, {entry['file']} model sha256 {entry['model_sha256'][:12]}...")
+        print(f"{name}: test accuracy {entry['test_accuracy']:.4f}, {entry['file']} model sha256 "
+              f"{entry['model_sha256'][:12]}...")
         # Written after every model, so an interrupted run still records the models it finished.
         atomic_write(manifest_path, lambda temp: write_json(temp, manifest))
 

@@ -5,6 +5,7 @@ map becomes per-layer schedules). `scope="global"` ranks |w| over every prunable
 TFMOT cannot do; it uses tfprune's `MaskedLayer` and is driven by `tfprune.UpdatePruningStep`.
 """
 import os
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -240,7 +241,7 @@ class WeightPruner:
         self.schedule = schedule
         self.ratio = ratio
         self.start = start
-        self._positive = None
+        self._masks = None
         self._bound = None
         self._cut = 0
 
@@ -265,48 +266,49 @@ class WeightPruner:
     def update(self, sparsity):
         """Mask the smallest |w ⊙ m| so that `sparsity` of the pool's surviving weights are zero."""
         pieces, alive = self._read()
-        size = self._positive.size
-        count = size - alive + int(round(sparsity * self.ratio * alive))
+        masks = self._masks.writable()
+        count = masks.size - alive + int(round(sparsity * self.ratio * alive))
         spare = 2 * max(count - self._cut, 0) + 1024  # a few updates' worth of new prunes
-        if not self._prune_near_cut_off(pieces, count, spare):
-            scores = np.empty(size, dtype=np.float32)
-            _in_parallel(lambda low, high: _scores_into(pieces, low, high, scores[low:high]), size)
-            keep, self._bound = _keep_largest(scores, count, spare)
-            self._assign_masks(keep)
+        if not self._prune_near_cut_off(pieces, count, spare, masks):
+            _in_parallel(lambda low, high: _scores_into(pieces, low, high, masks[low:high]), masks.size)
+            keep, self._bound = _keep_largest(masks, count, spare)
+            np.copyto(masks, keep)
+        self._masks.hand_over(masks)
         self._cut = count
         # No apply_masks here: the forward pass already computes with w ⊙ m, scores read w ⊙ m, and
         # UpdatePruningStep writes the zeros into the weights at each epoch end.
 
-    def _prune_near_cut_off(self, pieces, count, spare):
-        """The per-step fast path; False when a full search must run instead.
+    def _prune_near_cut_off(self, pieces, count, spare, masks):
+        """The per-step fast path: fills `masks` (flat float32) and returns True, or False when a full search
+        must run instead.
 
         Between updates the cut-off only moves up a little, so the new prunes are among the positive scores
-        under last update's bound: one blockwise pass finds the positives and that band, only the band is
-        partitioned, and the surviving positives are the new masks (written whole: a sparse write would
-        switch the mask variables to copy-on-read and slow every training step that reads them). The result
-        is the full search's whenever the bound holds enough.
+        under last update's bound: one blockwise pass finds the positives (the new masks, written as it goes)
+        and that band, and only the band is partitioned. The result is the full search's whenever the bound
+        holds enough.
         """
         if self._bound is None:
             return False
-        bound, positive = self._bound, self._positive
+        bound = self._bound
 
         def scan(low, high):
-            score, below = np.empty(min(_BLOCK, high - low), np.float32), np.empty(min(_BLOCK, high - low), bool)
+            positive, below = np.empty(min(_BLOCK, high - low), bool), np.empty(min(_BLOCK, high - low), bool)
             positives, positions, values = 0, [], []
             for start in range(low, high, _BLOCK):
                 stop = min(start + _BLOCK, high)
-                block = _scores_into(pieces, start, stop, score[:stop - start])
-                block_positive = np.greater(block, 0.0, out=positive[start:stop])
+                block = _scores_into(pieces, start, stop, masks[start:stop])  # scores first, masks below
+                block_positive = np.greater(block, 0.0, out=positive[:stop - start])
                 positives += np.count_nonzero(block_positive)
                 inside = np.less(block, bound, out=below[:stop - start])
                 inside &= block_positive
                 found = np.flatnonzero(inside)
                 positions.append(found + start)
                 values.append(block[found])
+                np.copyto(block, block_positive)
             return positives, positions, values
 
-        parts = _in_parallel(scan, positive.size)
-        rank = count - (positive.size - sum(part[0] for part in parts)) - 1
+        parts = _in_parallel(scan, masks.size)
+        rank = count - (masks.size - sum(part[0] for part in parts)) - 1
         if rank < -1:  # fewer cuts than entries at or below zero: the full search picks which zeros to keep
             return False
         if rank >= 0:
@@ -315,20 +317,16 @@ class WeightPruner:
                 return False
             values = np.concatenate([value for part in parts for value in part[2]])
             threshold, self._bound = _cut_off(values, rank, spare, bound)
-            positive[band[values < threshold]] = False
-            positive[band[values == threshold][:rank + 1 - np.count_nonzero(values < threshold)]] = False  # ties
-        # Handed over without a copy: the masks are float32, so the cast makes new buffers and no variable
-        # keeps an alias of this reused array.
-        self._assign_masks(tf.experimental.dlpack.from_dlpack(positive.__dlpack__()))
+            masks[band[values < threshold]] = 0.0
+            masks[band[values == threshold][:rank + 1 - np.count_nonzero(values < threshold)]] = 0.0  # ties
         return True
 
     def _read(self):
         """(pieces, alive): per masked weight, (flat offset, weight, mask, channel keep or None) as flat arrays
         read without a copy; how many entries unit pruning keeps."""
         entries = [(layer, getattr(layer.layer, name), name) for layer in self.layers for name in layer.element_masked]
-        if self._positive is None:
-            self._positive = _aligned(sum(weight.shape.num_elements() for _, weight, _ in entries))
-            self._assign_masks = assigner([layer.masks[name] for layer, _, name in entries], dtype=tf.bool)
+        if self._masks is None:
+            self._masks = _HandOver([layer.masks[name] for layer, _, name in entries])
         pieces, offset, alive = [], 0, 0
         for layer, weight, name in entries:
             channels = None
@@ -343,12 +341,43 @@ class WeightPruner:
         return pieces, alive
 
 
-def _aligned(size):
-    """An uninitialised bool array whose data starts on a 64-byte boundary: a tensor taken over through DLPack
+class _HandOver:
+    """Flat float32 arrays that new mask values are written into and handed to the mask variables without a
+    copy: a per-step write of every mask costs a split and an assign, not a conversion.
+
+    TensorFlow keeps a handed-over array as the variables' storage when every variable's slice of it is
+    aligned, so an array is written again only after TensorFlow has let go of it: each handover exports a
+    fresh view, whose weak reference dies when TensorFlow releases the memory.
+    """
+
+    def __init__(self, variables):
+        self._assign = assigner(variables)
+        self._size = sum(variable.shape.num_elements() for variable in variables)
+        self._arrays = []  # [array, weak reference to its view TensorFlow holds (or a dead one)]
+
+    def writable(self):
+        """An array of the masks' total size that no tensor refers to (a new one if every array is held)."""
+        for array, held in self._arrays:
+            if held() is None:
+                return array
+        array = _aligned(self._size, np.float32)
+        self._arrays.append([array, lambda: None])
+        return array
+
+    def hand_over(self, array):
+        """Set the mask variables from `array` (one of `writable`'s), which must not be written until released."""
+        view = array[:]
+        next(entry for entry in self._arrays if entry[0] is array)[1] = weakref.ref(view)
+        self._assign(tf.experimental.dlpack.from_dlpack(view.__dlpack__()))
+
+
+def _aligned(size, dtype):
+    """An uninitialised array whose data starts on a 64-byte boundary: a tensor taken over through DLPack
     keeps the array's address, and TensorFlow's kernels expect their inputs aligned like its own buffers."""
-    raw = np.empty(size + 64, dtype=bool)
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(size * itemsize + 64, dtype=np.uint8)
     start = -raw.ctypes.data % 64
-    return raw[start:start + size]
+    return raw[start:start + size * itemsize].view(dtype)
 
 
 def _scores_into(pieces, start, stop, out):

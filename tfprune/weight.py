@@ -12,7 +12,7 @@ import numpy as np
 
 from tfprune import schedules
 from tfprune._keras import check_model, keras, tf, tfmot
-from tfprune.mask import MaskedLayer, assigner, current_step, has_wrappers, iter_layers, kernel_attributes, rewrap
+from tfprune.mask import MaskedLayer, current_step, has_wrappers, iter_layers, kernel_attributes, rewrap
 
 #: Layer types whose kernels are pruned (TFMOT's registry minus recurrent and attention layers).
 PRUNABLE_TYPES = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
@@ -268,7 +268,7 @@ class WeightPruner:
         pieces, alive = self._read()
         masks = self._masks.writable()
         count = masks.size - alive + int(round(sparsity * self.ratio * alive))
-        spare = 2 * max(count - self._cut, 0) + 1024  # a few updates' worth of new prunes
+        spare = max(count - self._cut, 0) * 3 // 2 + 1024  # a few updates' worth of new prunes
         if not self._prune_near_cut_off(pieces, count, spare, masks):
             _in_parallel(lambda low, high: _scores_into(pieces, low, high, masks[low:high]), masks.size)
             keep, self._bound = _keep_largest(masks, count, spare)
@@ -343,32 +343,35 @@ class WeightPruner:
 
 class _HandOver:
     """Flat float32 arrays that new mask values are written into and handed to the mask variables without a
-    copy: a per-step write of every mask costs a split and an assign, not a conversion.
+    copy: a per-step write of every mask costs one eager assign per variable, not a conversion.
 
-    TensorFlow keeps a handed-over array as the variables' storage when every variable's slice of it is
-    aligned, so an array is written again only after TensorFlow has let go of it: each handover exports a
-    fresh view, whose weak reference dies when TensorFlow releases the memory.
+    TensorFlow keeps a handed-over array as the variables' storage when each variable's slice of it is
+    aligned, so an array is written again only after TensorFlow has let go of it: each handover exports fresh
+    views, whose weak references die when TensorFlow releases the memory.
     """
 
     def __init__(self, variables):
-        self._assign = assigner(variables)
-        self._size = sum(variable.shape.num_elements() for variable in variables)
-        self._arrays = []  # [array, weak reference to its view TensorFlow holds (or a dead one)]
+        self._variables = list(variables)
+        sizes = [variable.shape.num_elements() for variable in self._variables]
+        self._edges = np.cumsum([0] + sizes)
+        self._arrays = []  # [array, weak references to the views of it TensorFlow may hold]
 
     def writable(self):
         """An array of the masks' total size that no tensor refers to (a new one if every array is held)."""
-        for array, held in self._arrays:
-            if held() is None:
+        for array, views in self._arrays:
+            if all(view() is None for view in views):
                 return array
-        array = _aligned(self._size, np.float32)
-        self._arrays.append([array, lambda: None])
+        array = _aligned(int(self._edges[-1]), np.float32)
+        self._arrays.append([array, []])
         return array
 
     def hand_over(self, array):
         """Set the mask variables from `array` (one of `writable`'s), which must not be written until released."""
-        view = array[:]
-        next(entry for entry in self._arrays if entry[0] is array)[1] = weakref.ref(view)
-        self._assign(tf.experimental.dlpack.from_dlpack(view.__dlpack__()))
+        views = [array[low:high].reshape(variable.shape)
+                 for variable, low, high in zip(self._variables, self._edges[:-1], self._edges[1:])]
+        next(entry for entry in self._arrays if entry[0] is array)[1] = [weakref.ref(view) for view in views]
+        for variable, view in zip(self._variables, views):
+            variable.assign(tf.experimental.dlpack.from_dlpack(view.__dlpack__()), read_value=False)
 
 
 def _aligned(size, dtype):

@@ -181,30 +181,44 @@ def test_cut_off_among_scores_under_a_bound_is_exact(bound):
         assert next_bound is None or next_bound > threshold
 
 
-@pytest.mark.parametrize("split", [False, True])
-def test_per_step_global_pruning_matches_a_full_ranking(split, monkeypatch):
+@pytest.mark.parametrize("variant", ["one thread", "split", "cramped", "after units"])
+def test_per_step_global_pruning_matches_a_full_ranking(variant, monkeypatch):
     """Update after update (weights moving in between, ties at the cut-off once), the fast path cuts exactly
-    the smallest |w ⊙ m|, the same entries a full ranking cuts; also when the scan runs in several threads
-    and blocks whose edges fall inside layers."""
+    the smallest |w ⊙ m|, the same entries a full ranking cuts; also when the pass runs in several threads
+    whose ranges end inside layers, when the band outgrows the room kept for it (the full search runs), and
+    on a model whose units were pruned first (their entries rank lowest and do not count)."""
     from tfprune import weight
     from tfprune.weight import WeightPruner, smallest_to_mask
-    if split:
+    if variant == "split":
         monkeypatch.setattr(weight, "_BLOCK", 1000)
         monkeypatch.setattr(weight, "_CORES", 3)
-    model = tfprune.prune_weights(tfprune.models.mlp(hidden=(64, 32), seed=0),
-                                  tfprune.PolynomialDecay(0.0, 0.9, 0, 20, frequency=1), scope="global")
+    fast = []
+    near_cut_off = WeightPruner._prune_near_cut_off
+    monkeypatch.setattr(WeightPruner, "_prune_near_cut_off",
+                        lambda self, *args: fast.append(near_cut_off(self, *args)) or fast[-1])
+    model = tfprune.models.mlp(hidden=(64, 32), seed=0)
+    if variant == "after units":  # every third unit removed
+        model = tfprune.prune_units(model, tfprune.ConstantSparsity(0.3, 0))
+        for keep in [keep for layer in iter_layers(model) if isinstance(layer, MaskedLayer)
+                     for keep in layer.keeps.values()]:
+            keep.assign((np.arange(keep.shape[0]) % 3 > 0).astype(np.float32))
+    model = tfprune.prune_weights(model, tfprune.PolynomialDecay(0.0, 0.9, 0, 20, frequency=1), scope="global")
     layers = [layer for layer in iter_layers(model) if isinstance(layer, MaskedLayer)]
     pruner = WeightPruner.from_model(layers)[0]
     rng = np.random.default_rng(0)
 
     def kernels_and_scores():
         kernels = [layer.layer.kernel.numpy() for layer in layers]
-        return kernels, np.concatenate([np.abs(k * l.masks["kernel"].numpy()).ravel() for k, l in zip(kernels, layers)])
+        return kernels, np.concatenate([np.where(l.channel_mask_tensor("kernel").numpy() > 0,
+                                                 np.abs(k * l.masks["kernel"].numpy()), -1.0).ravel()
+                                        for k, l in zip(kernels, layers)])
 
     for step, sparsity in enumerate(np.linspace(0.02, 0.9, 25)):
         for layer in layers:  # training moves the weights between updates
             layer.layer.kernel.assign(layer.layer.kernel + rng.normal(scale=1e-3, size=layer.layer.kernel.shape))
-        count = int(round(sparsity * sum(layer.layer.kernel.shape.num_elements() for layer in layers)))
+        _, scores = kernels_and_scores()
+        alive = np.count_nonzero(scores >= 0)
+        count = scores.size - alive + int(round(sparsity * alive))
         if step == 10:  # the cut-off value and the next six scores become equal: ties decided by position
             kernels, scores = kernels_and_scores()
             order = np.flatnonzero(scores > 0)[np.argsort(scores[scores > 0], kind="stable")]
@@ -215,8 +229,11 @@ def test_per_step_global_pruning_matches_a_full_ranking(split, monkeypatch):
                 layer.layer.kernel.assign(part.reshape(layer.layer.kernel.shape))
         _, scores = kernels_and_scores()
         expected = smallest_to_mask(scores, count)
+        if variant == "cramped":
+            pruner._room = 16
         pruner.update(sparsity)
         np.testing.assert_array_equal(np.concatenate([l.masks["kernel"].numpy().ravel() for l in layers]), expected)
+    assert sum(fast) == (0 if variant == "cramped" else len(fast) - 1), fast  # the first update has no bound
 
 
 def test_threaded_scan_works_in_a_forked_child(monkeypatch):

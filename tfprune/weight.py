@@ -363,13 +363,14 @@ class _HandOver:
         self._arrays = []  # [array, weak references to the views of it TensorFlow may hold]
 
     def writable(self):
-        """An array of `size` entries that no tensor refers to (a new one if every array is held)."""
-        for array, views in self._arrays:
-            if all(view() is None for view in views):
-                return array
-        array = _aligned(self.size, np.float32)
-        self._arrays.append([array, []])
-        return array
+        """An array of `size` entries that no tensor refers to (a new one if every array is held); other free
+        arrays are dropped, so memory follows what tensors still hold."""
+        held, free = [], []
+        for entry in self._arrays:
+            (held if any(view() is not None for view in entry[1]) else free).append(entry)
+        free = free[:1] or [[_aligned(self.size, np.float32), []]]
+        self._arrays = held + free
+        return free[0][0]
 
     def hand_over(self, array):
         """Set the mask variables from `array` (one of `writable`'s), which must not be written until released."""

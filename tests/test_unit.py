@@ -383,6 +383,8 @@ def test_mirrored_strategy_gives_the_single_device_masks(tmp_path):
                                                              for layer in layers))
         results["global_replicas_agree"] = np.array(all(
             np.array_equal(*[replica.numpy() for replica in layer.masks["kernel"].values]) for layer in layers))
+        results["replica_steps"] = np.array([int(replica.numpy()) for layer in layers
+                                             for replica in layer.pruning_step.values])
         results.update({"mirrored:" + k: v for k, v in masks(mirrored).items()})
         results.update({"single:" + k: v for k, v in masks(tf.distribute.get_strategy()).items()})
         np.savez(sys.argv[1], **results)
@@ -394,6 +396,7 @@ def test_mirrored_strategy_gives_the_single_device_masks(tmp_path):
     result = np.load(path)
     assert int(result["replicas"]) == 2
     assert float(result["global_sparsity"]) == pytest.approx(0.8, abs=1e-4) and bool(result["global_replicas_agree"])
+    assert result["replica_steps"].tolist() == [8] * 6  # 512 / 64 steps, on both replicas of all 3 layers
     single = {k.split(":", 1)[1]: result[k] for k in result.files if k.startswith("single:")}
     assert single and {k.split(":", 1)[1] for k in result.files if k.startswith("mirrored:")} == set(single)
     for key, mask in single.items():

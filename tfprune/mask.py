@@ -229,14 +229,15 @@ def assigner(variables, dtype=tf.float32):
 
 
 def incrementer(variables):
-    """One compiled function adding 1 to every variable of `variables`: a per-step counter write with no
-    input to convert."""
-    variables = list(variables)
+    """A function adding 1 to every variable of `variables` (to each replica's copy under a distribution
+    strategy): the per-step counter write as bare kernel calls on the variables' handles, which inside `fit`
+    cost less than half of a compiled function or of `assign_add`."""
+    handles = [copy.handle for variable in variables for copy in getattr(variable, "values", (variable,))]
+    one = tf.constant(1, dtype=variables[0].dtype) if handles else None
 
-    @tf.function(autograph=False)
     def increment():
-        for variable in variables:
-            variable.assign_add(1)
+        for handle in handles:
+            tf.raw_ops.AssignAddVariableOp(resource=handle, value=one)
 
     return increment
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from tfprune import schedules
 from tfprune._keras import keras, tf, tfmot
-from tfprune.mask import assigner, current_step, incrementer, mask_writer, masked_layers, masks
+from tfprune.mask import current_step, incrementer, mask_writer, masked_layers, masks
 from tfprune.unit import UnitPruner
 from tfprune.weight import WeightPruner
 
@@ -55,14 +55,14 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self.pruners = WeightPruner.from_model(layers) + UnitPruner.from_model(self.model, layers, self.data)
             self.layers = layers
             self._apply_masks = mask_writer(layers)
-            self._assign_steps = assigner([layer.pruning_step for layer in layers], dtype=tf.int64)
             self._advance_steps = incrementer([layer.pruning_step for layer in layers])
             self._prepared_for = self.model
         self._tfmot.set_model(self.model)
         self._tfmot.on_train_begin(logs)
         if self.layers:
             self.step = current_step(self.model)
-            self._store_step()
+            for layer in self.layers:  # every wrapper counts from the model's step, once per fit
+                layer.pruning_step.assign(self.step, read_value=False)
 
     def on_train_batch_begin(self, batch, logs=None):
         for pruner in self.pruners:
@@ -78,9 +78,6 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._tfmot.on_epoch_end(epoch, logs)
         self._apply_masks()
-
-    def _store_step(self):
-        self._assign_steps(np.full(len(self.layers), self.step, dtype=np.int64))
 
     def get_config(self):
         return {}

@@ -210,24 +210,6 @@ def mask_writer(layers):
     return write
 
 
-def assigner(variables, dtype=tf.float32):
-    """One compiled function ``assign(flat)`` setting every variable of `variables` from one `dtype` vector
-    holding their values one after another (row-major).
-
-    Per-step pruning rewrites many small masks and step counters each step; one graph call with one
-    fixed-shape input replaces an eager op per variable.
-    """
-    variables = list(variables)
-    sizes = [variable.shape.num_elements() for variable in variables]
-
-    @tf.function(autograph=False, input_signature=[tf.TensorSpec([sum(sizes)], dtype)])
-    def assign(flat):
-        for variable, value in zip(variables, tf.split(flat, sizes)):
-            variable.assign(tf.cast(tf.reshape(value, variable.shape), variable.dtype))
-
-    return assign
-
-
 def incrementer(variables):
     """A function adding 1 to every variable of `variables` (to each replica's copy under a distribution
     strategy): the per-step counter write as bare kernel calls on the variables' handles, which inside `fit`

@@ -12,7 +12,7 @@ from tfprune import criteria as criteria_module
 from tfprune import schedules
 from tfprune._keras import check_model
 from tfprune.graph import build_channel_graph, combined_keeps
-from tfprune.mask import assigner, current_step, mask_writer, rewrap
+from tfprune.mask import current_step, mask_writer, rewrap
 
 
 def _criterion_name(criterion):
@@ -134,7 +134,6 @@ class UnitPruner:
         for index, group in enumerate(self.groups):
             for piece in group.slices:
                 self._writers.setdefault((piece.layer, piece.weight, piece.axis), []).append((index, piece))
-        self._assign_keeps = assigner(self._variable(key) for key in self._writers)
 
     @classmethod
     def from_model(cls, model, layers, data=None):
@@ -196,9 +195,10 @@ class UnitPruner:
                 for k, score in zip(keeps, normalised)]
 
     def _write(self, keeps, vectors):
-        """Assign the keep vectors when any changed (the forward pass applies them; zeros reach the variables at
-        the next update and at epoch end)."""
+        """Assign the keep vectors that changed (the forward pass applies them; zeros reach the variables at the
+        next update and at epoch end): per step, a few small eager assigns cost less than one graph call."""
         pairs = [(piece, keeps[index]) for writers in self._writers.values() for index, piece in writers]
         combined = combined_keeps(pairs, lambda piece: vectors[(piece.layer, piece.weight, piece.axis)].shape[0])
-        if any(not np.array_equal(combined[key], vectors[key] > 0) for key in self._writers):
-            self._assign_keeps(np.concatenate([combined[key] for key in self._writers]).astype(np.float32))
+        for key in self._writers:
+            if not np.array_equal(combined[key], vectors[key] > 0):
+                self._variable(key).assign(combined[key].astype(np.float32), read_value=False)

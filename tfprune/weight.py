@@ -300,7 +300,7 @@ class WeightPruner:
                 positions.append(np.empty(room, np.int64))
                 values.append(np.empty(room, np.float32))
                 counted, marked = _mask_and_gather(weight, mask, keep, bound, masks[start:stop], start,
-                                                 positions[-1], values[-1])
+                                                   positions[-1], values[-1])
                 if marked > room:
                     return None
                 positives += counted

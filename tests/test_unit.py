@@ -189,13 +189,13 @@ def test_criteria_read_masked_weights_not_optimizer_drift():
         pruned = tfprune.prune_units(tfprune.models.mlp(hidden=(16, 8), seed=0), schedule, criterion="test_unit_spy")
         callback = _fire_once(pruned)
         kernel = pruned.get_layer("masked_dense_1").layer.kernel
-        removed = pruned.get_layer("masked_dense_0").keeps[("kernel", 1)].numpy() == 0
+        removed = pruned.get_layer("masked_dense_0").keep("kernel", 1).numpy() == 0
         kernel.assign(kernel + 1.0)  # what momentum does to masked entries between updates
         callback.on_train_batch_end(0)
         callback.on_train_batch_begin(1)
     finally:
         criteria.CRITERIA.pop("test_unit_spy", None)
-    outputs = pruned.get_layer("masked_dense_1").keeps[("kernel", 1)].numpy() > 0
+    outputs = pruned.get_layer("masked_dense_1").keep("kernel", 1).numpy() > 0
     assert removed.sum() == 4 and outputs.sum() == 4  # 25% removed at step 0, 50% at step 1
     assert np.all(seen["dense_1"][removed] == 0) and np.all(seen["dense_1"][~removed][:, outputs] != 0)
 

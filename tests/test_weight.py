@@ -168,36 +168,29 @@ def test_report_lists_layers(capsys):
     assert row["live_units"] == 32 and row["units"] == 64
 
 
-@pytest.mark.parametrize("bound", [None, 1e-4, 0.3, 5.0])
-def test_cut_off_among_scores_under_a_bound_is_exact(bound):
-    """Per-step global pruning partitions only the positive scores under last update's bound."""
-    from tfprune.weight import _cut_off
-    scores = np.abs(np.random.default_rng(0).normal(size=20000)).astype(np.float32)
-    for rank in (0, 100, 5000):
-        under = scores[scores < bound] if bound is not None else scores
-        candidates = under if under.size > rank else scores
-        threshold, next_bound = _cut_off(candidates, rank, spare=500, bound=bound)
-        assert threshold == np.sort(scores)[rank]
-        assert next_bound is None or next_bound > threshold
+@pytest.mark.parametrize("count", [0, 1, 7, 500, 19999, 20000])
+def test_in_graph_selection_matches_the_host_rule(count):
+    """The radix select cuts exactly the entries `smallest_to_mask` cuts: negatives first, blocks of equal
+    scores (zeros of pruned weights, ties at the cut-off) decided by position."""
+    from tfprune._keras import tf
+    from tfprune.weight import keep_largest, smallest_to_mask
+    rng = np.random.default_rng(count)
+    scores = np.abs(rng.normal(size=20000)).astype(np.float32)
+    scores[rng.random(20000) < 0.3] = 0.0
+    scores[rng.random(20000) < 0.05] = -1.0
+    scores[rng.choice(20000, 40)] = scores[123]  # a block of ties
+    keep, non_finite = keep_largest(tf.constant(scores), tf.constant(count))
+    np.testing.assert_array_equal(keep.numpy(), smallest_to_mask(scores, count) > 0)
+    assert int(non_finite) == 0
 
 
-@pytest.mark.parametrize("variant", ["one thread", "split", "cramped", "after units"])
-def test_per_step_global_pruning_matches_a_full_ranking(variant, monkeypatch):
-    """Update after update (weights moving in between, ties at the cut-off once), the fast path cuts exactly
-    the smallest |w ⊙ m|, the same entries a full ranking cuts; also when the pass runs in several threads
-    whose ranges end inside layers, when the band outgrows the room kept for it (the full search runs), and
-    on a model whose units were pruned first (their entries rank lowest and do not count). The masks are used
-    by a forward pass after each update: TensorFlow's kernels require their buffers aligned."""
-    from tfprune import weight
+@pytest.mark.parametrize("variant", ["plain", "after units"])
+def test_per_step_global_pruning_matches_a_full_ranking(variant):
+    """Update after update (weights moving in between, ties at the cut-off once), the compiled update cuts
+    exactly the smallest |w ⊙ m|, the same entries a full host ranking cuts; on a model whose units were
+    pruned first, their entries rank lowest and do not count."""
     from tfprune.weight import WeightPruner, smallest_to_mask
-    if variant == "split":
-        monkeypatch.setattr(weight, "_BLOCK", 1000)
-        monkeypatch.setattr(weight, "_CORES", 3)
-    fast = []
-    near_cut_off = WeightPruner._prune_near_cut_off
-    monkeypatch.setattr(WeightPruner, "_prune_near_cut_off",
-                        lambda self, *args: fast.append(near_cut_off(self, *args)) or fast[-1])
-    model = tfprune.models.mlp(hidden=(63, 31), seed=0)  # the last kernel's mask starts after padding
+    model = tfprune.models.mlp(hidden=(63, 31), seed=0)
     if variant == "after units":  # every third unit removed
         model = tfprune.prune_units(model, tfprune.ConstantSparsity(0.3, 0))
         for keep in [keep for layer in iter_layers(model) if isinstance(layer, MaskedLayer)
@@ -230,45 +223,19 @@ def test_per_step_global_pruning_matches_a_full_ranking(variant, monkeypatch):
                 layer.layer.kernel.assign(part.reshape(layer.layer.kernel.shape))
         _, scores = kernels_and_scores()
         expected = smallest_to_mask(scores, count)
-        if variant == "cramped":
-            pruner._room = 16
-        pruner.update(sparsity)
+        pruner.update(sparsity, step)
         np.testing.assert_array_equal(np.concatenate([l.masks["kernel"].numpy().ravel() for l in layers]), expected)
-        model(np.ones((2, 784), np.float32), training=True)
-    assert sum(fast) == (0 if variant == "cramped" else len(fast) - 1), fast  # the first update has no bound
+        assert all(int(layer.mask_step.numpy()) == step for layer in layers)
 
 
-def test_mask_hand_over_never_rewrites_memory_a_tensor_holds():
-    """Mask variables take over the pruner's arrays without a copy; an array a tensor still holds (a read of
-    an earlier mask) is never written again, and arrays nothing holds any more are let go."""
-    from tfprune._keras import tf
-    from tfprune.weight import _HandOver
-    variables = [tf.Variable(tf.ones([3, 7])), tf.Variable(tf.ones([50, 33]))]
-    hand_over = _HandOver(variables)
-    reads = []
-    for value in range(4):
-        array = hand_over.writable()
-        array.fill(value)
-        hand_over.hand_over(array)
-        reads.append([variable.value() for variable in variables])
-    for value, tensors in enumerate(reads):
-        assert all(np.all(tensor.numpy() == value) for tensor in tensors)
-    reads.clear()
-    hand_over.writable()
-    assert len(hand_over._arrays) == 2  # the one the variables hold, and one to write
-
-
-def test_threaded_scan_works_in_a_forked_child(monkeypatch):
-    """The thread pool of the per-step scan is rebuilt after fork (the child has none of its threads)."""
-    import os
-    import signal
-    from tfprune import weight
-    monkeypatch.setattr(weight, "_BLOCK", 10)
-    monkeypatch.setattr(weight, "_CORES", 2)
-    assert sum(weight._in_parallel(lambda low, high: high - low, 100)) == 100  # the parent's pool now exists
-    child = os.fork()
-    if child == 0:
-        signal.alarm(20)  # a child stuck on a dead thread would hang the suite
-        os._exit(0 if sum(weight._in_parallel(lambda low, high: high - low, 100)) == 100 else 1)
-    _, status = os.waitpid(child, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+def test_non_finite_weights_stop_the_update_and_name_the_layer():
+    """An inf in a kernel would turn into NaN under the mask; the update refuses, naming the weight, and
+    leaves every mask as it was."""
+    from tfprune.weight import WeightPruner
+    model = tfprune.prune_weights(tfprune.models.mlp(hidden=(16, 8), seed=0), tfprune.ConstantSparsity(0.5, 0),
+                                  scope="global")
+    layers = [layer for layer in iter_layers(model) if isinstance(layer, MaskedLayer)]
+    layers[1].layer.kernel[0, 0].assign(np.inf)
+    with pytest.raises(ValueError, match="dense_1.kernel.*inf or NaN"):
+        WeightPruner.from_model(layers)[0].update(0.5, 0)
+    assert all(np.all(layer.masks["kernel"].numpy() == 1) for layer in layers)

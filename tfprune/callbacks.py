@@ -19,7 +19,7 @@ import numpy as np
 
 from tfprune import schedules
 from tfprune._keras import keras, tf, tfmot
-from tfprune.mask import current_step, incrementer, mask_writer, masked_layers, masks
+from tfprune.mask import current_step, mask_writer, masked_layers, masks
 from tfprune.unit import UnitPruner
 from tfprune.weight import WeightPruner
 
@@ -55,25 +55,25 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self.pruners = WeightPruner.from_model(layers) + UnitPruner.from_model(self.model, layers, self.data)
             self.layers = layers
             self._apply_masks = mask_writer(layers)
-            self._advance_steps = incrementer([layer.pruning_step for layer in layers])
             self._prepared_for = self.model
         self._tfmot.set_model(self.model)
         self._tfmot.on_train_begin(logs)
-        if self.layers:
-            self.step = current_step(self.model)
-            for layer in self.layers:  # every wrapper counts from the model's step, once per fit
-                layer.pruning_step.assign(self.step, read_value=False)
+        self.step = None  # read at the first batch, after any callback (BackupAndRestore) restored the model
 
     def on_train_batch_begin(self, batch, logs=None):
+        if self.step is None:
+            self.step = current_step(self.model)
+            for layer in self.layers:  # wrappers added later start at the model's step
+                if int(layer.pruning_step.numpy()) != self.step:
+                    layer.pruning_step.assign(self.step, read_value=False)
         for pruner in self.pruners:
             fires, sparsity = schedules.evaluate(pruner.schedule, self.step - pruner.start)
             if fires:
-                pruner.update(sparsity)
+                pruner.update(sparsity, self.step)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.layers:
-            self.step += 1
-            self._advance_steps()  # no input to convert: the cheapest per-step write
+        if self.step is not None:
+            self.step += 1  # mirrors the layers' steps, which each training call advances in the graph
 
     def on_epoch_end(self, epoch, logs=None):
         self._tfmot.on_epoch_end(epoch, logs)
@@ -120,8 +120,10 @@ class PruningSummaries(ScalarLogger):
         values = {f"sparsity/{layer}/{attribute}": 1.0 - float(np.mean(mask))
                   for (layer, attribute), mask in masks(self.model).items()}
         for layer in masked_layers(self.model):
-            for (attribute, axis), keep in layer.keeps.items():
-                values[f"unit_sparsity/{layer.layer.name}/{attribute}_axis{axis}"] = 1.0 - float(np.mean(keep.numpy()))
+            for name, axes in layer.channel_masked.items():
+                for axis in axes:
+                    values[f"unit_sparsity/{layer.layer.name}/{name}_axis{axis}"] = 1.0 - float(
+                        np.mean(layer.keep(name, axis).numpy()))
         self.write_scalars(epoch, values)
 
     def get_config(self):

@@ -9,11 +9,16 @@ The forward pass reads `weight * mask` (gradients of masked entries are zero); c
 channels-last convolutions act on the layer's input and pre-activation output instead, the same result for
 a fraction of the work. The callbacks also write the masked values into the variables whenever masks
 change, so inspected weights show the zeros.
+
+All state is trackable variables with string keys (so every checkpoint format carries it), and the pruning
+step lives in the layer: each training call advances it in the graph, so a restored model resumes from its
+own step whatever restored it.
 """
 import inspect
 
 import numpy as np
 
+from tfprune import schedules
 from tfprune._keras import PruneLowMagnitude as PRUNE_LOW_MAGNITUDE
 from tfprune._keras import check_model, keras, tf
 from tfprune.graph import kernel_attributes  # noqa: F401  (part of the mask API)
@@ -28,6 +33,9 @@ class MaskedLayer(keras.layers.Wrapper):
       element_masked: weight attribute names (e.g. ``("kernel",)``) that get an element-wise mask.
       channel_masked: ``{attribute: [axis, ...]}`` weights that get a keep vector per axis.
       plan: JSON-serialisable settings of the pruning methods driving this layer (read by callbacks).
+
+    Variables: ``masks[attribute]``, ``keeps[keep_name(attribute, axis)]``, ``pruning_step`` (training calls
+    made, -1 before any) and ``mask_step`` (the step of the last scheduled mask update, -1 before any).
     """
 
     # The channel graph sees through this wrapper to the inner layer.
@@ -39,6 +47,10 @@ class MaskedLayer(keras.layers.Wrapper):
         self.element_masked = tuple(element_masked)
         self.channel_masked = {name: sorted(int(a) for a in axes) for name, axes in (channel_masked or {}).items()}
         self.plan = dict(plan or {})
+        # Methods with a schedule need UpdatePruningStep; their schedules are evaluated in the graph to check it.
+        self._schedules = [schedules.deserialize(self.plan[kind]["schedule"]) for kind in ("weight", "unit")
+                           if kind in self.plan]
+        self._starts = [self.plan[kind].get("start", 0) for kind in ("weight", "unit") if kind in self.plan]
         self._supports_training = "training" in inspect.signature(layer.call).parameters
 
     def build(self, input_shape):
@@ -59,12 +71,21 @@ class MaskedLayer(keras.layers.Wrapper):
         for name, axes in self.channel_masked.items():
             shape = getattr(self.layer, name).shape
             for axis in axes:
-                self.keeps[(name, axis)] = self.add_weight(f"{name}_keep{axis}", shape=(shape[axis],),
-                                                           initializer="ones", trainable=False,
-                                                           dtype=tf.float32)
+                self.keeps[keep_name(name, axis)] = self.add_weight(
+                    keep_name(name, axis), shape=(shape[axis],), initializer="ones", trainable=False,
+                    dtype=tf.float32)
+        # Every replica advances its copy by one per step; the first replica's value is the step.
         self.pruning_step = self.add_weight("pruning_step", shape=(), initializer=keras.initializers.Constant(-1),
-                                            trainable=False, dtype=tf.int64)
+                                            trainable=False, dtype=tf.int64,
+                                            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        self.mask_step = self.add_weight("mask_step", shape=(), initializer=keras.initializers.Constant(-1),
+                                         trainable=False, dtype=tf.int64,
+                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         super().build(input_shape)
+
+    def keep(self, name, axis):
+        """The keep vector of weight `name` along `axis`."""
+        return self.keeps[keep_name(name, axis)]
 
     def masked_attributes(self):
         return list(dict.fromkeys(list(self.element_masked) + list(self.channel_masked)))
@@ -78,7 +99,7 @@ class MaskedLayer(keras.layers.Wrapper):
         for axis in self.channel_masked.get(name, ()) if channel else ():
             shape = [1] * rank
             shape[axis] = -1
-            keep = tf.reshape(self.keeps[(name, axis)], shape)
+            keep = tf.reshape(self.keep(name, axis), shape)
             factor = keep if factor is None else factor * keep
         return factor
 
@@ -111,10 +132,35 @@ class MaskedLayer(keras.layers.Wrapper):
             return None, None
         rank = len(inner.kernel.shape)
         axes = self.channel_masked["kernel"]
-        return (self.keeps[("kernel", rank - 2)] if rank - 2 in axes else None,
-                self.keeps[("kernel", rank - 1)] if rank - 1 in axes else None)
+        return (self.keep("kernel", rank - 2) if rank - 2 in axes else None,
+                self.keep("kernel", rank - 1) if rank - 1 in axes else None)
+
+    def _count_step(self):
+        """Advance the step; first fail if a schedule fires now and no mask update was made for this step,
+        which means nothing drives the schedules (training without UpdatePruningStep would end dense)."""
+        step = self.pruning_step.read_value()
+        checks = []
+        for schedule, start in zip(self._schedules, self._starts):
+            fires, _ = schedule(step - start)
+            checks.append(tf.debugging.Assert(
+                tf.logical_or(tf.logical_not(fires), tf.equal(self.mask_step, step)),
+                [f"Layer '{self.layer.name}' is being pruned on a schedule, but nothing updated its masks at "
+                 f"the training step where the schedule fires. Train it with the pruning callback: "
+                 f"model.fit(..., callbacks=[tfprune.UpdatePruningStep()]) (in a custom loop, call the "
+                 f"callback's hooks as tfprune.callbacks documents).", step]))
+        with tf.control_dependencies(checks):
+            return self.pruning_step.assign_add(1, read_value=False)
+
+    def _counted_step(self):
+        with tf.control_dependencies([self._count_step()]):
+            return tf.constant(True)
 
     def call(self, inputs, training=None):
+        if self._schedules and training is not None and training is not False:
+            if training is True:
+                self._count_step()
+            else:  # a symbolic learning phase
+                tf.cond(tf.cast(training, tf.bool), self._counted_step, lambda: tf.constant(False))
         keep_in, keep_out = self._activation_keeps()
         originals = {}
         for name in self.masked_attributes():
@@ -174,6 +220,11 @@ class MaskedLayer(keras.layers.Wrapper):
         return cls(layer, **config)
 
 
+def keep_name(name, axis):
+    """The key (and variable name) of weight `name`'s keep vector along `axis`."""
+    return f"{name}_keep{axis}"
+
+
 def inner_layer(layer):
     """The layer a pruning wrapper holds, or the layer itself."""
     if isinstance(layer, (MaskedLayer, PRUNE_LOW_MAGNITUDE)):
@@ -209,19 +260,6 @@ def mask_writer(layers):
 
     return write
 
-
-def incrementer(variables):
-    """A function adding 1 to every variable of `variables` (to each replica's copy under a distribution
-    strategy): the per-step counter write as bare kernel calls on the variables' handles, which inside `fit`
-    cost less than half of a compiled function or of `assign_add`."""
-    handles = [copy.handle for variable in variables for copy in getattr(variable, "values", (variable,))]
-    one = tf.constant(1, dtype=variables[0].dtype) if handles else None
-
-    def increment():
-        for handle in handles:
-            tf.raw_ops.AssignAddVariableOp(resource=handle, value=one)
-
-    return increment
 
 
 def current_step(model):
@@ -346,6 +384,7 @@ def _copy_state(source_model, target_model):
             for key, variable in source.keeps.items():
                 target.keeps[key].assign(variable)
             target.pruning_step.assign(source.pruning_step)
+            target.mask_step.assign(source.mask_step)
 
 
 def with_masks(model, layer_masks, plan=None):

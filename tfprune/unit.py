@@ -10,7 +10,7 @@ import numpy as np
 
 from tfprune import criteria as criteria_module
 from tfprune import schedules
-from tfprune._keras import check_model
+from tfprune._keras import check_model, keras, tf
 from tfprune.graph import build_channel_graph, combined_keeps
 from tfprune.mask import current_step, mask_writer, rewrap
 
@@ -79,6 +79,21 @@ def prune_units(model, schedule, criterion="l2", scope="layer", round_to=1, excl
                                         "plan": plan} if layer.name in axes else None)
 
 
+def _check_calibration_data(model, data, criterion, with_loss):
+    """Run the model (and its loss) on one calibration example, so data of the wrong shape fails now, naming
+    the data, and not inside `fit` after pruning started."""
+    x, y = data
+    try:
+        first = tf.nest.map_structure(lambda array: np.asarray(array)[:1], x)
+        outputs = model(first, training=False)
+        if with_loss:
+            keras.losses.get(model.loss)(np.asarray(y)[:1], outputs)
+    except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
+        raise ValueError(f"UpdatePruningStep(data=...): the calibration data for criterion '{criterion}' does not "
+                         f"fit model '{model.name}' (inputs {model.input_shape}): {str(error).splitlines()[0]} "
+                         f"Pass data=(x, y) shaped like the training data.") from None
+
+
 def kept_count(size, sparsity, round_to):
     """Channels kept when `sparsity` of `size` are removed: at least one, a multiple of round_to if possible."""
     return _rounded_up(max(1, size - int(round(sparsity * size))), size, round_to)
@@ -120,8 +135,11 @@ class UnitPruner:
         if "gradients" in needs and (data[1] is None or getattr(model, "loss", None) is None):
             raise ValueError(f"Unit criterion '{name}' needs gradients: give labels, "
                              f"UpdatePruningStep(data=(x, y)), and compile the model with a loss.")
+        if needs:
+            _check_calibration_data(model, data, name, "gradients" in needs)
         self.model = model
         self.wrappers = wrappers
+        self._planned = [layer for layer in wrappers.values() if "unit" in layer.plan]
         self._apply_masks = mask_writer(wrappers.values())
         self.data = data
         self.schedule = schedules.deserialize(plan["schedule"])
@@ -145,10 +163,13 @@ class UnitPruner:
 
     def _variable(self, key):
         layer, weight, axis = key
-        return self.wrappers[layer].keeps[(weight, axis)]
+        return self.wrappers[layer].keep(weight, axis)
 
-    def update(self, sparsity):
-        """Score every group on the current (masked) model and shrink the keep vectors to `sparsity`."""
+    def update(self, sparsity, step):
+        """Score every group on the current (masked) model and shrink the keep vectors to `sparsity`; record
+        `step` as the layers' mask step."""
+        for wrapper in self._planned:
+            wrapper.mask_step.assign(step, read_value=False)
         vectors = {key: self._variable(key).numpy() for key in self._writers}
         current = [_channel_keep(group.slices[0], vectors[(group.slices[0].layer, group.slices[0].weight,
                                                              group.slices[0].axis)]) for group in self.groups]

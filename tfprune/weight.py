@@ -3,12 +3,10 @@
 `scope="layer"` hands the model to TFMOT's `prune_low_magnitude` (one schedule per layer, so a sparsity
 map becomes per-layer schedules). `scope="global"` ranks |w| over every prunable kernel at once, which
 TFMOT cannot do; it uses tfprune's `MaskedLayer` and is driven by `tfprune.UpdatePruningStep`.
-"""
-import os
-import weakref
-from concurrent.futures import ThreadPoolExecutor
 
-import numba
+A mask update is one compiled TensorFlow function on the device that holds the variables: it scores,
+finds the exact cut-off with a two-pass radix select on the scores' bits (no sort) and assigns the masks.
+"""
 import numpy as np
 
 from tfprune import schedules
@@ -146,86 +144,62 @@ def _prune_with_tfmot(model, schedule, targets):
     return pruned
 
 
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-#: The fewest entries a thread of the per-step pass takes on.
-_BLOCK = 1 << 18
-_threads = None
-
-
-def _forget_threads():
-    """A forked child has none of the parent's threads: it starts its own pool when it needs one."""
-    global _threads
-    _threads = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_threads)
-
-
-def _in_parallel(work, size):
-    """[work(low, high) for contiguous ranges covering range(size)], one range per core.
-
-    Per-step global pruning passes over every weight between two training steps; its compiled loops release
-    the GIL, so threads split the pass across the cores that sit idle then.
-    """
-    global _threads
-    parts = max(1, min(_CORES, size // _BLOCK))
-    edges = [size * part // parts for part in range(parts + 1)]
-    if parts == 1:
-        return [work(0, size)]
-    if _threads is None:
-        _threads = ThreadPoolExecutor(_CORES, thread_name_prefix="tfprune")
-    others = [_threads.submit(work, low, high) for low, high in zip(edges[1:-1], edges[2:])]
-    return [work(edges[0], edges[1])] + [future.result() for future in others]
-
-
 def smallest_to_mask(scores, count):
-    """0/1 mask of `scores`' shape with exactly `count` of the smallest entries set to 0 (ties by position)."""
-    return _keep_largest(scores.reshape(-1), count)[0].astype(np.float32).reshape(scores.shape)
+    """0/1 mask of `scores`' shape with exactly `count` of the smallest entries set to 0 (ties by position, the
+    later kept): the host-side rule one-shot methods use, and the reference the in-graph update matches."""
+    flat = np.asarray(scores).reshape(-1)
+    keep = np.ones(flat.size, dtype=bool)
+    if count > 0:
+        # O(n) partition, not a sort: one-shot methods rank millions of weights, some of them 100 times.
+        threshold = np.partition(flat, count - 1)[count - 1]
+        below = flat < threshold
+        keep[below] = False
+        keep[np.flatnonzero(flat == threshold)[:count - np.count_nonzero(below)]] = False
+    return keep.astype(np.float32).reshape(np.shape(scores))
 
 
-def _keep_largest(flat, count, spare=0):
-    """(keep, bound): `flat` (1-D) without its `count` smallest entries as a bool vector (ties by position, the
-    later kept), and, with `spare`, a score with `spare` more positives under it than under the cut-off.
+#: Radix select works on 16-bit halves of int32 keys that order like the float scores.
+_HALF = 1 << 16
+#: Keys at or above this one are scores of inf or NaN (their float bits' exponent is all ones).
+_NON_FINITE_KEY = 0x7F800000
 
-    O(n): the count-th smallest value comes from `np.partition` of the negative or the positive scores
-    alone, because partition slows down up to ~30x on big blocks of ties such as the zeros of pruned weights.
+
+def _sort_keys(scores):
+    """int32 keys ordered like float32 `scores` (IEEE bits, with the magnitude bits of negatives flipped)."""
+    bits = tf.bitcast(scores, tf.int32)
+    return tf.where(bits < 0, tf.bitwise.bitwise_xor(bits, 0x7FFFFFFF), bits)
+
+
+def keep_largest(scores, count):
+    """(keep, non-finite): a bool vector, False for exactly the `count` smallest of the float32 vector `scores`
+    (ties by position, the later kept, like `smallest_to_mask`), and how many scores are inf or NaN.
+
+    TensorFlow ops only, so it runs where the scores are. The cut-off comes from two histograms of the keys'
+    high and low 16 bits (two passes over the scores), which costs a fraction of a sort.
     """
-    if count <= 0:
-        return np.ones(flat.size, dtype=bool), None
-    negative, positive = flat < 0, flat > 0
-    below_zero = np.count_nonzero(negative)
-    up_to_zero = flat.size - np.count_nonzero(positive)
-    bound = None
-    if count <= below_zero:
-        threshold = np.partition(np.compress(negative, flat), count - 1)[count - 1]
-    elif count <= up_to_zero:
-        threshold = 0.0
-    else:
-        threshold, bound = _cut_off(np.compress(positive, flat), count - up_to_zero - 1, spare)
-    keep = flat > threshold
-    extra = flat.size - np.count_nonzero(keep) - count  # ties at the threshold beyond `count`
-    if extra:
-        ties = np.flatnonzero(flat == threshold)
-        keep[ties[ties.size - extra:]] = True
-    return keep, bound
+    keys = _sort_keys(scores)
+    high = tf.bitwise.right_shift(keys, 16) + _HALF // 2  # in [0, 2^16)
+    high_counts = tf.math.bincount(high, minlength=_HALF, maxlength=_HALF, dtype=tf.int32)
+    non_finite = tf.reduce_sum(high_counts[(_NON_FINITE_KEY >> 16) + _HALF // 2:])
+    rank = tf.maximum(count, 1)  # the cut-off is the rank-th smallest key (1-based)
+    cumulative = tf.cumsum(high_counts)
+    high_bin = tf.searchsorted(cumulative, tf.reshape(rank, [1]))[0]
+    before = tf.where(high_bin > 0, tf.gather(cumulative, tf.maximum(high_bin - 1, 0)), 0)
+    low_bits = tf.boolean_mask(tf.bitwise.bitwise_and(keys, _HALF - 1), tf.equal(high, high_bin))
+    low_cumulative = before + tf.cumsum(tf.math.bincount(low_bits, minlength=_HALF, maxlength=_HALF,
+                                                         dtype=tf.int32))
+    low_bin = tf.searchsorted(low_cumulative, tf.reshape(rank, [1]))[0]
+    threshold = tf.bitwise.bitwise_or(tf.bitwise.left_shift(high_bin - _HALF // 2, 16), low_bin)
+    below = tf.where(low_bin > 0, tf.gather(low_cumulative, tf.maximum(low_bin - 1, 0)), before)
+    ties = tf.gather(low_cumulative, low_bin) - below  # keys equal to the cut-off
+    cut = rank - below  # how many of them are pruned: the first ones by position
 
+    def first_ties_cut():
+        positions = tf.where(tf.equal(keys, threshold))[:cut]
+        return tf.tensor_scatter_nd_update(keys < threshold, positions, tf.ones([cut], tf.bool))
 
-def _cut_off(candidates, rank, spare=0, bound=None):
-    """(threshold, next_bound): the `rank`-th smallest of `candidates`, and a value with `spare` more of them
-    under it (None when unknown or without `spare`).
-
-    `bound` is the value the candidates were taken under, if any; when fewer than `spare` of them lie above
-    the threshold, the next bound widens it in proportion to what it held.
-    """
-    ranks = [rank] + ([rank + spare] if spare and rank + spare < candidates.size else [])
-    partitioned = np.partition(candidates, ranks)
-    threshold = partitioned[rank]
-    if len(ranks) > 1:
-        return threshold, partitioned[ranks[-1]]
-    if spare and bound is not None:
-        return threshold, threshold + (bound - threshold) * spare / max(candidates.size - rank - 1, 1)
-    return threshold, None
+    pruned = tf.cond(cut < ties, first_ties_cut, lambda: keys <= threshold)
+    return tf.logical_or(tf.logical_not(pruned), count <= 0), non_finite
 
 
 class WeightPruner:
@@ -241,10 +215,10 @@ class WeightPruner:
         self.schedule = schedule
         self.ratio = ratio
         self.start = start
-        self._masks = None
-        self._bound = None
-        self._room = 0
-        self._cut = 0
+        self._entries = [(layer, name) for layer in layers for name in layer.element_masked]
+        # The update runs where the masks live (under a distribution strategy: where their primary copy is).
+        self._device = self._entries[0][0].masks[self._entries[0][1]].device
+        self._update = tf.function(self._update_masks, autograph=False, reduce_retracing=True)
 
     @classmethod
     def from_model(cls, layers):
@@ -264,213 +238,54 @@ class WeightPruner:
             pools.append(cls(global_layers, schedules.deserialize(plan["schedule"]), start=plan.get("start", 0)))
         return pools
 
-    def update(self, sparsity):
-        """Mask the smallest |w ⊙ m| so that `sparsity` of the pool's surviving weights are zero."""
-        pieces, alive = self._read()
-        masks = self._masks.writable()
-        count = masks.size - alive + int(round(sparsity * self.ratio * alive))
-        spare = max(count - self._cut, 0) * 3 // 2 + 1024  # a few updates' worth of new prunes
-        if not self._prune_near_cut_off(pieces, count, spare, masks):
-            masks.fill(-1.0)  # the padding between weights ranks with what unit pruning removed
-            _in_parallel(lambda low, high: _scores_into(pieces, low, high, masks[low:high]), masks.size)
-            keep, self._bound = _keep_largest(masks, count, spare)
-            np.copyto(masks, keep)
-        self._masks.hand_over(masks)
-        self._cut = count
-        self._room = 2 * spare + 4096  # what the next update may find under the bound, with a margin
+    def update(self, sparsity, step):
+        """Mask the smallest |w ⊙ m| so that `sparsity` of the pool's surviving weights are zero; record `step`
+        as the layers' mask step. Raises, naming the layers, when a weight is inf or NaN."""
+        non_finite = self._update(tf.constant(sparsity, tf.float64), tf.constant(step, tf.int64))
+        if int(non_finite):
+            bad = [f"{layer.layer.name}.{name}" for layer, name in self._entries
+                   if not np.all(np.isfinite(getattr(layer.layer, name).numpy()))]
+            raise ValueError(f"Weight pruning cannot rank {', '.join(bad)}: they hold inf or NaN values, which "
+                             f"training produced (lower the learning rate or check the loss). Masks are unchanged.")
         # No apply_masks here: the forward pass already computes with w ⊙ m, scores read w ⊙ m, and
         # UpdatePruningStep writes the zeros into the weights at each epoch end.
 
-    def _prune_near_cut_off(self, pieces, count, spare, masks):
-        """The per-step fast path: fills `masks` (flat float32) and returns True, or False when a full search
-        must run instead.
+    def _update_masks(self, sparsity, step):
+        with tf.device(self._device):
+            scores, alive = [], []
+            for layer, name in self._entries:
+                weight, mask = getattr(layer.layer, name), layer.masks[name]
+                score = tf.abs(weight * mask)
+                if name in layer.channel_masked:  # entries unit pruning removed rank first and do not count
+                    score = tf.where(layer.channel_mask_tensor(name) > 0, score, -1.0)
+                    alive.append(self._alive(layer, name))
+                else:
+                    alive.append(tf.constant(weight.shape.num_elements(), tf.int64))
+                scores.append(tf.reshape(score, [-1]))
+            scores = tf.concat(scores, axis=0)
+            alive = tf.add_n(alive)
+            # float64 like the host's arithmetic; tf.round rounds half to even like Python's round.
+            kept_alive = alive - tf.cast(tf.round(sparsity * self.ratio * tf.cast(alive, tf.float64)), tf.int64)
+            count = tf.cast(tf.size(scores, out_type=tf.int64) - kept_alive, tf.int32)
+            keep, non_finite = keep_largest(scores, count)
 
-        Between updates the cut-off only moves up a little, so the new prunes are among the positive scores
-        under last update's bound: one compiled pass finds the positives (the new masks, written as it goes)
-        and gathers that band, and only the band is partitioned. The result is the full search's whenever
-        the bound holds enough.
-        """
-        if self._bound is None:
-            return False
-        bound, room = np.float32(self._bound), self._room
+            def assign_masks():
+                sizes = [layer.masks[name].shape.num_elements() for layer, name in self._entries]
+                for (layer, name), part in zip(self._entries, tf.split(tf.cast(keep, tf.float32), sizes)):
+                    layer.masks[name].assign(tf.reshape(part, layer.masks[name].shape), read_value=False)
+                    layer.mask_step.assign(step, read_value=False)
+                return non_finite
 
-        def scan(low, high):
-            positives, positions, values = 0, [], []
-            for weight, mask, keep, start, stop in _segments(pieces, low, high):
-                positions.append(np.empty(room, np.int64))
-                values.append(np.empty(room, np.float32))
-                counted, marked = _mask_and_gather(weight, mask, keep, bound, masks[start:stop], start,
-                                                   positions[-1], values[-1])
-                if marked > room:
-                    return None
-                positives += counted
-                positions[-1], values[-1] = positions[-1][:marked], values[-1][:marked]
-            return positives, positions, values
+            return tf.cond(non_finite > 0, lambda: non_finite, assign_masks)
 
-        parts = _in_parallel(scan, masks.size)
-        if None in parts:  # more under the bound than expected: rare, and the full search is exact
-            return False
-        rank = count - (masks.size - sum(part[0] for part in parts)) - 1
-        if rank < -1:  # fewer cuts than entries at or below zero: the full search picks which zeros to keep
-            return False
-        if rank >= 0:
-            band = np.concatenate([found for part in parts for found in part[1]])
-            if band.size <= rank:
-                return False
-            values = np.concatenate([value for part in parts for value in part[2]])
-            threshold, self._bound = _cut_off(values, rank, spare, bound)
-            masks[band[values < threshold]] = 0.0
-            masks[band[values == threshold][:rank + 1 - np.count_nonzero(values < threshold)]] = 0.0  # ties
-        return True
-
-    def _read(self):
-        """(pieces, alive): per masked weight, (flat offset, weight, mask, channel keep or None) as flat arrays
-        read without a copy, at its offset in the hand-over arrays; how many entries unit pruning keeps (the
-        hand-over's padding counts as entries it removed)."""
-        entries = [(layer, getattr(layer.layer, name), name) for layer in self.layers for name in layer.element_masked]
-        if self._masks is None:
-            self._masks = _HandOver([layer.masks[name] for layer, _, name in entries])
-        pieces, alive = [], 0
-        for (layer, weight, name), offset in zip(entries, self._masks.starts):
-            channels = None
-            if name in layer.channel_masked:
-                channels = np.asarray(layer.channel_mask_tensor(name)).reshape(-1) > 0
-                alive += int(np.count_nonzero(channels))
+    @staticmethod
+    def _alive(layer, name):
+        """Entries of weight `name` that its channel keeps leave in place: the product of the kept counts."""
+        shape = getattr(layer.layer, name).shape
+        count = tf.constant(1, tf.int64)
+        for axis, size in enumerate(shape):
+            if axis in layer.channel_masked[name]:
+                count *= tf.cast(tf.reduce_sum(layer.keep(name, axis)), tf.int64)
             else:
-                alive += weight.shape.num_elements()
-            pieces.append((offset, np.asarray(weight.value()).reshape(-1),
-                           np.asarray(layer.masks[name].value()).reshape(-1), channels))
-        return pieces, alive
-
-
-class _HandOver:
-    """Flat float32 arrays that new mask values are written into and handed to the mask variables without a
-    copy: a per-step write of every mask costs one eager assign per variable, not a conversion.
-
-    TensorFlow keeps each handed-over view as the variable's storage, so every variable's part starts on a
-    64-byte boundary (its kernels require that; the pruner ranks the gaps with entries unit pruning removed),
-    and an array is written again only after TensorFlow has let go of it: each handover exports fresh views,
-    whose weak references die when TensorFlow releases the memory.
-    """
-
-    def __init__(self, variables):
-        self._variables = list(variables)
-        self.starts, end = [], 0
-        for variable in self._variables:
-            self.starts.append(-(-end // 16) * 16)  # 16 float32 = 64 bytes
-            end = self.starts[-1] + variable.shape.num_elements()
-        self.size = end
-        self._arrays = []  # [array, weak references to the views of it TensorFlow may hold]
-
-    def writable(self):
-        """An array of `size` entries that no tensor refers to (a new one if every array is held); other free
-        arrays are dropped, so memory follows what tensors still hold."""
-        held, free = [], []
-        for entry in self._arrays:
-            (held if any(view() is not None for view in entry[1]) else free).append(entry)
-        free = free[:1] or [[_aligned(self.size, np.float32), []]]
-        self._arrays = held + free
-        return free[0][0]
-
-    def hand_over(self, array):
-        """Set the mask variables from `array` (one of `writable`'s), which must not be written until released."""
-        views = [array[start:start + variable.shape.num_elements()].reshape(variable.shape)
-                 for variable, start in zip(self._variables, self.starts)]
-        next(entry for entry in self._arrays if entry[0] is array)[1] = [weakref.ref(view) for view in views]
-        for variable, view in zip(self._variables, views):
-            variable.assign(tf.experimental.dlpack.from_dlpack(view.__dlpack__()), read_value=False)
-
-
-def _aligned(size, dtype):
-    """An uninitialised array whose data starts on a 64-byte boundary: a tensor taken over through DLPack
-    keeps the array's address, and TensorFlow's kernels expect their inputs aligned like its own buffers."""
-    itemsize = np.dtype(dtype).itemsize
-    raw = np.empty(size * itemsize + 64, dtype=np.uint8)
-    start = -raw.ctypes.data % 64
-    return raw[start:start + size * itemsize].view(dtype)
-
-
-def _segments(pieces, start, stop):
-    """(weight, mask, keep or None, low, high) for each piece's part inside flat positions [start, stop): the
-    piece's arrays cut to [low, high)."""
-    for offset, weight, mask, keep in pieces:
-        low, high = max(start, offset), min(stop, offset + weight.size)
-        if low < high:
-            inside = slice(low - offset, high - offset)
-            yield weight[inside], mask[inside], None if keep is None else keep[inside], low, high
-
-
-def _scores_into(pieces, start, stop, out):
-    """`out` filled with the scores of flat positions [start, stop) of `pieces`."""
-    for weight, mask, keep, low, high in _segments(pieces, start, stop):
-        _fill_scores(weight, mask, keep, out[low - start:high - start])
-    return out
-
-
-# Per-step global pruning passes over every weight between two training steps; one compiled loop does
-# what takes numpy eight passes (about 3x faster measured in fit), and releases the GIL for the threads.
-@numba.njit
-def _score(weight, mask, keep, i):
-    """|w ⊙ m| of entry i, or -1 where unit pruning removed it (masked before any weight's zero)."""
-    if keep is not None and not keep[i]:
-        return np.float32(-1.0)
-    return abs(weight[i]) * mask[i]
-
-
-@numba.njit(nogil=True, cache=True)
-def _fill_scores(weight, mask, keep, out):
-    for i in range(out.size):
-        out[i] = _score(weight, mask, keep, i)
-
-
-#: Entries per chunk of the per-step pass: its band marks and its weights stay in L1 while they are gathered.
-_CHUNK = 1024
-
-
-@numba.njit(nogil=True, cache=True)
-def _mark_chunk(weight, mask, keep, bound, masks, marks):
-    """`masks` set to 1 where the score is positive, 0 elsewhere, and `marks` where it is also under `bound`;
-    returns (#positive, #marked). A loop of its own, so that it compiles to vector instructions."""
-    positives = marked = 0
-    for i in range(masks.size):
-        score = _score(weight, mask, keep, i)
-        positive = score > 0
-        mark = positive & (score < bound)
-        masks[i] = positive
-        marks[i] = mark
-        positives += positive
-        marked += mark
-    return positives, marked
-
-
-@numba.njit(nogil=True, cache=True)
-def _mask_and_gather(weight, mask, keep, bound, masks, offset, positions, values):
-    """One pass writing the new `masks` (1 where the score is positive) and gathering the positive scores
-    under `bound` with their flat positions (`offset` added) into `positions`/`values` while there is room.
-
-    Returns (#positive, #under bound); more under the bound than `positions` holds means the gather is partial.
-    Marks are sparse: they are read eight at a time, and each set one is found from its lowest bit.
-    """
-    positives = found = 0
-    marks = np.zeros(_CHUNK, np.bool_)
-    words = marks.view(np.uint64)
-    for low in range(0, masks.size, _CHUNK):
-        size = min(_CHUNK, masks.size - low)
-        marks[size - size % 8:] = False  # the last word may hold marks from the chunk before
-        chunk_keep = None if keep is None else keep[low:low + size]
-        counted, marked = _mark_chunk(weight[low:low + size], mask[low:low + size], chunk_keep, bound,
-                                      masks[low:low + size], marks[:size])
-        positives += counted
-        if not marked:
-            continue
-        for word in range((size + 7) // 8):
-            bits = words[word]
-            while bits:
-                lowest = bits & (~bits + np.uint64(1))  # a mark is one byte 0/1: its bit is 8 * (byte index)
-                i = low + word * 8 + np.int64((lowest * np.uint64(0x0001020304050607)) >> np.uint64(56))
-                if found < positions.size:
-                    positions[found] = offset + i
-                    values[found] = _score(weight, mask, keep, i)
-                found += 1
-                bits ^= lowest
-    return positives, found
+                count *= size
+        return count

@@ -239,3 +239,44 @@ def test_non_finite_weights_stop_the_update_and_name_the_layer():
     with pytest.raises(ValueError, match="dense_1.kernel.*inf or NaN"):
         WeightPruner.from_model(layers)[0].update(0.5, 0)
     assert all(np.all(layer.masks["kernel"].numpy() == 1) for layer in layers)
+
+
+_PLACEMENT_SCRIPT = """
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import tfprune
+from tfprune.mask import masked_layers
+from tfprune.weight import WeightPruner
+with tf.device("/CPU:1"):
+    model = tfprune.prune_weights(tfprune.models.mlp(hidden=(32, 16), seed=0), tfprune.ConstantSparsity(0.5, 0),
+                                  scope="global")
+layers = masked_layers(model)
+pruner = WeightPruner.from_model(layers)[0]
+pruner.update(0.5, 0)
+graph = pruner._update.get_concrete_function(tf.constant(0.5, tf.float64), tf.constant(0, tf.int64)).graph
+# Variable reads always run where the variable lives; Identity/NoOp only hand back the result.
+devices = {op.device for op in graph.get_operations()
+           if op.type not in ("Placeholder", "ReadVariableOp", "Identity", "NoOp")}
+host_calls = [op.type for op in graph.get_operations() if "PyFunc" in op.type or "Numpy" in op.type]
+variables = {v.device for layer in layers for v in layer.weights}
+print(sorted(devices), host_calls, sorted(variables))
+assert all(device.endswith("CPU:1") for device in variables), variables
+assert devices and all(device.endswith("CPU:1") for device in devices), devices
+assert not host_calls, host_calls
+assert abs(np.mean([m.mean() for m in tfprune.masks(model).values()]) - 0.5) < 0.01
+"""
+
+
+def test_mask_update_runs_on_the_device_of_the_variables(tmp_path):
+    """With the model on a second device, every op of the traced update is placed there and none calls back
+    into Python: the update never copies weights or masks to the host."""
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "placement.py"
+    script.write_text(_PLACEMENT_SCRIPT)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -34,7 +34,12 @@ def _prunable_names(model, exclude):
     unknown = sorted(set(exclude) - set(names))
     if unknown:
         raise ValueError(f"exclude: {unknown} are not prunable layers of '{model.name}'. Prunable: {names}.")
-    return [name for name in names if name not in set(exclude)]
+    chosen = [name for name in names if name not in set(exclude)]
+    if not chosen:
+        raise ValueError(f"prune_weights: model '{model.name}' has no prunable kernel "
+                         f"{'left after exclude=' + repr(list(exclude)) if names else '(no Dense, Conv or Embedding layer)'}"
+                         f"; there is nothing to prune.")
+    return chosen
 
 
 def erk_sparsities(model, sparsity, layers):

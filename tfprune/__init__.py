@@ -1,7 +1,7 @@
 """tfprune: pruning for tf_keras models that really shrinks them, and says honestly by how much.
 
 The public API on one screen. Modules, bottom to top (imports only point down):
-  _keras (the one tf_keras import) · graph, metrics, pqi (model analysis) · criteria, pai scorers ·
+  _keras (the one tf_keras import) · graph, metrics, pqi, validation (model analysis) · criteria, pai scorers ·
   mask, schedules, weight, unit, callbacks, regularizers (masking) · oneshot, lottery, adaptive, pai
   (procedures) · shrink, export, bench (deployment) · report, study, cli, data, models (faces).
 """

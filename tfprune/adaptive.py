@@ -24,6 +24,7 @@ from tfprune.callbacks import ScalarLogger
 from tfprune.lottery import RewindCheckpoint, load_rewind_point, magnitude_masks, restore
 from tfprune.mask import inner_layer, iter_layers, masked_layers, masks, with_masks
 from tfprune.pqi import check_pq, layer_pq_indices, pq_index
+from tfprune.validation import check_finite
 from tfprune.weight import prunable_kernels, smallest_to_mask
 
 __all__ = ["retained_bound", "sap_round", "magnitude_round", "sap", "PQIndexMonitor", "DynamicPruner"]
@@ -81,6 +82,7 @@ def _sap_count(values, p, q, eta_r, gamma, beta):
 def _targets(model, exclude):
     """Entries to prune: one dict per (layer, prunable kernel) with |w|, the alive mask and the output axis."""
     check_model(model)
+    check_finite(model, "sap_round")
     exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
     current = masks(model)
     entries, names = [], []

@@ -9,7 +9,6 @@ import os
 import time
 
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
 
 from tfprune._keras import keras, tf
 
@@ -106,15 +105,26 @@ class _SavedModelRunner(_TFRunner):
         return [outputs[k].numpy() for k in sorted(outputs)]
 
 
+def _litert_interpreter():
+    """LiteRT's Interpreter class; imported here because LiteRT is an extra, not needed to import tfprune."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as error:
+        raise ImportError("backend='litert' runs models in LiteRT, which is not installed; install it with "
+                          "`pip install tfprune[demo]` or `pip install ai-edge-litert`.") from error
+    return Interpreter
+
+
 class _LiteRTRunner:
     """A LiteRT interpreter whose input tensors are resized to the batch given; floats are quantized on entry."""
 
     def __init__(self, model_or_path, threads):
+        interpreter_class = _litert_interpreter()
         if isinstance(model_or_path, keras.Model):
             content = tf.lite.TFLiteConverter.from_keras_model(model_or_path).convert()
-            self._interpreter = Interpreter(model_content=content, num_threads=threads)
+            self._interpreter = interpreter_class(model_content=content, num_threads=threads)
         else:
-            self._interpreter = Interpreter(model_path=os.fspath(model_or_path), num_threads=threads)
+            self._interpreter = interpreter_class(model_path=os.fspath(model_or_path), num_threads=threads)
         self._threads = 1 if threads is None else threads  # LiteRT's own default is one thread
         self._inputs = self._interpreter.get_input_details()
         self._outputs = None  # output indices, looked up once per allocation: not part of the timed call

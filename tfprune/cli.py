@@ -43,9 +43,9 @@ def _load(path):
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for foreign or damaged files
-        raise UsageError(f"cannot load {path!r} as a tf_keras model ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else 'no details'}). Is it a Keras 3 or "
-                         "damaged file? Save it again with tf_keras.") from None
+        detail = str(error).splitlines()[0] if str(error) else "no details"
+        raise UsageError(f"cannot load {path!r} as a tf_keras model: tf_keras.models.load_model raised "
+                         f"{type(error).__name__}: {detail}") from None
 
 
 def _fraction(text):

@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfprune._keras import PruneLowMagnitude, check_model, keras, tf
+from tfprune._keras import check_model, keras, tf, unwrap_layer
 
 __all__ = ["ChannelSlice", "ChannelGroup", "ChannelGraph", "UnsupportedLayerError", "build_channel_graph",
            "unwrap_layer"]
@@ -190,14 +190,6 @@ def combined_keeps(assignments, axis_length):
     return result
 
 
-def unwrap_layer(layer):
-    """The innermost layer behind transparent wrappers (tfmot's PruneLowMagnitude, tfprune_transparent ones)."""
-    while isinstance(layer, PruneLowMagnitude) or (
-            isinstance(layer, keras.layers.Wrapper) and getattr(type(layer), "tfprune_transparent", False)):
-        layer = layer.layer
-    return layer
-
-
 # --- tensor channel structure -------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
@@ -309,20 +301,14 @@ class _Builder:
         self.call_counts = {}
 
     def _collect_names(self, model):
+        """Innermost and wrapper names; `check_model` has already rejected names two layers share."""
         for layer in model.layers:
             inner = unwrap_layer(layer)
-            self._register(inner)
+            self.layers[inner.name] = inner
+            self.names[inner.name] = inner.name
             self.names[layer.name] = inner.name
             if isinstance(inner, keras.Model):
                 self._collect_names(inner)
-
-    def _register(self, layer):
-        known = self.layers.get(layer.name)
-        if known is not None and known is not layer:
-            raise ValueError(f"Two different layers are named '{layer.name}' in model '{self.model.name}' "
-                             f"(nested models included); rename one so slices can name layers unambiguously.")
-        self.layers[layer.name] = layer
-        self.names[layer.name] = layer.name
 
     # union-find and facts
     def new_group(self, size):

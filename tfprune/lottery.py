@@ -27,6 +27,7 @@ from tfprune._io import atomic_write_file
 from tfprune._keras import check_model, keras, tf
 from tfprune.mask import (has_wrappers, inner_layer, iter_layers, kernel_attributes, masked_layers, masks,
                           with_masks)
+from tfprune.validation import check_finite
 from tfprune.weight import prunable_kernels, smallest_to_mask
 
 __all__ = ["RewindCheckpoint", "RewindPoint", "ConstantLearningRate", "save_rewind_point", "load_rewind_point",
@@ -289,6 +290,7 @@ def magnitude_masks(model_or_weights, fraction_of_survivors, scope="global", cur
         weights = {key: np.asarray(value) for key, value in model_or_weights.items()}
     else:
         model = check_model(model_or_weights, "model_or_weights")
+        check_finite(model, "magnitude_masks")
         weights = {(inner_layer(layer).name, name): getattr(inner_layer(layer), name).numpy()
                    for layer in iter_layers(model) for name in prunable_kernels(inner_layer(layer))}
         if current_masks is None:

@@ -9,6 +9,7 @@ import numpy as np
 
 from tfprune._keras import check_model
 from tfprune.mask import iter_layers, strip
+from tfprune.validation import check_finite
 from tfprune.weight import prunable_kernels, smallest_to_mask
 
 
@@ -24,6 +25,7 @@ def oneshot(model, method="weight", sparsity=0.5, exclude=()):
         raise ValueError(f"method must be 'weight' or 'unit', got {method!r}.")
     if not 0.0 <= sparsity <= 1.0:
         raise ValueError(f"sparsity must be in [0, 1] (a fraction, e.g. 0.9 for k=90%), got {sparsity!r}.")
+    check_finite(model, "oneshot")
     pruned = strip(model)
     skip = output_layer_names(pruned) | set(exclude)
     for layer in iter_layers(pruned):

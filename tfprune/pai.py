@@ -17,6 +17,7 @@ import numpy as np
 
 from tfprune._keras import check_model, keras, tf
 from tfprune.mask import inner_layer, iter_layers, kernel_attributes, masks, strip, with_masks
+from tfprune.validation import check_finite
 from tfprune.weight import smallest_to_mask
 
 __all__ = ["METHODS", "ABLATIONS", "score", "prune_at_init", "study", "plot_study"]
@@ -56,6 +57,7 @@ def score(model, method, data=None, loss=None, batches=1, temperature=200.0, tra
       maps to ``{attribute: array}``, the same layout `tfprune.with_masks` takes.
     """
     check_model(model)
+    check_finite(model, "score")
     targets = _targets(model, exclude)
     scorer = _Scorer(model, method, targets, data=data, loss=loss, batches=batches, batch_size=batch_size,
                      temperature=temperature, train_mode=train_mode, seed=seed)
@@ -99,6 +101,7 @@ def prune_at_init(model, method, sparsity, data=None, rounds=None, schedule="exp
     _check_choice("schedule", schedule, _SCHEDULES)
     _check_choice("scope", scope, _SCOPES)
     _check_choice("ablation", ablation, ABLATIONS)
+    check_finite(model, "prune_at_init")
     targets = _targets(model, exclude)
 
     started = time.perf_counter()

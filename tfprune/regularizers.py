@@ -29,6 +29,7 @@ import math
 import numpy as np
 
 from tfprune._keras import check_model, keras, tf
+from tfprune.validation import check_finite
 
 __all__ = ["GroupLasso", "ProximalGroupLasso", "apply_group_lasso", "group_sparsity_report",
            "format_group_sparsity", "threshold_groups"]
@@ -367,8 +368,10 @@ def group_sparsity_report(model, groups="filter", tolerance=1e-3, layers=None):
     owner = "group_sparsity_report"
     _check_groups(groups, owner)
     tolerance = _check_tolerance(tolerance, owner)
+    chosen = _select(model, groups, _check_layers(layers, owner), owner)
+    check_finite(model, owner)
     rows = []
-    for layer, inner in _select(model, groups, _check_layers(layers, owner), owner):
+    for layer, inner in chosen:
         norms = _numpy_norms(inner, groups, owner)[1].ravel()
         near = int(np.count_nonzero(norms <= tolerance * norms.max()))
         rows.append({"layer": layer.name, "groups": int(norms.size), "zero": int(np.count_nonzero(norms == 0)),
@@ -399,8 +402,10 @@ def threshold_groups(model, groups="filter", tolerance=1e-3, layers=None):
     owner = "threshold_groups"
     _check_groups(groups, owner)
     tolerance = _check_tolerance(tolerance, owner)
+    chosen = _select(model, groups, _check_layers(layers, owner), owner)
+    check_finite(model, owner)
     kept = {}
-    for layer, inner in _select(model, groups, _check_layers(layers, owner), owner):
+    for layer, inner in chosen:
         kernel, norms = _numpy_norms(inner, groups, owner)
         alive = norms > tolerance * norms.max()
         kept[layer.name] = (kernel * alive, alive.reshape(-1) if groups in ("filter", "unit") else None)

@@ -32,6 +32,7 @@ from tfprune.graph import build_channel_graph, combined_keeps
 from tfprune.mask import has_wrappers, iter_layers, strip
 from tfprune.metrics import format_table, layer_table
 from tfprune.unit import kept_count
+from tfprune.validation import check_finite
 
 __all__ = ["shrink", "shrink_report"]
 
@@ -172,6 +173,7 @@ def shrink(model, exclude=(), round_to=1, tolerance=0.0):
         raise ValueError(f"shrink: `round_to` must be a positive integer, got {round_to!r}.")
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance >= 0:
         raise ValueError(f"shrink: `tolerance` must be a number >= 0, got {tolerance!r}.")
+    check_finite(model, "shrink")
     graph = build_channel_graph(model, exclude=exclude)
     stripped = strip(model)
     tensors = criteria.ModelTensors(stripped)

@@ -13,6 +13,7 @@ from tfprune import schedules
 from tfprune._keras import check_model, keras, tf
 from tfprune.graph import build_channel_graph, combined_keeps
 from tfprune.mask import current_step, mask_writer, rewrap
+from tfprune.validation import check_finite
 
 
 def _criterion_name(criterion):
@@ -59,6 +60,7 @@ def prune_units(model, schedule, criterion="l2", scope="layer", round_to=1, excl
     if not isinstance(round_to, int) or round_to < 1:
         raise ValueError(f"round_to must be a positive integer, got {round_to!r}.")
     name = _criterion_name(criterion)
+    check_finite(model, "prune_units")
     schedules.warn_if_never_reaches_target(schedule)
     groups = build_channel_graph(model, exclude=exclude).prunable_groups()
     if not groups:

@@ -12,6 +12,7 @@ import numpy as np
 from tfprune import schedules
 from tfprune._keras import check_model, keras, tf, tfmot
 from tfprune.mask import MaskedLayer, current_step, has_wrappers, iter_layers, kernel_attributes, rewrap
+from tfprune.validation import check_finite
 
 #: Layer types whose kernels are pruned (TFMOT's registry minus recurrent and attention layers).
 PRUNABLE_TYPES = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
@@ -109,6 +110,7 @@ def prune_weights(model, schedule, scope="layer", sparsity_map=None, exclude=())
                          "scope='layer' with a sparsity_map, or scope='global' without one.")
     layers = _prunable_names(model, exclude)
     targets = layer_targets(model, schedule, sparsity_map, layers)
+    check_finite(model, "prune_weights")
     schedules.warn_if_never_reaches_target(schedule)
 
     if scope == "layer" and not has_wrappers(model):

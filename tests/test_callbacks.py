@@ -64,3 +64,49 @@ def test_nothing_prunable_raises_for_weights_and_units(model):
         tfprune.prune_weights(model, tfprune.ConstantSparsity(0.5, 0))
     with pytest.raises(ValueError):
         tfprune.prune_units(model, tfprune.ConstantSparsity(0.5, 0))
+
+
+_PLACEMENT_SCRIPT = """
+import sys
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import tfprune
+kind = sys.argv[1]
+with tf.device("/CPU:1"):
+    model = tfprune.models.mlp(hidden=(32, 16), seed=0)
+    schedule = tfprune.ConstantSparsity(0.5, 0)
+    model = tfprune.prune_units(model, schedule) if kind == "units" else tfprune.prune_weights(model, schedule,
+                                                                                             scope="global")
+callback = tfprune.UpdatePruningStep()
+callback.set_model(model)
+callback.on_train_begin()
+pruner, = callback.pruners
+pruner.update(0.5, 0)
+graph = pruner._compiled.get_concrete_function(tf.constant(0.5, tf.float64), tf.constant(0, tf.int64)).graph
+# Variable reads always run where the variable lives; Identity/NoOp only hand back the result.
+devices = {op.device for op in graph.get_operations()
+           if op.type not in ("Placeholder", "ReadVariableOp", "Identity", "NoOp")}
+host_calls = [op.type for op in graph.get_operations() if "PyFunc" in op.type or "Numpy" in op.type]
+variables = {v.device for layer in callback.layers for v in layer.weights}
+assert all(device.endswith("CPU:1") for device in variables), variables
+assert devices and all(device.endswith("CPU:1") for device in devices), devices
+assert not host_calls, host_calls
+kernels = [mask for (_, weight), mask in tfprune.masks(model).items() if weight == "kernel"]
+assert 0.3 < sum(m.sum() for m in kernels) / sum(m.size for m in kernels) < 0.7  # the update masked about half
+"""
+
+
+@pytest.mark.parametrize("kind", ["global", "units"])
+def test_mask_updates_run_on_the_device_of_the_variables(kind, tmp_path):
+    """With the model on a second device, every op of a pruner's traced update is placed there and none calls
+    back into Python: the update never copies weights or masks to the host."""
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "placement.py"
+    script.write_text(_PLACEMENT_SCRIPT)
+    result = subprocess.run([sys.executable, str(script), kind], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -100,7 +100,7 @@ def test_apoz_matches_zero_fraction_of_relu_outputs():
     tensors = ModelTensors(model, x)
     relu_out = keras.Model(model.inputs, model.get_layer("relu").output)(x).numpy()
     expected = 1 - (relu_out == 0).reshape(-1, 4).mean(0)
-    scores = criteria.apoz(groups["conv"], tensors)
+    scores = np.asarray(criteria.apoz(groups["conv"], tensors))
     np.testing.assert_allclose(scores, expected)
     assert scores[0] < scores[1:].min()  # the channel the ReLU always cuts ranks last
     hidden_out = keras.Model(model.inputs, model.get_layer("hidden").output)(x).numpy()

@@ -1,10 +1,14 @@
 """Importance criteria for unit/filter pruning: one score per channel of a group, higher = keep.
 
-A criterion is ``criterion(group, tensors) -> np.ndarray`` of shape ``(group.size,)``. It reads only what
+A criterion is ``criterion(group, tensors) -> scores`` of shape ``(group.size,)``. It reads only what
 `tensors` offers: ``weight(slice)``, ``gradient(slice)`` (dL/dweight on calibration data) and
-``activations(layer_name)``. Its ``needs`` attribute (``set()``, ``{"gradients"}`` or ``{"activations"}``)
-tells callers which data to compute, so weight-only criteria never run the model. `ModelTensors` is a
-ready-made `tensors` for a plain model.
+``activations(layer_name)``, all tensors. Its ``needs`` attribute (``set()``, ``{"gradients"}`` or
+``{"activations"}``) tells callers which data to compute, so weight-only criteria never run the model.
+`ModelTensors` is a ready-made `tensors` for a plain model.
+
+The built-in criteria are TensorFlow ops, so unit pruning scores channels inside one compiled update on the
+device that holds the weights. A criterion written with numpy works too: the pruner then runs it eagerly
+(the weights it reads are copied to the host) and says so once.
 
 Criteria score whole groups, so coupled slices (residual partners, concatenated branches) are judged once.
 """
@@ -58,15 +62,20 @@ def get_criterion(name_or_callable):
 
 
 def score_group(criterion, group, tensors):
-    """Run `criterion` on `group` and check it returned one finite score per channel."""
-    scores = np.asarray(criterion(group, tensors), dtype=np.float64)
+    """Run `criterion` on `group` and check it returned one finite score per channel (a float64 tensor).
+
+    Inside a compiled update the finiteness check is an assertion op: it fails the update, naming the group.
+    """
+    scores = tf.cast(criterion(group, tensors), tf.float64)
     name = getattr(criterion, "tfprune_name", getattr(criterion, "__name__", repr(criterion)))
-    if scores.shape != (group.size,):
-        raise ValueError(f"criterion '{name}' returned shape {scores.shape} for group {group.id}; "
+    if tuple(scores.shape) != (group.size,):
+        raise ValueError(f"criterion '{name}' returned shape {tuple(scores.shape)} for group {group.id}; "
                          f"expected ({group.size},).")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError(f"criterion '{name}' returned non-finite scores for group {group.id} "
-                         f"(producers {group.producers}).")
+    message = f"criterion '{name}' returned non-finite scores for group {group.id} (producers {group.producers})."
+    if not tf.executing_eagerly():
+        return tf.debugging.assert_all_finite(scores, message)
+    if not np.all(np.isfinite(scores.numpy())):
+        raise ValueError(message)
     return scores
 
 
@@ -74,11 +83,11 @@ def normalize_scores(scores):
     """Scores divided by their mean magnitude, so groups of different layers can be ranked together.
 
     The mean of |scores| equals the mean for the non-negative built-in criteria and keeps the order for
-    signed ones; all-zero scores stay zero.
+    signed ones; all-zero (and empty) scores stay as they are.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    scale = np.mean(np.abs(scores)) if scores.size else 0.0
-    return scores / scale if scale > 0 else scores.copy()
+    scores = tf.cast(scores, tf.float64)
+    scale = tf.math.divide_no_nan(tf.reduce_sum(tf.abs(scores)), tf.cast(tf.size(scores), tf.float64))
+    return tf.where(scale > 0, scores / tf.where(scale > 0, scale, 1.0), scores)
 
 
 # --- built-in criteria -----------------------------------------------------------------------------
@@ -97,7 +106,7 @@ def _channel_sums(group, tensors, squared):
     sums, entries = 0.0, 0
     for piece in _kernel_slices(group):
         weight = tensors.weight(piece)
-        piece_sums, piece_entries = piece.channel_sums(weight if squared else np.abs(weight), squared=squared)
+        piece_sums, piece_entries = piece.channel_sums(weight if squared else tf.abs(weight), squared=squared)
         sums, entries = sums + piece_sums, entries + piece_entries
     return sums, entries
 
@@ -105,7 +114,7 @@ def _channel_sums(group, tensors, squared):
 @register_criterion("l2")
 def l2(group, tensors):
     """Group L2 norm of each channel's output kernel entries (biases and BatchNorm left out)."""
-    return np.sqrt(_channel_sums(group, tensors, squared=True)[0])
+    return tf.sqrt(_channel_sums(group, tensors, squared=True)[0])
 
 
 @register_criterion("l1")
@@ -118,7 +127,7 @@ def l1(group, tensors):
 def mean_column_norm(group, tensors):
     """RMS of each channel's output kernel entries: comparable across layers with different fan-in."""
     sums, entries = _channel_sums(group, tensors, squared=True)
-    return np.sqrt(sums / entries)
+    return tf.sqrt(sums / entries)
 
 
 @register_criterion("bn_gamma")
@@ -132,7 +141,7 @@ def bn_gamma(group, tensors):
     if not gammas:
         raise ValueError(f"BatchNormalization {sorted(batch_norms)} of group {group.id} has no gamma "
                          f"(scale=False); 'bn_gamma' needs it. Use 'l2' for this model.")
-    return sum(np.abs(piece.channel_view(tensors.weight(piece))).sum(axis=1) for piece in gammas)
+    return tf.add_n([tf.reduce_sum(tf.abs(piece.channel_view(tensors.weight(piece))), axis=1) for piece in gammas])
 
 
 @register_criterion("taylor", needs={"gradients"})
@@ -142,12 +151,13 @@ def taylor(group, tensors):
     (sum of w * dL/dw over the channel's output slices, biases and BatchNorm scale/shift included)^2;
     running statistics have no gradient and are skipped.
     """
-    total = np.zeros(group.size)
+    total = tf.zeros([group.size], tf.float64)
     for piece in group.slices:
         if piece.role != "out" or piece.weight in _RUNNING_STATISTICS:
             continue
-        product = piece.channel_view(tensors.weight(piece)) * piece.channel_view(tensors.gradient(piece))
-        total += product.astype(np.float64).sum(axis=1)
+        product = (tf.cast(piece.channel_view(tensors.weight(piece)), tf.float64)
+                   * piece.channel_view(tensors.gradient(piece)))
+        total += tf.reduce_sum(product, axis=1)
     return total ** 2
 
 
@@ -158,8 +168,8 @@ def apoz(group, tensors):
     if not outputs:
         raise ValueError(f"Group {group.id} (carriers {group.carriers}) has no ReLU output; 'apoz' needs a "
                          f"ReLU layer, Activation('relu') or activation='relu' on a layer of the group.")
-    entries = np.concatenate([piece.channel_view(tensors.activations(piece.layer)) for piece in outputs], axis=1)
-    return 1.0 - np.mean(entries == 0, axis=1)
+    entries = tf.concat([piece.channel_view(tensors.activations(piece.layer)) for piece in outputs], axis=1)
+    return 1.0 - tf.reduce_mean(tf.cast(tf.equal(entries, 0), tf.float64), axis=1)
 
 
 def random(seed=0):
@@ -200,8 +210,8 @@ class ModelTensors:
         return variable
 
     def weight(self, piece):
-        """The weight as a read-only array (a view of the variable's current value, no copy)."""
-        return np.asarray(self._variable(piece).value())
+        """The weight's current value, a tensor on the variable's device."""
+        return self._variable(piece).value()
 
     def _batches(self, what, with_labels=False):
         """(x, y, share of the data) per batch; x and y may be arrays or nested lists/dicts of arrays."""
@@ -210,11 +220,11 @@ class ModelTensors:
         if with_labels and (self.y is None or self.loss is None):
             raise ValueError(f"{what.capitalize()} need labels and a loss: ModelTensors(model, x, y, loss=...) "
                              f"or a compiled model.")
-        total = len(tf.nest.flatten(self.x)[0])
+        total = tf.nest.flatten(self.x)[0].shape[0]
         for start in range(0, total, self.batch_size):
             rows = slice(start, start + self.batch_size)
             x = _take_rows(self.x, rows)
-            yield x, _take_rows(self.y, rows) if with_labels else None, len(tf.nest.flatten(x)[0]) / total
+            yield x, _take_rows(self.y, rows) if with_labels else None, tf.nest.flatten(x)[0].shape[0] / total
 
     def gradient(self, piece):
         variable = self._variable(piece)
@@ -228,20 +238,19 @@ class ModelTensors:
         batches = list(self._batches("gradients", with_labels=True))
         loss_fn = keras.losses.get(self.loss)
         variables = self.model.trainable_variables
-        totals = [np.zeros(v.shape, np.float64) for v in variables]
+        totals = [tf.zeros(v.shape, tf.float64) for v in variables]
         for x, y, share in batches:
             with tf.GradientTape() as tape:
                 loss = tf.reduce_mean(loss_fn(y, self.model(x, training=False)))
-            for total, gradient in zip(totals, tape.gradient(loss, variables)):
-                if gradient is not None:
-                    total += share * tf.convert_to_tensor(gradient).numpy()
+            totals = [total if gradient is None else total + share * tf.cast(tf.convert_to_tensor(gradient), tf.float64)
+                      for total, gradient in zip(totals, tape.gradient(loss, variables))]
         return {v.ref(): total for v, total in zip(variables, totals)}
 
     def activations(self, layer_name):
         if layer_name not in self._activations:
             output_of = _output_function(self.model, layer_name)
-            self._activations[layer_name] = np.concatenate(
-                [np.asarray(output_of(x)) for x, _, _ in self._batches("activations")], axis=0)
+            self._activations[layer_name] = tf.concat(
+                [output_of(x) for x, _, _ in self._batches("activations")], axis=0)
         return self._activations[layer_name]
 
 

@@ -86,38 +86,43 @@ class ChannelSlice:
 
     def expand(self, keep, axis_length):
         """Per-channel keep (bool, group size) -> keep vector for the whole axis; other groups' positions stay True."""
-        keep = np.asarray(keep, dtype=bool)
-        if keep.ndim != 1 or (self.size is not None and keep.shape[0] != self.size):
-            raise ValueError(f"expand: keep must have shape ({self.size},) for {self}, got {keep.shape}.")
-        full = np.ones(axis_length, dtype=bool)
-        dropped = np.flatnonzero(~keep)
-        full[self._checked_positions(dropped, axis_length).ravel()] = False
-        return full
+        tensor = tf.convert_to_tensor(keep, tf.bool)
+        if tensor.shape.rank != 1 or (self.size is not None and tensor.shape[0] != self.size):
+            raise ValueError(f"expand: keep must have shape ({self.size},) for {self}, got {tuple(tensor.shape)}.")
+        positions = self._checked_positions(np.arange(tensor.shape[0]), axis_length)
+        full = tf.tensor_scatter_nd_update(tf.ones([axis_length], tf.bool), positions.reshape(-1, 1),
+                                           tf.repeat(tensor, positions.shape[1]))
+        return _like(keep, full)
 
     def channel_view(self, array):
         """(size, entries per channel): every entry of `array` that belongs to each channel, for criteria."""
         size = self._require_size()
-        array = np.moveaxis(np.asarray(array), self.axis, 0)
-        positions = self._checked_positions(np.arange(size), array.shape[0])
-        return array[positions].reshape(size, -1)
+        tensor = tf.convert_to_tensor(array)
+        positions = self._checked_positions(np.arange(size), tensor.shape[self.axis])
+        gathered = tf.gather(tensor, positions.reshape(-1), axis=self.axis)
+        order = [self.axis] + [axis for axis in range(tensor.shape.rank) if axis != self.axis]
+        return _like(array, tf.reshape(tf.transpose(gathered, order), [size, -1]))
 
     def channel_sums(self, array, squared=False):
         """(sums, entries): per channel, the float64 sum of `array`'s entries it owns (of their squares with
         `squared`), and how many there are.
 
-        Reduces the other axes first, in the array's own dtype and without temporaries (a float64 cast or a
-        squared copy would double the time of per-step criteria), so L1/L2 criteria never copy the weight.
+        Reduces the other axes first, in the array's own dtype (a float64 cast of the whole weight would double
+        the time of per-step criteria), then sums each channel's positions in float64.
         """
         size = self._require_size()
-        array = np.asarray(array)
-        if squared:
-            letters = "abcdefghij"[:array.ndim]
-            per_position = np.einsum(f"{letters},{letters}->{letters[self.axis]}", array, array)
-        else:
-            per_position = np.sum(array, axis=tuple(a for a in range(array.ndim) if a != self.axis))
+        tensor = tf.convert_to_tensor(array)
+        others = [axis for axis in range(tensor.shape.rank) if axis != self.axis]
+        per_position = tf.reduce_sum(tf.square(tensor) if squared else tensor, axis=others)
         positions = self._checked_positions(np.arange(size), per_position.shape[0])
-        per_position = per_position.astype(np.float64)
-        return per_position[positions].sum(axis=1), positions.shape[1] * (array.size // per_position.shape[0])
+        sums = tf.reduce_sum(tf.gather(tf.cast(per_position, tf.float64), positions), axis=1)
+        return _like(array, sums), positions.shape[1] * (tensor.shape.num_elements() // per_position.shape[0])
+
+
+def _like(given, result):
+    """`result` (a tensor) as a numpy array when `given` was one: slice operations run as TensorFlow ops where
+    the data lives, and hand numpy callers (shrink, reports) numpy back."""
+    return result.numpy() if isinstance(given, (np.ndarray, list)) else result
 
 
 @dataclasses.dataclass
@@ -185,8 +190,8 @@ def combined_keeps(assignments, axis_length):
     result = {}
     for piece, keep in assignments:
         key = (piece.layer, piece.weight, piece.axis)
-        length = axis_length(piece)
-        result[key] = result.get(key, np.ones(length, dtype=bool)) & piece.expand(keep, length)
+        expanded = piece.expand(keep, axis_length(piece))
+        result[key] = expanded if key not in result else result[key] & expanded
     return result
 
 

@@ -87,7 +87,7 @@ def _dead_channels(group, tensors, tolerance):
 def _group_keep(group, tensors, tolerance, round_to):
     """Live channels, plus the strongest dead ones needed for at least one channel and a multiple of round_to."""
     keep = ~_dead_channels(group, tensors, tolerance)
-    wanted = kept_count(group.size, 1.0 - keep.sum() / group.size, round_to)
+    wanted = int(kept_count(group.size, 1.0 - keep.sum() / group.size, round_to))
     if wanted > keep.sum():
         scores = np.where(keep, np.inf, criteria.l2(group, tensors))
         keep[np.argsort(-scores, kind="stable")[:wanted]] = True

@@ -4,15 +4,18 @@ Every coupled tensor of a channel group (producer kernel and bias, BatchNorm ent
 rows, residual and concatenated branches) gets a keep vector on its MaskedLayer; the channel graph
 says which, so the masks here are exactly what `shrink` later removes. Criteria are pluggable callables
 from `tfprune.criteria`, fed by `criteria.ModelTensors` (which reads the variables, so each update first
-writes the masked zeros into them); schedules are TFMOT's.
+writes the masked zeros into them); schedules are TFMOT's. An update is one compiled TensorFlow function on
+the device that holds the variables: it scores, ranks and writes every keep vector.
 """
+import warnings
+
 import numpy as np
 
 from tfprune import criteria as criteria_module
 from tfprune import schedules
 from tfprune._keras import check_model, keras, tf
 from tfprune.graph import build_channel_graph, combined_keeps
-from tfprune.mask import current_step, mask_writer, rewrap
+from tfprune.mask import current_step, rewrap
 from tfprune.validation import check_finite
 
 
@@ -97,24 +100,29 @@ def _check_calibration_data(model, data, criterion, with_loss):
 
 
 def kept_count(size, sparsity, round_to):
-    """Channels kept when `sparsity` of `size` are removed: at least one, a multiple of round_to if possible."""
-    return _rounded_up(max(1, size - int(round(sparsity * size))), size, round_to)
+    """Channels kept when `sparsity` of `size` are removed: at least one, a multiple of round_to if possible
+    (an int32 tensor; float64 with rounding half to even, like Python's round)."""
+    removed = tf.cast(tf.round(tf.cast(sparsity, tf.float64) * size), tf.int32)
+    return _rounded_up(tf.maximum(1, size - removed), size, round_to)
 
 
 def _rounded_up(kept, size, round_to):
-    return min(size, max(round_to, int(np.ceil(kept / round_to)) * round_to)) if round_to > 1 else kept
+    if round_to == 1:
+        return kept
+    return tf.minimum(size, tf.maximum(round_to, (kept + round_to - 1) // round_to * round_to))
 
 
 def _top(score, kept):
-    """Keep the `kept` best channels, never one already pruned (score -inf), so pruning never revives."""
-    keep = np.zeros(score.size, dtype=bool)
-    keep[np.argsort(-score, kind="stable")[:min(kept, int(np.isfinite(score).sum()))]] = True
-    return keep
+    """Keep the `kept` best channels (ties: the lower index), never one already pruned (score -inf), so
+    pruning never revives."""
+    alive = tf.reduce_sum(tf.cast(score > -np.inf, tf.int32))
+    best = tf.math.top_k(score, tf.minimum(kept, alive)).indices
+    return tf.scatter_nd(best[:, None], tf.ones_like(best, tf.bool), [score.shape[0]])
 
 
 def _channel_keep(piece, vector):
     """Per-channel keep of `piece`'s group read back from the keep vector of its axis (first position)."""
-    return piece.channel_view(vector.reshape([1] * piece.axis + [-1]))[:, 0] > 0
+    return piece.channel_view(tf.reshape(vector, [1] * piece.axis + [-1]))[:, 0] > 0
 
 
 class UnitPruner:
@@ -142,8 +150,9 @@ class UnitPruner:
         self.model = model
         self.wrappers = wrappers
         self._planned = [layer for layer in wrappers.values() if "unit" in layer.plan]
-        self._apply_masks = mask_writer(wrappers.values())
-        self.data = data
+        # Tensors made once: the compiled update reads them without embedding the data in its graph.
+        self.data = None if data is None else tuple(
+            None if part is None else tf.nest.map_structure(tf.convert_to_tensor, part) for part in data)
         self.schedule = schedules.deserialize(plan["schedule"])
         self.start = plan.get("start", 0)
         self.scope = plan["scope"]
@@ -154,6 +163,9 @@ class UnitPruner:
         for index, group in enumerate(self.groups):
             for piece in group.slices:
                 self._writers.setdefault((piece.layer, piece.weight, piece.axis), []).append((index, piece))
+        self._device = self._variable(next(iter(self._writers))).device
+        self._compiled = tf.function(self._update_keeps, autograph=False)
+        self._eager_reason = None
 
     @classmethod
     def from_model(cls, model, layers, data=None):
@@ -170,58 +182,63 @@ class UnitPruner:
     def update(self, sparsity, step):
         """Score every group on the current (masked) model and shrink the keep vectors to `sparsity`; record
         `step` as the layers' mask step."""
-        for wrapper in self._planned:
-            wrapper.mask_step.assign(step, read_value=False)
-        vectors = {key: self._variable(key).numpy() for key in self._writers}
-        current = [_channel_keep(group.slices[0], vectors[(group.slices[0].layer, group.slices[0].weight,
-                                                             group.slices[0].axis)]) for group in self.groups]
-        # Keep vectors only shrink, so a group already at (or below) its target cannot change: skip scoring it.
-        if self.scope == "layer":
-            targets = [kept_count(group.size, sparsity, self.round_to) for group in self.groups]
-            todo = [i for i, (keep, target) in enumerate(zip(current, targets)) if keep.sum() > target]
-        else:
-            removed = sum(keep.size - keep.sum() for keep in current)
-            todo = list(range(len(self.groups))) if round(sparsity * sum(k.size for k in current)) > removed else []
-        if not todo:
-            return
-        self._apply_masks()  # momentum moves masked entries off zero; criteria must read the zeros
-        tensors = criteria_module.ModelTensors(self.model, *(self.data or ()))
-        scores = {}
-        for i in todo:
-            score = criteria_module.score_group(self.criterion, self.groups[i], tensors)
-            score[~current[i]] = -np.inf
-            scores[i] = score
-        if self.scope == "layer":
-            keeps = [_top(scores[i], targets[i]) if i in scores else current[i] for i in range(len(current))]
-        else:
-            keeps = self._global_keeps([scores[i] for i in range(len(current))], sparsity)
-        self._write(keeps, vectors)
+        arguments = (tf.constant(sparsity, tf.float64), tf.constant(step, tf.int64))
+        if self._eager_reason is None:
+            try:
+                return self._compiled(*arguments)
+            except (NotImplementedError, TypeError) as error:  # raised while tracing, before anything ran
+                self._eager_reason = str(error).splitlines()[0]
+                warnings.warn(f"Unit criterion '{self.criterion.tfprune_name}' is not written with TensorFlow ops "
+                              f"({self._eager_reason}); it runs eagerly, reading the weights on the host.",
+                              UserWarning, stacklevel=2)
+        return self._update_keeps(*arguments)
+
+    def _update_keeps(self, sparsity, step):
+        with tf.device(self._device):
+            for wrapper in self.wrappers.values():
+                wrapper.apply_masks()  # momentum moves masked entries off zero; criteria must read the zeros
+            tensors = criteria_module.ModelTensors(self.model, *(self.data or ()))
+            scores = []
+            for group in self.groups:
+                piece = group.slices[0]
+                current = _channel_keep(piece, self._variable((piece.layer, piece.weight, piece.axis)))
+                score = criteria_module.score_group(self.criterion, group, tensors)
+                scores.append(tf.where(current, score, tf.constant(-np.inf, tf.float64)))
+            if self.scope == "layer":
+                keeps = [_top(score, kept_count(group.size, sparsity, self.round_to))
+                         for score, group in zip(scores, self.groups)]
+            else:
+                keeps = self._global_keeps(scores, sparsity)
+            pairs = [(piece, keeps[index]) for writers in self._writers.values() for index, piece in writers]
+            combined = combined_keeps(pairs, lambda piece: self._variable((piece.layer, piece.weight,
+                                                                           piece.axis)).shape[0])
+            for key, vector in combined.items():
+                self._variable(key).assign(tf.cast(vector, tf.float32), read_value=False)
+            for wrapper in self._planned:
+                wrapper.mask_step.assign(step, read_value=False)
 
     def _global_keeps(self, scores, sparsity):
         """Drop the globally lowest normalised scores; each group's best channel is never a candidate."""
         normalised = []
         for score in scores:
-            alive = np.isfinite(score)
-            scaled = np.full(score.size, -np.inf)
-            scaled[alive] = criteria_module.normalize_scores(score[alive])
-            normalised.append(scaled)
-        flat = np.concatenate(normalised)
-        owner = np.repeat(np.arange(len(scores)), [score.size for score in scores])
-        order = np.argsort(flat, kind="stable")
-        _, last = np.unique(owner[order][::-1], return_index=True)
-        best = order[order.size - 1 - last]
-        candidates = order[~np.isin(order, best)]
-        keep = np.isfinite(flat)
-        keep[candidates[:int(round(sparsity * flat.size))]] = False
-        keeps = np.split(keep, np.cumsum([score.size for score in scores])[:-1])
-        return [_top(score, _rounded_up(int(k.sum()), k.size, self.round_to)) if self.round_to > 1 else k
+            alive = tf.math.is_finite(score)
+            scaled = criteria_module.normalize_scores(tf.boolean_mask(score, alive))
+            normalised.append(tf.tensor_scatter_nd_update(tf.fill(tf.shape(score), tf.constant(-np.inf, tf.float64)),
+                                                          tf.where(alive), scaled))
+        sizes = [group.size for group in self.groups]
+        flat = tf.concat(normalised, axis=0)
+        # Each group's best channel: its highest score, the later one among equals (as a stable ascending
+        # sort orders them).
+        best = [int(start) + size - 1 - tf.argmax(tf.reverse(score, [0]), output_type=tf.int32)
+                for start, size, score in zip(np.cumsum([0] + sizes[:-1]), sizes, normalised)]
+        order = tf.argsort(flat, stable=True)
+        is_best = tf.scatter_nd(tf.stack(best)[:, None], tf.ones([len(best)], tf.bool), [sum(sizes)])
+        candidates = tf.boolean_mask(order, tf.logical_not(tf.gather(is_best, order)))
+        dropped = candidates[:tf.cast(tf.round(sparsity * sum(sizes)), tf.int32)]
+        keep = tf.tensor_scatter_nd_update(tf.math.is_finite(flat), dropped[:, None],
+                                           tf.zeros_like(dropped, tf.bool))
+        keeps = tf.split(keep, sizes)
+        if self.round_to == 1:
+            return keeps
+        return [_top(score, _rounded_up(tf.reduce_sum(tf.cast(k, tf.int32)), k.shape[0], self.round_to))
                 for k, score in zip(keeps, normalised)]
-
-    def _write(self, keeps, vectors):
-        """Assign the keep vectors that changed (the forward pass applies them; zeros reach the variables at the
-        next update and at epoch end): per step, a few small eager assigns cost less than one graph call."""
-        pairs = [(piece, keeps[index]) for writers in self._writers.values() for index, piece in writers]
-        combined = combined_keeps(pairs, lambda piece: vectors[(piece.layer, piece.weight, piece.axis)].shape[0])
-        for key in self._writers:
-            if not np.array_equal(combined[key], vectors[key] > 0):
-                self._variable(key).assign(combined[key].astype(np.float32), read_value=False)

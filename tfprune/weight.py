@@ -225,7 +225,7 @@ class WeightPruner:
         self._entries = [(layer, name) for layer in layers for name in layer.element_masked]
         # The update runs where the masks live (under a distribution strategy: where their primary copy is).
         self._device = self._entries[0][0].masks[self._entries[0][1]].device
-        self._update = tf.function(self._update_masks, autograph=False, reduce_retracing=True)
+        self._compiled = tf.function(self._update_masks, autograph=False)
 
     @classmethod
     def from_model(cls, layers):
@@ -248,7 +248,7 @@ class WeightPruner:
     def update(self, sparsity, step):
         """Mask the smallest |w ⊙ m| so that `sparsity` of the pool's surviving weights are zero; record `step`
         as the layers' mask step. Raises, naming the layers, when a weight is inf or NaN."""
-        non_finite = self._update(tf.constant(sparsity, tf.float64), tf.constant(step, tf.int64))
+        non_finite = self._compiled(tf.constant(sparsity, tf.float64), tf.constant(step, tf.int64))
         if int(non_finite):
             bad = [f"{layer.layer.name}.{name}" for layer, name in self._entries
                    if not np.all(np.isfinite(getattr(layer.layer, name).numpy()))]

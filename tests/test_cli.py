@@ -17,6 +17,8 @@ from tfprune import models
 from tfprune._keras import keras
 from tfprune.cli import main
 from tfprune.metrics import count_params
+from tfprune.schedules import ConstantSparsity
+from tfprune.weight import prune_weights
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +59,13 @@ def test_report_and_export(capsys, cnn_file, tmp_path):
     code, out, _ = run(capsys, "export", cnn_file, "--formats", "tflite_int8", "--calibration", "digits",
                        "--out", str(tmp_path))
     assert code == 0 and os.path.isfile(tmp_path / "cnn_int8.tflite")
+
+
+def test_report_reads_a_model_saved_with_pruning_wrappers(capsys, cnn_file, tmp_path):
+    masked = prune_weights(keras.models.load_model(cnn_file), ConstantSparsity(0.5, begin_step=0), scope="global")
+    masked.save(tmp_path / "masked.keras")
+    code, out, err = run(capsys, "report", str(tmp_path / "masked.keras"))
+    assert code == 0 and "hidden" in out, err
 
 
 def test_bench_litert(capsys, cnn_file):
@@ -104,6 +113,7 @@ def test_study_from_config_and_resume(capsys, tmp_path):
     (["export", "missing.keras", "--formats", "onnx", "--out", "x"], "--formats: unknown ['onnx']"),
     (["prune", "missing.keras", "--method", "weight", "--sparsity", "0.5", "--shrink"], "--shrink removes whole units"),
     (["bench", __file__], "cannot tell the backend"),
+    (["bench", os.path.dirname(__file__)], "is a folder without saved_model.pb, so not a SavedModel"),
     (["study", "missing.json"], "CONFIG 'missing.json' does not exist"),
 ])
 def test_errors_exit_2_with_one_line_on_stderr(capsys, argv, message):

@@ -1,5 +1,6 @@
 """Tests for tfprune.data: offline failure of the tfds loaders, their pipelines on data prepared here, and the
 shipped digit sets."""
+import socket
 import time
 
 import numpy as np
@@ -113,6 +114,7 @@ def test_download_true_hands_over_to_tfds_with_manual_dir(tmp_path, monkeypatch)
         raise _StopBeforeDownload
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", record)
+    monkeypatch.setattr(data, "_check_reachable", lambda *args: None)  # as if online
     (tmp_path / "tars").mkdir()
     (tmp_path / "tars" / "ILSVRC2012_img_val.tar").touch()
     with pytest.raises(_StopBeforeDownload):
@@ -121,6 +123,25 @@ def test_download_true_hands_over_to_tfds_with_manual_dir(tmp_path, monkeypatch)
         data.cifar10(data_dir=tmp_path, download=True)
     assert [(name, str(manual)) for name, manual in calls] == [
         ("imagenet2012", str(tmp_path / "tars")), ("cifar10", "None")]
+
+
+def test_download_offline_fails_fast_and_leaves_no_files(tmp_path, monkeypatch):
+    """A proxy on a closed local port: no connection succeeds, whether or not this machine has a network."""
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+    for variable in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(variable, f"http://127.0.0.1:{port}")
+    for variable in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(variable, raising=False)
+    start = time.perf_counter()
+    with pytest.raises(data.DatasetNotFoundError) as caught:
+        data.mnist(data_dir=tmp_path, download=True)
+    assert time.perf_counter() - start < 20
+    message = str(caught.value)
+    assert f"cannot connect to 127.0.0.1:{port} to fetch https://storage.googleapis.com/" in message
+    assert "looks offline" in message and f"tfds build mnist --data_dir {tmp_path}" in message
+    assert list(tmp_path.rglob("*")) == []
 
 
 @pytest.mark.parametrize("kwargs, match", [

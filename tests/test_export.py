@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from tfprune import export
+from tfprune import _io, export
 from tfprune._keras import keras, tf, tfmot
 from tfprune.metrics import count_nonzero
 
@@ -88,6 +88,16 @@ def test_int8_accepts_a_generator_callable(tmp_path):
     assert any(d["dtype"] == np.int8 for d in interpreter.get_tensor_details())
 
 
+def test_int8_checks_representative_arrays_against_the_inputs(tmp_path):
+    flat = np.zeros((10, 64), np.float32)
+    with pytest.raises(ValueError, match=r"examples of shape \(64,\) but input 'image' takes \(8, 8, 1\).*"
+                                         r"x.reshape\(\(-1,\) \+ \(8, 8, 1\)\)"):
+        export.save(_cnn(), tmp_path, formats=("keras", "tflite_int8"), representative_data=flat)
+    with pytest.raises(ValueError, match="holds 2 arrays but the model takes 1 inputs"):
+        export.save(_cnn(), tmp_path, formats="tflite_int8", representative_data=[flat, flat])
+    assert os.listdir(tmp_path) == []
+
+
 def test_unknown_format_lists_choices(tmp_path):
     with pytest.raises(ValueError, match="tflite_sparse"):
         export.save(_mlp(), tmp_path, formats=("onnx",))
@@ -119,6 +129,28 @@ def test_failure_mid_write_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         export.save(_mlp(), tmp_path, formats=("keras",))
     assert os.listdir(tmp_path) == []
+
+
+def test_a_later_save_removes_what_a_killed_one_left(tmp_path, monkeypatch):
+    def half_save(self, filepath, **kwargs):
+        open(filepath, "wb").close()
+        raise OSError("killed")
+
+    def half_export(self, filepath):
+        os.makedirs(os.path.join(filepath, "variables"))
+        raise OSError("killed")
+
+    with monkeypatch.context() as patch:  # as when killed: the writes stop and atomic_write cleans nothing
+        patch.setattr(_io, "_remove", lambda path: None)
+        patch.setattr(keras.Model, "save", half_save)
+        patch.setattr(keras.Model, "export", half_export)
+        for fmt in ("keras", "saved_model"):
+            with pytest.raises(OSError, match="killed"):
+                export.save(_mlp(), tmp_path, formats=(fmt,))
+    assert len(_leftovers(tmp_path)) == 2
+    (tmp_path / ".tmp-0123abcd-other.keras").touch()  # another name's: not this save's to remove
+    export.save(_mlp(), tmp_path, formats=("keras", "saved_model"))
+    assert sorted(os.listdir(tmp_path)) == [".tmp-0123abcd-other.keras", "model.keras", "model_saved_model"]
 
 
 def test_saved_model_directory_is_replaced_whole(tmp_path, monkeypatch):

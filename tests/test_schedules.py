@@ -4,6 +4,7 @@ import pytest
 
 import tfprune
 from tfprune import schedules
+from tfprune._keras import keras
 
 
 @pytest.mark.parametrize("schedule", [
@@ -37,3 +38,21 @@ def test_warning_only_when_target_is_unreachable():
         warnings.simplefilter("error")
         schedules.warn_if_never_reaches_target(tfprune.PolynomialDecay(0.0, 0.8, 0, 200, frequency=100))
     np.testing.assert_equal(schedules.last_firing_step(tfprune.ConstantSparsity(0.5, 0)), None)
+
+
+def _small_model():
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(8, name="hidden")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(4, name="logits")(hidden))
+
+
+@pytest.mark.parametrize("prune", [
+    lambda model, schedule: tfprune.prune_weights(model, schedule, scope="global"),
+    lambda model, schedule: tfprune.prune_weights(model, schedule, scope="layer"),
+    lambda model, schedule: tfprune.prune_units(model, schedule),
+])
+def test_falling_sparsity_warns_at_the_users_call(prune):
+    with pytest.warns(UserWarning, match=r"lowers sparsity during training.*swap the two, initial_sparsity=0.2, "
+                                         r"final_sparsity=0.5") as caught:
+        prune(_small_model(), tfprune.PolynomialDecay(0.5, 0.2, begin_step=0, end_step=100, frequency=10))
+    assert [w.filename for w in caught if "lowers sparsity" in str(w.message)] == [__file__]

@@ -114,7 +114,17 @@ class PruningSummaries(ScalarLogger):
 
     Tags: ``sparsity/<layer>/<weight>`` (effective mask) and ``unit_sparsity/<layer>/<weight>_axis<k>``
     (fraction of removed channels along each masked axis, e.g. a Dense kernel's axis 1 = its units).
+
+    Args:
+      log_dir: the TensorBoard folder to write to (``tensorboard --logdir`` it); required, since writing
+        these summaries is this callback's only job.
     """
+
+    def __init__(self, log_dir):
+        if not log_dir:
+            raise ValueError("PruningSummaries: `log_dir` must name the folder to write the summaries to, e.g. "
+                             f"PruningSummaries(log_dir='logs/pruning'); got {log_dir!r}.")
+        super().__init__(log_dir)
 
     def on_epoch_end(self, epoch, logs=None):
         values = {f"sparsity/{layer}/{attribute}": 1.0 - float(np.mean(mask))

@@ -11,6 +11,9 @@ Two kinds of loaders live here:
 import functools
 import numbers
 import os
+import socket
+import urllib.parse
+import urllib.request
 
 import numpy as np
 
@@ -34,6 +37,7 @@ DATASETS = ("mnist", "fashion_mnist", "cifar10", "imagenet2012")
 _DEFAULT_SPLITS = {"imagenet2012": ("train", "validation")}
 _IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 _NUMPY_CHUNK = 1024
+_CONNECT_TIMEOUT_S = 5
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -99,6 +103,28 @@ def _check_imagenet_manual_dir(data_dir, manual_dir):
         )
 
 
+def _endpoint(url):
+    """Where a download of `url` connects first: the proxy set for its scheme (as requests does), else its host."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _check_reachable(name, builder, data_dir, manual_dir):
+    """Fail in seconds when the download servers cannot be reached, before tfds retries each file for minutes
+    and leaves partial files behind."""
+    for url in sorted(builder.url_infos or ()):
+        host, port = _endpoint(url)
+        try:
+            socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT_S).close()
+        except OSError as error:
+            raise DatasetNotFoundError(
+                f"download=True cannot connect to {host}:{port} to fetch {url} ({error}); this machine looks "
+                "offline. " + _not_prepared_message(name, builder, data_dir, manual_dir)) from None
+
+
 def _to_float(normalize, image_size):
     def convert(image, label):
         image = tf.cast(image, tf.float32)
@@ -135,7 +161,8 @@ def load(name, split=None, data_dir=None, as_numpy=False, batch_size=None, norma
     default returns ``(x_train, y_train), (x_test, y_test)``.
 
     Nothing is downloaded unless ``download=True``: if the data are not prepared under ``data_dir`` (default
-    ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``) this raises ``DatasetNotFoundError`` immediately.
+    ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``) this raises ``DatasetNotFoundError`` immediately. With
+    ``download=True`` it raises the same error within seconds when the download servers cannot be reached.
     imagenet2012 is prepared from the tar files in ``manual_dir`` (default ``<data_dir>/downloads/manual``).
     """
     if name not in DATASETS:
@@ -157,6 +184,8 @@ def load(name, split=None, data_dir=None, as_numpy=False, batch_size=None, norma
             raise DatasetNotFoundError(_not_prepared_message(name, builder, data_dir, manual_dir))
         if name == "imagenet2012":
             _check_imagenet_manual_dir(data_dir, manual_dir)
+        else:
+            _check_reachable(name, builder, data_dir, manual_dir)
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
 
     fixed_size = builder.info.features["image"].shape[:2]

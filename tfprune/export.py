@@ -7,6 +7,7 @@ leaves a truncated artifact that a later step could mistake for a good one.
 """
 import io
 import os
+import re
 import tempfile
 import warnings
 import zipfile
@@ -17,7 +18,7 @@ from tfprune._keras import check_model, keras, tf
 from tfprune.bench import compare_latency, predict
 from tfprune.metrics import count_macs, count_nonzero, count_params, format_table
 from tfprune.mask import strip as strip_wrappers
-from tfprune._io import atomic_write
+from tfprune._io import _remove, atomic_write
 
 __all__ = ["FORMATS", "save", "artifact_size", "format_report", "compare", "plot_compare"]
 
@@ -30,6 +31,30 @@ FORMATS = {
     "tflite_sparse": "_sparse.tflite",
     "tflite_int8": "_int8.tflite",
 }
+
+
+def _check_representative(model, data):
+    """Arrays must hold examples of the model's input shapes: the converter's own error for a mismatch is an opaque
+    'BytesRequired number of elements overflowed'. A callable's output is not known until the conversion."""
+    if callable(data):
+        return
+    arrays = [np.asarray(a) for a in (data if isinstance(data, (list, tuple)) else [data])]
+    if len(arrays) != len(model.inputs):
+        raise ValueError(f"save: `representative_data` holds {len(arrays)} arrays but the model takes "
+                         f"{len(model.inputs)} inputs; pass one array per input, in model.inputs order.")
+    for array, tensor in zip(arrays, model.inputs):
+        expected = tuple(tensor.shape[1:])
+        shape = array.shape[1:]
+        if len(shape) != len(expected) or any(e is not None and e != s for e, s in zip(expected, shape)):
+            raise ValueError(f"save: `representative_data` holds examples of shape {shape} but input "
+                             f"'{tensor.name}' takes {expected} (after the batch axis); reshape it, e.g. "
+                             f"x.reshape((-1,) + {expected}).")
+
+
+def _leftovers(directory, base):
+    """What an earlier save of `base` left when it was killed: atomic_write's hidden `.tmp-`/`.old-` siblings."""
+    pattern = re.compile(r"\.(tmp|old)-[0-9a-f]{8}-" + re.escape(base))
+    return [os.path.join(directory, entry) for entry in os.listdir(directory) if pattern.fullmatch(entry)]
 
 
 def _representative(data):
@@ -113,19 +138,23 @@ def save(model, directory, formats=("keras", "saved_model", "tflite"), represent
          strip=None):
     """Write `model` (stripped of pruning wrappers) as `directory/name<suffix>` per format; return a report.
 
-    Formats: see FORMATS. `tflite_int8` needs `representative_data`: an array of inputs (a few hundred
-    examples are enough) or a callable yielding lists of input arrays. `strip` (default `tfprune.strip`) first
-    turns pruning wrappers into plain layers holding weight x mask. The report holds the model's params,
-    nonzero and macs (None when an input shape is not fixed) and, per format, the path, raw bytes and zipped bytes.
+    Formats: see FORMATS. `tflite_int8` needs `representative_data`: an array of inputs shaped like the model's
+    (a few hundred examples are enough) or a callable yielding lists of input arrays. `strip` (default
+    `tfprune.strip`) first turns pruning wrappers into plain layers holding weight x mask. Hidden temporary files
+    that a killed earlier save of the same names left in `directory` are removed. The report holds the model's
+    params, nonzero and macs (None when an input shape is not fixed) and, per format, the path, raw bytes and
+    zipped bytes.
     """
     check_model(model)
     formats = (formats,) if isinstance(formats, str) else tuple(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise ValueError(f"save: unknown `formats` {unknown}; choose from {list(FORMATS)}.")
-    if "tflite_int8" in formats and representative_data is None:
-        raise ValueError("save: format 'tflite_int8' calibrates activations on `representative_data`; pass a few "
-                         "hundred input examples (an array) or a callable yielding lists of input arrays.")
+    if "tflite_int8" in formats:
+        if representative_data is None:
+            raise ValueError("save: format 'tflite_int8' calibrates activations on `representative_data`; pass a "
+                             "few hundred input examples (an array) or a callable yielding lists of input arrays.")
+        _check_representative(model, representative_data)
     if not name or os.sep in name or name.startswith("."):
         raise ValueError(f"save: `name` must be a plain file name without '{os.sep}' or a leading '.', got "
                          f"{name!r}.")
@@ -135,6 +164,8 @@ def save(model, directory, formats=("keras", "saved_model", "tflite"), represent
     os.makedirs(directory, exist_ok=True)
     for fmt in formats:
         path = os.path.join(os.fspath(directory), name + FORMATS[fmt])
+        for leftover in _leftovers(directory, name + FORMATS[fmt]):
+            _remove(leftover)
         atomic_write(path, lambda temp, fmt=fmt: _write(model, fmt, temp, representative_data))
         report["artifacts"][fmt] = {"path": path, **artifact_size(path)}
     return report

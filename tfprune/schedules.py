@@ -76,16 +76,24 @@ def last_firing_step(schedule):
 
 
 def warn_if_never_reaches_target(schedule):
-    """Warn when a schedule can never reach its final sparsity (e.g. frequency 100 with end_step < 100)."""
+    """Warn when a schedule will not prune as it was likely meant to: it never reaches its final sparsity (e.g.
+    frequency 100 with end_step < 100), or its sparsity falls (initial and final swapped)."""
     if not isinstance(schedule, PolynomialDecay):
         return
+    c = _params(schedule)
+    if c["final_sparsity"] < c["initial_sparsity"]:
+        warnings.warn(
+            f"PolynomialDecay(initial_sparsity={c['initial_sparsity']}, final_sparsity={c['final_sparsity']}) "
+            "lowers sparsity during training: it prunes most at the start, then lets pruned weights back in at "
+            "zero (pruned units stay pruned). Gradual pruning raises sparsity: swap the two, "
+            f"initial_sparsity={c['final_sparsity']}, final_sparsity={c['initial_sparsity']}.",
+            UserWarning, stacklevel=3)
     last = last_firing_step(schedule)
     if last is None:
         return
     _, reached = evaluate(schedule, last)
     target = final_sparsity(schedule)
     if reached < target - 1e-6:
-        c = _params(schedule)
         warnings.warn(
             f"PolynomialDecay(begin_step={c['begin_step']}, end_step={c['end_step']}, frequency={c['frequency']}) "
             f"last prunes at step {last} with sparsity {reached:.3f}, never reaching final_sparsity={target}. "

@@ -132,10 +132,10 @@ def test_random_is_seeded_per_group():
     model = _tiny()
     groups = _groups(model)
     tensors = ModelTensors(model)
-    first = criteria.random(3)(groups["conv"], tensors)
+    first = criteria.random_criterion(3)(groups["conv"], tensors)
     assert first.shape == (4,) and np.all((first >= 0) & (first < 1))
-    np.testing.assert_array_equal(criteria.random(3)(groups["conv"], tensors), first)
-    assert not np.array_equal(criteria.random(4)(groups["conv"], tensors), first)
+    np.testing.assert_array_equal(criteria.random_criterion(3)(groups["conv"], tensors), first)
+    assert not np.array_equal(criteria.random_criterion(4)(groups["conv"], tensors), first)
     assert get_criterion("random")(groups["conv"], tensors).shape == (4,)
 
 
@@ -143,7 +143,7 @@ def test_registry_needs_and_errors():
     assert {"l1", "l2", "mean_column_norm", "bn_gamma", "taylor", "apoz", "random"} <= set(criteria.CRITERIA)
     assert get_criterion("l2") is criteria.l2 and criteria.l2.tfprune_name == "l2"
     assert criteria.l2.needs == set() and criteria.taylor.needs == {"gradients"}
-    assert criteria.apoz.needs == {"activations"} and criteria.random(1).needs == set()
+    assert criteria.apoz.needs == {"activations"} and criteria.random_criterion(1).needs == set()
     with pytest.raises(ValueError, match=r"Unknown criterion 'l3'.*'l2'"):
         get_criterion("l3")
     with pytest.raises(TypeError, match="needs"):

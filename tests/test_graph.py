@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tfprune._keras import keras, tfmot
-from tfprune.graph import ChannelSlice, UnsupportedLayerError, build_channel_graph
+from tfprune.graph import ChannelSlice, UnsupportedLayerError, build_channel_graph, output_width_layers
 from tfprune.models import lenet5, mlp, resnet20, vgg
 
 L = keras.layers
@@ -366,3 +366,17 @@ def test_group_ids_are_deterministic():
     first = summary()
     keras.backend.clear_session()
     assert summary() == first
+
+
+def test_output_width_layers_look_through_kernel_free_layers():
+    """The classifier behind Softmax, Dropout, BatchNormalization or Reshape still sets the output width;
+    on every branch of a multi-output model."""
+    L = keras.layers
+    sequential = keras.Sequential([L.Dense(8, name="hidden"), L.Dense(4, name="classifier"),
+                                   L.BatchNormalization(name="bn"), L.Dropout(0.1), L.Softmax(name="probs")])
+    assert output_width_layers(sequential) == {"classifier"}  # unbuilt: the layer order is the graph
+    inputs = keras.Input((6,))
+    trunk = L.Dense(8, name="trunk")(inputs)
+    head_a = L.Activation("softmax")(L.Dense(3, name="head_a")(trunk))
+    head_b = L.Reshape((2, 1))(L.Dense(2, name="head_b")(trunk))
+    assert output_width_layers(keras.Model(inputs, [head_a, head_b])) == {"head_a", "head_b"}

@@ -164,7 +164,7 @@ def test_each_criterion_keeps_its_best_channels(name):
             """Prefers the highest channel indices."""
             return np.arange(group.size, dtype=float)
     else:
-        criterion = criteria.random(5) if name == "random" else criteria.CRITERIA.get(name)
+        criterion = criteria.random_criterion(5) if name == "random" else criteria.CRITERIA.get(name)
     try:
         expected = _expected_keeps(model, criterion, criteria.ModelTensors(model, x, y))
         pruned = _compile(tfprune.prune_units(model, tfprune.ConstantSparsity(0.5, 0, frequency=100),

@@ -6,7 +6,7 @@ import pytest
 
 import tfprune
 from tfprune._keras import keras
-from tfprune.mask import MaskedLayer, PRUNE_LOW_MAGNITUDE, iter_layers
+from tfprune.mask import MaskedLayer, PruneLowMagnitude, iter_layers
 
 
 def _compile(model, lr=1e-3):
@@ -33,7 +33,7 @@ def _kernel_sparsity(model):
 def test_layer_scope_uses_tfmot_and_reaches_exact_sparsity(mnist_small):
     schedule = tfprune.ConstantSparsity(0.7, begin_step=0, frequency=1)
     pruned = _compile(tfprune.prune_weights(_small_mlp(), schedule, scope="layer"))
-    assert any(isinstance(layer, PRUNE_LOW_MAGNITUDE) for layer in pruned.layers)
+    assert any(isinstance(layer, PruneLowMagnitude) for layer in pruned.layers)
     _fit(pruned, mnist_small)
     for name, sparsity in _kernel_sparsity(pruned).items():
         kernel = tfprune.strip(pruned).get_layer(name).kernel
@@ -114,7 +114,7 @@ def test_strip_leaves_zeros_and_no_wrapper(mnist_small):
                                                 scope=scope))
         _fit(pruned, mnist_small)
         stripped = tfprune.strip(pruned)
-        assert not any(isinstance(layer, (MaskedLayer, PRUNE_LOW_MAGNITUDE)) for layer in iter_layers(stripped))
+        assert not any(isinstance(layer, (MaskedLayer, PruneLowMagnitude)) for layer in iter_layers(stripped))
         x = mnist_small[1][0][:50]
         np.testing.assert_allclose(stripped.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-5)
         assert np.mean(stripped.get_layer("dense_0").kernel.numpy() == 0) >= 0.49
@@ -171,16 +171,17 @@ def test_report_lists_layers(capsys):
 @pytest.mark.parametrize("count", [0, 1, 7, 500, 19999, 20000])
 def test_in_graph_selection_matches_the_host_rule(count):
     """The radix select cuts exactly the entries `smallest_to_mask` cuts: negatives first, blocks of equal
-    scores (zeros of pruned weights, ties at the cut-off) decided by position."""
+    scores (zeros of pruned weights, ties at the cut-off) decided by position across the pieces."""
     from tfprune._keras import tf
-    from tfprune.weight import keep_largest, smallest_to_mask
+    from tfprune.weight import masks_without_smallest, smallest_to_mask, sort_keys
     rng = np.random.default_rng(count)
     scores = np.abs(rng.normal(size=20000)).astype(np.float32)
     scores[rng.random(20000) < 0.3] = 0.0
     scores[rng.random(20000) < 0.05] = -1.0
     scores[rng.choice(20000, 40)] = scores[123]  # a block of ties
-    keep, non_finite = keep_largest(tf.constant(scores), tf.constant(count))
-    np.testing.assert_array_equal(keep.numpy(), smallest_to_mask(scores, count) > 0)
+    pieces = [tf.constant(piece) for piece in np.split(scores, [7000, 7001])]
+    masks, non_finite = masks_without_smallest(*sort_keys(pieces), tf.constant(count))
+    np.testing.assert_array_equal(np.concatenate([mask.numpy() for mask in masks]), smallest_to_mask(scores, count))
     assert int(non_finite) == 0
 
 
@@ -240,3 +241,15 @@ def test_non_finite_weights_stop_the_update_and_name_the_layer():
         WeightPruner.from_model(layers)[0].update(0.5, 0)
     assert all(np.all(layer.masks["kernel"].numpy() == 1) for layer in layers)
 
+
+
+def test_oneshot_leaves_the_classifier_behind_a_softmax_whole():
+    L = keras.layers
+    model = keras.Sequential([keras.Input((20,)), L.Dense(16, activation="relu", name="hidden"),
+                              L.Dense(10, name="classifier"), L.Softmax()])
+    for method in ("unit", "weight"):
+        pruned = tfprune.oneshot(model, method, 0.5)
+        assert np.count_nonzero(pruned.get_layer("classifier").kernel.numpy()) == 160
+        assert np.count_nonzero(pruned.get_layer("hidden").kernel.numpy()) == 160
+    with pytest.raises(ValueError, match=r"sparsity must be in \[0, 1\)"):
+        tfprune.oneshot(model, "unit", 1.0)

@@ -18,6 +18,7 @@ from tfprune.oneshot import oneshot
 from tfprune.lottery import RewindCheckpoint, imp, load_rewind_point, restore
 from tfprune.adaptive import DynamicPruner, PQIndexMonitor, sap, sap_round
 from tfprune import pai
+from tfprune.pai import prune_at_init
 from tfprune.shrink import shrink
 from tfprune import export, bench
 from tfprune.report import report
@@ -30,6 +31,6 @@ __all__ = [
     "prune_weights", "prune_units", "UpdatePruningStep", "PruningSummaries",
     "GroupLasso", "ProximalGroupLasso", "apply_group_lasso", "group_sparsity_report", "threshold_groups",
     "oneshot", "RewindCheckpoint", "imp", "load_rewind_point", "restore",
-    "DynamicPruner", "PQIndexMonitor", "sap", "sap_round", "pai",
+    "DynamicPruner", "PQIndexMonitor", "sap", "sap_round", "pai", "prune_at_init",
     "shrink", "export", "bench", "report", "plots", "study",
 ]

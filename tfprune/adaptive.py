@@ -20,6 +20,7 @@ import numpy as np
 
 from tfprune._io import atomic_write_file
 from tfprune._keras import check_model, keras
+from tfprune.graph import output_width_layers
 from tfprune.callbacks import ScalarLogger
 from tfprune.lottery import RewindCheckpoint, load_rewind_point, magnitude_masks, restore
 from tfprune.mask import inner_layer, iter_layers, masked_layers, masks, with_masks
@@ -408,7 +409,7 @@ class DynamicPruner(keras.callbacks.Callback):
             raise ValueError("DynamicPruner: the model has no Dense/Conv kernels with fixed masks. Pass "
                              "`DynamicPruner.prepare(model)` (and compile it) instead of the plain model.")
         if self.exclude is None:
-            exclude = {inner_layer(t._keras_history.layer).name for t in self.model.outputs}
+            exclude = output_width_layers(self.model)
         else:
             exclude = set(self.exclude)
             unknown = sorted(exclude - {layer.layer.name for layer in layers})

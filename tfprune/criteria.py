@@ -18,7 +18,7 @@ from tfprune._keras import keras, tf
 from tfprune.graph import KERNEL_WEIGHTS, unwrap_layer
 
 __all__ = ["CRITERIA", "KERNEL_WEIGHTS", "ModelTensors", "apoz", "bn_gamma", "get_criterion", "l1", "l2",
-           "mean_column_norm", "normalize_scores", "random", "register_criterion", "score_group", "taylor"]
+           "mean_column_norm", "normalize_scores", "random_criterion", "register_criterion", "score_group", "taylor"]
 
 #: Weights that map a layer's inputs to its outputs; weight-norm criteria read only these.
 _DATA_KINDS = frozenset({"gradients", "activations"})
@@ -172,7 +172,7 @@ def apoz(group, tensors):
     return 1.0 - tf.reduce_mean(tf.cast(tf.equal(entries, 0), tf.float64), axis=1)
 
 
-def random(seed=0):
+def random_criterion(seed=0):
     """A criterion giving uniform random scores, seeded per group so the result does not depend on call order."""
     def random_scores(group, tensors):
         return np.random.default_rng([seed, group.id]).random(group.size)
@@ -180,7 +180,7 @@ def random(seed=0):
     return random_scores
 
 
-register_criterion("random")(random(0))
+register_criterion("random")(random_criterion(0))
 
 
 # --- tensors for a plain model ---------------------------------------------------------------------

@@ -27,7 +27,7 @@ import numpy as np
 from tfprune._keras import check_model, keras, tf, unwrap_layer
 
 __all__ = ["ChannelSlice", "ChannelGroup", "ChannelGraph", "UnsupportedLayerError", "build_channel_graph",
-           "unwrap_layer"]
+           "output_width_layers", "unwrap_layer"]
 
 class UnsupportedLayerError(ValueError):
     """A layer whose effect on channels the graph cannot model; the message names it and the fix."""
@@ -179,6 +179,44 @@ KERNEL_WEIGHTS = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings"
 def kernel_attributes(layer):
     """Names of the kernel-like weights a layer owns (biases and BatchNorm entries excluded)."""
     return [name for name in KERNEL_WEIGHTS if isinstance(getattr(layer, name, None), tf.Variable)]
+
+
+#: Config keys of layers that set their output width.
+_WIDTH_KEYS = {"units", "filters", "output_dim"}
+
+
+def output_width_layers(model):
+    """Names of the layers that set the width of `model`'s outputs: each output's layer or, through layers
+    that keep the width (Softmax, Activation, Dropout, Reshape, BatchNormalization, DepthwiseConv, ...), the
+    last layer whose config sets a width (`units`, `filters`, `output_dim`).
+
+    Removing their units would change what the model outputs (its classes), so every method leaves them whole.
+    Works on an unbuilt Sequential too (its layer order is its graph).
+    """
+    found = set()
+
+    def reach(layer, parents):
+        """Add the width owner at or before `layer`; True when one was found."""
+        inner = unwrap_layer(layer)
+        if isinstance(inner, keras.Model) and output_width_layers(inner):
+            found.update(output_width_layers(inner))
+            return True
+        if not isinstance(inner, keras.Model) and _WIDTH_KEYS & set(inner.get_config()):
+            found.add(inner.name)
+            return True
+        return any([reach(parent, parents) for parent in parents(layer)])
+
+    if isinstance(model, keras.Sequential):
+        order = list(model.layers)
+        if order:
+            reach(order[-1], lambda layer: order[max(order.index(layer) - 1, 0):order.index(layer)])
+    else:
+        def parents(layer):
+            return [parent for node in layer.inbound_nodes for parent in tf.nest.flatten(node.inbound_layers)
+                    if parent in model.layers]
+        for tensor in model.outputs:
+            reach(tensor._keras_history.layer, parents)
+    return found
 
 
 def combined_keeps(assignments, axis_length):

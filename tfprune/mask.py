@@ -19,7 +19,7 @@ import inspect
 import numpy as np
 
 from tfprune import schedules
-from tfprune._keras import PruneLowMagnitude as PRUNE_LOW_MAGNITUDE
+from tfprune._keras import PruneLowMagnitude
 from tfprune._keras import check_model, keras, tf
 from tfprune.graph import kernel_attributes  # noqa: F401  (part of the mask API)
 
@@ -141,9 +141,9 @@ class MaskedLayer(keras.layers.Wrapper):
         step = self.pruning_step.read_value()
         checks = []
         for schedule, start in zip(self._schedules, self._starts):
-            fires, _ = schedule(step - start)
+            updated = tf.equal(self.mask_step, step)
             checks.append(tf.debugging.Assert(
-                tf.logical_or(tf.logical_not(fires), tf.equal(self.mask_step, step)),
+                tf.logical_or(tf.logical_not(schedules.fires(schedule, step - start)), updated),
                 [f"Layer '{self.layer.name}' is being pruned on a schedule, but nothing updated its masks at "
                  f"the training step where the schedule fires. Train it with the pruning callback: "
                  f"model.fit(..., callbacks=[tfprune.UpdatePruningStep()]) (in a custom loop, call the "
@@ -227,7 +227,7 @@ def keep_name(name, axis):
 
 def inner_layer(layer):
     """The layer a pruning wrapper holds, or the layer itself."""
-    if isinstance(layer, (MaskedLayer, PRUNE_LOW_MAGNITUDE)):
+    if isinstance(layer, (MaskedLayer, PruneLowMagnitude)):
         return layer.layer
     return layer
 
@@ -281,7 +281,7 @@ def masks(model):
         if isinstance(layer, MaskedLayer) and layer.built:
             for name, mask in layer.mask_values().items():
                 result[(layer.layer.name, name)] = mask
-        elif isinstance(layer, PRUNE_LOW_MAGNITUDE) and layer.built:
+        elif isinstance(layer, PruneLowMagnitude) and layer.built:
             for weight, mask, _ in layer.pruning_vars:
                 attribute = next(n for n in kernel_attributes(layer.layer) + ["bias"]
                                  if getattr(layer.layer, n, None) is weight)
@@ -321,14 +321,14 @@ def _copy_weights(source_model, target_model):
         target = targets[inner_layer(source).name]
         if isinstance(source, keras.Model):
             _copy_weights(source, target)
-        elif isinstance(source, (MaskedLayer, PRUNE_LOW_MAGNITUDE)):
+        elif isinstance(source, (MaskedLayer, PruneLowMagnitude)):
             target.set_weights(_unwrapped_weights(source))
         else:
             target.set_weights(source.get_weights())
 
 
 def has_wrappers(model):
-    return any(isinstance(layer, (MaskedLayer, PRUNE_LOW_MAGNITUDE)) for layer in iter_layers(model))
+    return any(isinstance(layer, (MaskedLayer, PruneLowMagnitude)) for layer in iter_layers(model))
 
 
 def rewrap(model, spec_for):
@@ -343,7 +343,7 @@ def rewrap(model, spec_for):
     def clone(layer):
         if isinstance(layer, keras.Model):
             return rewrap(layer, spec_for)
-        if isinstance(layer, PRUNE_LOW_MAGNITUDE):
+        if isinstance(layer, PruneLowMagnitude):
             raise ValueError(
                 f"Layer '{layer.name}' is wrapped by TFMOT's prune_low_magnitude; tfprune cannot add its own "
                 f"masks on top. Call tfprune.strip(model) first, or use tfprune.prune_weights for both.")

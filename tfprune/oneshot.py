@@ -2,20 +2,16 @@
 
 `method="weight"` zeroes the k% smallest-magnitude kernel entries of each layer; `method="unit"` zeroes
 the k% of units/filters whose kernel columns have the smallest L2 norms. The model's output layers are
-left unpruned, as in the seeds. Coupled tensors (BatchNorm, next layer) are left as they are: this is the
+left unpruned, as in the seeds (also behind a Softmax or other kernel-free layers). Coupled tensors (BatchNorm, next layer) are left as they are: this is the
 seeds' exercise; `prune_units` + `shrink` is the structured method that handles coupling.
 """
 import numpy as np
 
 from tfprune._keras import check_model
+from tfprune.graph import output_width_layers
 from tfprune.mask import iter_layers, strip
 from tfprune.validation import check_finite
 from tfprune.weight import prunable_kernels, smallest_to_mask
-
-
-def output_layer_names(model):
-    """Names of the layers whose outputs are the model's outputs."""
-    return {tensor._keras_history.layer.name for tensor in model.outputs}
 
 
 def oneshot(model, method="weight", sparsity=0.5, exclude=()):
@@ -23,11 +19,12 @@ def oneshot(model, method="weight", sparsity=0.5, exclude=()):
     check_model(model)
     if method not in ("weight", "unit"):
         raise ValueError(f"method must be 'weight' or 'unit', got {method!r}.")
-    if not 0.0 <= sparsity <= 1.0:
-        raise ValueError(f"sparsity must be in [0, 1] (a fraction, e.g. 0.9 for k=90%), got {sparsity!r}.")
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1) (a fraction, e.g. 0.9 for k=90%; 1 would remove everything), "
+                         f"got {sparsity!r}.")
     check_finite(model, "oneshot")
     pruned = strip(model)
-    skip = output_layer_names(pruned) | set(exclude)
+    skip = output_width_layers(pruned) | set(exclude)
     for layer in iter_layers(pruned):
         if layer.name in skip:
             continue

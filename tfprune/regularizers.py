@@ -29,6 +29,7 @@ import math
 import numpy as np
 
 from tfprune._keras import check_model, keras, tf
+from tfprune.graph import output_width_layers
 from tfprune.validation import check_finite
 
 __all__ = ["GroupLasso", "ProximalGroupLasso", "apply_group_lasso", "group_sparsity_report",
@@ -161,35 +162,6 @@ def _kind(layer):
     return None
 
 
-def _output_layers(model):
-    """Names of layers whose units are model outputs: they reach an output through kernel-free layers only.
-
-    Softmax, Reshape or BatchNormalization after a classifier do not hide it, so the default selection
-    still leaves it alone.
-    """
-    by_name = {layer.name: layer for layer in model.layers}
-    if isinstance(model, keras.Sequential):  # works before the model is built, unlike its graph
-        order = list(by_name)
-        ends = order[-1:]
-
-        def parents(name):
-            return order[max(order.index(name) - 1, 0):order.index(name)]
-    else:
-        ends = [name for name in (getattr(model, "output_names", None) or []) if name in by_name]
-
-        def parents(name):
-            return [parent.name for node in by_name[name].inbound_nodes
-                    for parent in tf.nest.flatten(node.inbound_layers) if parent.name in by_name]
-    found, pending = set(), ends
-    while pending:
-        name = pending.pop()
-        if name not in found:
-            found.add(name)
-            if not _kind(_kernel_layer(by_name[name])):
-                pending += parents(name)
-    return found
-
-
 def _select(model, groups, layers, owner):
     """``[(layer, kernel layer)]`` the groups apply to; every check runs before anything is changed.
 
@@ -202,7 +174,7 @@ def _select(model, groups, layers, owner):
     usable = [name for name, kind in kinds.items() if kind]
     if layers is None:
         wanted = "dense" if groups in _DENSE_ONLY else "conv"
-        outputs = _output_layers(model)
+        outputs = output_width_layers(model)
         chosen = [name for name in usable if kinds[name] == wanted and name not in outputs]
         if not chosen:
             raise ValueError(

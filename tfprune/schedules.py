@@ -42,17 +42,28 @@ def _params(schedule):
     return schedule.get_config()["config"]
 
 
+def fires(schedule, step):
+    """Whether `schedule` prunes at `step`: a Python bool for an int step, a bool tensor for an int tensor
+    (the same arithmetic, so the graph's check and the callback agree)."""
+    if not isinstance(schedule, (PolynomialDecay, ConstantSparsity)):
+        return schedule(step)[0]
+    c = _params(schedule)
+    begin, end, frequency = c["begin_step"], c["end_step"], c["frequency"]
+    result = (step >= begin) & ((step - begin) % frequency == 0)
+    return result if end == -1 else result & (step <= end)
+
+
 def evaluate(schedule, step):
     """``(should_prune, sparsity)`` at integer `step`, as Python values (no TF ops for built-ins)."""
     if isinstance(schedule, (PolynomialDecay, ConstantSparsity)):
         c = _params(schedule)
-        begin, end, frequency = c["begin_step"], c["end_step"], c["frequency"]
-        fires = step >= begin and (end == -1 or step <= end) and (step - begin) % frequency == 0
+        begin, end = c["begin_step"], c["end_step"]
+        fires_now = bool(fires(schedule, step))
         if isinstance(schedule, ConstantSparsity):
-            return fires, float(c["target_sparsity"])
+            return fires_now, float(c["target_sparsity"])
         progress = min(1.0, max(0.0, (step - begin) / (end - begin)))
         sparsity = c["final_sparsity"] + (c["initial_sparsity"] - c["final_sparsity"]) * (1 - progress) ** c["power"]
-        return fires, float(sparsity)
+        return fires_now, float(sparsity)
     should_prune, sparsity = schedule(step)
     return bool(should_prune), float(sparsity)
 

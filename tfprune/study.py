@@ -31,10 +31,11 @@ import numpy as np
 from tfprune import bench, data as datasets, export, lottery, models, pai
 from tfprune._io import atomic_write
 from tfprune._keras import check_model, keras
+from tfprune.graph import output_width_layers
 from tfprune.callbacks import UpdatePruningStep
 from tfprune.mask import iter_layers, strip, with_masks
 from tfprune.metrics import layer_table
-from tfprune.oneshot import oneshot, output_layer_names
+from tfprune.oneshot import oneshot
 from tfprune.regularizers import ProximalGroupLasso, group_sparsity_report
 from tfprune.schedules import ConstantSparsity, PolynomialDecay
 from tfprune.shrink import shrink
@@ -99,7 +100,7 @@ def accuracy(model, x, y, batch_size=1000):
 
 def _hidden_layers(model):
     """Names of the layers a study prunes: those with prunable kernels, minus the output layers."""
-    outputs = output_layer_names(model)
+    outputs = output_width_layers(model)
     return [layer.name for layer in iter_layers(model) if prunable_kernels(layer) and layer.name not in outputs]
 
 
@@ -487,7 +488,7 @@ class Study:
 # -- methods: each takes the study, the cell and the seed's trained dense model; returns (stripped model, facts) ---
 def _output_kernels(model):
     """Output layers that own prunable kernels: the `exclude` list that keeps them dense."""
-    return sorted(output_layer_names(model) & {layer.name for layer in iter_layers(model) if prunable_kernels(layer)})
+    return sorted(output_width_layers(model) & {layer.name for layer in iter_layers(model) if prunable_kernels(layer)})
 
 
 def _run_oneshot(study, cell, dense):

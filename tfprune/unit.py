@@ -31,7 +31,7 @@ def _criterion_name(criterion):
 
 
 def _criterion(name, seed):
-    return criteria_module.random(seed) if name == "random" else criteria_module.get_criterion(name)
+    return criteria_module.random_criterion(seed) if name == "random" else criteria_module.get_criterion(name)
 
 
 def prune_units(model, schedule, criterion="l2", scope="layer", round_to=1, exclude=(), seed=0):

@@ -171,42 +171,67 @@ _HALF = 1 << 16
 _NON_FINITE_KEY = 0x7F800000
 
 
-def _sort_keys(scores):
-    """int32 keys ordered like float32 `scores` (IEEE bits, with the magnitude bits of negatives flipped)."""
-    bits = tf.bitcast(scores, tf.int32)
-    return tf.where(bits < 0, tf.bitwise.bitwise_xor(bits, 0x7FFFFFFF), bits)
+def sort_keys(pieces):
+    """(keys, highs) for a list of float32 score tensors: flat int32 keys ordered like the scores (IEEE bits,
+    with the magnitude bits of negatives flipped), and their high 16 bits as bins in [0, 2^16).
 
-
-def keep_largest(scores, count):
-    """(keep, non-finite): a bool vector, False for exactly the `count` smallest of the float32 vector `scores`
-    (ties by position, the later kept, like `smallest_to_mask`), and how many scores are inf or NaN.
-
-    TensorFlow ops only, so it runs where the scores are. The cut-off comes from two histograms of the keys'
-    high and low 16 bits (two passes over the scores), which costs a fraction of a sort.
+    Element-wise only: callers compile it with XLA together with the scores, one pass over memory.
     """
-    keys = _sort_keys(scores)
-    high = tf.bitwise.right_shift(keys, 16) + _HALF // 2  # in [0, 2^16)
-    high_counts = tf.math.bincount(high, minlength=_HALF, maxlength=_HALF, dtype=tf.int32)
+    keys = []
+    for piece in pieces:
+        bits = tf.bitcast(tf.reshape(piece, [-1]), tf.int32)
+        keys.append(tf.where(bits < 0, tf.bitwise.bitwise_xor(bits, 0x7FFFFFFF), bits))
+    return keys, [tf.bitwise.right_shift(key, 16) + _HALF // 2 for key in keys]
+
+
+def _above(keys, threshold):
+    return [tf.cast(key > threshold, tf.float32) for key in keys]
+
+
+_above_compiled = tf.function(_above, jit_compile=True, autograph=False)
+
+
+def masks_without_smallest(keys, highs, count):
+    """(masks, non-finite): per key vector of `sort_keys`, a flat float32 0/1 mask with exactly the `count`
+    smallest scores over all of them at 0 (ties by position in piece order, the later kept, like
+    `smallest_to_mask`), and how many scores are inf or NaN.
+
+    TensorFlow ops only, so it runs where the scores are. The cut-off comes from a histogram of the keys'
+    high bits and one of the low bits of the keys in the cut-off's bin: a fraction of the cost of a sort.
+    """
+    def histogram(values):
+        return tf.math.bincount(values, minlength=_HALF, maxlength=_HALF, dtype=tf.int32)
+
+    high_counts = tf.add_n([histogram(high) for high in highs])
     non_finite = tf.reduce_sum(high_counts[(_NON_FINITE_KEY >> 16) + _HALF // 2:])
     rank = tf.maximum(count, 1)  # the cut-off is the rank-th smallest key (1-based)
     cumulative = tf.cumsum(high_counts)
     high_bin = tf.searchsorted(cumulative, tf.reshape(rank, [1]))[0]
     before = tf.where(high_bin > 0, tf.gather(cumulative, tf.maximum(high_bin - 1, 0)), 0)
-    low_bits = tf.boolean_mask(tf.bitwise.bitwise_and(keys, _HALF - 1), tf.equal(high, high_bin))
-    low_cumulative = before + tf.cumsum(tf.math.bincount(low_bits, minlength=_HALF, maxlength=_HALF,
-                                                         dtype=tf.int32))
+    low_bits = tf.concat([tf.boolean_mask(tf.bitwise.bitwise_and(key, _HALF - 1), tf.equal(high, high_bin))
+                          for key, high in zip(keys, highs)], axis=0)
+    low_cumulative = before + tf.cumsum(histogram(low_bits))
     low_bin = tf.searchsorted(low_cumulative, tf.reshape(rank, [1]))[0]
-    threshold = tf.bitwise.bitwise_or(tf.bitwise.left_shift(high_bin - _HALF // 2, 16), low_bin)
     below = tf.where(low_bin > 0, tf.gather(low_cumulative, tf.maximum(low_bin - 1, 0)), before)
     ties = tf.gather(low_cumulative, low_bin) - below  # keys equal to the cut-off
     cut = rank - below  # how many of them are pruned: the first ones by position
+    threshold = tf.bitwise.bitwise_or(tf.bitwise.left_shift(high_bin - _HALF // 2, 16), low_bin)
+    threshold = tf.where(count > 0, threshold, tf.int32.min)  # nothing to prune: every key is above
 
-    def first_ties_cut():
-        positions = tf.where(tf.equal(keys, threshold))[:cut]
-        return tf.tensor_scatter_nd_update(keys < threshold, positions, tf.ones([cut], tf.bool))
+    def prune_first_ties():
+        masks, seen = [], tf.constant(0, tf.int32)
+        for key in keys:
+            positions = tf.where(tf.equal(key, threshold))
+            found = tf.shape(positions, out_type=tf.int32)[0]
+            pruned = tf.clip_by_value(cut - seen, 0, found)  # this piece's share of the first `cut` ties
+            masks.append(tf.tensor_scatter_nd_update(tf.cast(key > threshold, tf.float32), positions[pruned:],
+                                                     tf.ones([found - pruned], tf.float32)))
+            seen += found
+        return masks
 
-    pruned = tf.cond(cut < ties, first_ties_cut, lambda: keys <= threshold)
-    return tf.logical_or(tf.logical_not(pruned), count <= 0), non_finite
+    masks = tf.cond(tf.logical_and(count > 0, cut < ties), prune_first_ties,
+                    lambda: _above_compiled(keys, threshold))
+    return masks, non_finite
 
 
 class WeightPruner:
@@ -225,6 +250,9 @@ class WeightPruner:
         self._entries = [(layer, name) for layer in layers for name in layer.element_masked]
         # The update runs where the masks live (under a distribution strategy: where their primary copy is).
         self._device = self._entries[0][0].masks[self._entries[0][1]].device
+        self._size = sum(layer.masks[name].shape.num_elements() for layer, name in self._entries)
+        # Scores and their sort keys in one XLA-fused pass over the weights and masks.
+        self._keys = tf.function(lambda: sort_keys(self._scores()), jit_compile=True, autograph=False)
         self._compiled = tf.function(self._update_masks, autograph=False)
 
     @classmethod
@@ -257,29 +285,27 @@ class WeightPruner:
         # No apply_masks here: the forward pass already computes with w ⊙ m, scores read w ⊙ m, and
         # UpdatePruningStep writes the zeros into the weights at each epoch end.
 
+    def _scores(self):
+        """|w ⊙ m| per masked weight; -1 where unit pruning removed an entry (ranked first, not counted)."""
+        scores = []
+        for layer, name in self._entries:
+            score = tf.abs(getattr(layer.layer, name) * layer.masks[name])
+            if name in layer.channel_masked:
+                score = tf.where(layer.channel_mask_tensor(name) > 0, score, -1.0)
+            scores.append(score)
+        return scores
+
     def _update_masks(self, sparsity, step):
         with tf.device(self._device):
-            scores, alive = [], []
-            for layer, name in self._entries:
-                weight, mask = getattr(layer.layer, name), layer.masks[name]
-                score = tf.abs(weight * mask)
-                if name in layer.channel_masked:  # entries unit pruning removed rank first and do not count
-                    score = tf.where(layer.channel_mask_tensor(name) > 0, score, -1.0)
-                    alive.append(self._alive(layer, name))
-                else:
-                    alive.append(tf.constant(weight.shape.num_elements(), tf.int64))
-                scores.append(tf.reshape(score, [-1]))
-            scores = tf.concat(scores, axis=0)
-            alive = tf.add_n(alive)
+            alive = tf.add_n([self._alive(layer, name) for layer, name in self._entries])
             # float64 like the host's arithmetic; tf.round rounds half to even like Python's round.
             kept_alive = alive - tf.cast(tf.round(sparsity * self.ratio * tf.cast(alive, tf.float64)), tf.int64)
-            count = tf.cast(tf.size(scores, out_type=tf.int64) - kept_alive, tf.int32)
-            keep, non_finite = keep_largest(scores, count)
+            count = tf.cast(self._size - kept_alive, tf.int32)
+            masks, non_finite = masks_without_smallest(*self._keys(), count)
 
             def assign_masks():
-                sizes = [layer.masks[name].shape.num_elements() for layer, name in self._entries]
-                for (layer, name), part in zip(self._entries, tf.split(tf.cast(keep, tf.float32), sizes)):
-                    layer.masks[name].assign(tf.reshape(part, layer.masks[name].shape), read_value=False)
+                for (layer, name), mask in zip(self._entries, masks):
+                    layer.masks[name].assign(tf.reshape(mask, layer.masks[name].shape), read_value=False)
                     layer.mask_step.assign(step, read_value=False)
                 return non_finite
 
@@ -291,7 +317,7 @@ class WeightPruner:
         shape = getattr(layer.layer, name).shape
         count = tf.constant(1, tf.int64)
         for axis, size in enumerate(shape):
-            if axis in layer.channel_masked[name]:
+            if axis in layer.channel_masked.get(name, ()):
                 count *= tf.cast(tf.reduce_sum(layer.keep(name, axis)), tf.int64)
             else:
                 count *= size

@@ -347,7 +347,7 @@ def test_report_counts_zero_and_near_zero_groups():
 def test_threshold_groups_zeroes_near_zero_groups_in_a_new_model():
     model = _model_with_dead_filters()
     original = model.get_layer("conv").kernel.numpy().copy()
-    thresholded = threshold_groups(model, "filter", tolerance=1e-3)
+    thresholded = tfprune.strip(threshold_groups(model, "filter", tolerance=1e-3))
     kernel = thresholded.get_layer("conv").kernel.numpy()
     np.testing.assert_array_equal(kernel[..., :2], 0.0)
     np.testing.assert_array_equal(kernel[..., 2:], original[..., 2:])
@@ -377,7 +377,7 @@ def test_threshold_groups_zeroes_dead_filters_bias_so_shrink_removes_them():
     kernel[..., :3] *= 1e-6  # three filters the penalty has nearly killed
     conv.kernel.assign(kernel)
     conv.bias.assign(np.full(6, 0.5, np.float32))
-    cleaned = tfprune.threshold_groups(model, groups="filter", tolerance=1e-3)
+    cleaned = tfprune.strip(tfprune.threshold_groups(model, groups="filter", tolerance=1e-3))
     np.testing.assert_array_equal(cleaned.get_layer("conv_0").bias.numpy(), [0, 0, 0, 0.5, 0.5, 0.5])
     small = tfprune.shrink(cleaned)
     assert small.get_layer("conv_0").filters == 3

@@ -155,26 +155,14 @@ def _prune(args):
         raise UsageError(f"--out {out!r} must end in .keras or .h5.")
     model = _load(args.model)
     from tfprune import export
-    from tfprune.callbacks import UpdatePruningStep
     from tfprune.mask import strip
     from tfprune.oneshot import oneshot
     from tfprune.report import report
-    from tfprune.schedules import ConstantSparsity
     from tfprune.shrink import shrink
-    from tfprune.unit import prune_units
 
-    if args.method == "weight":
-        pruned = oneshot(model, "weight", args.sparsity)
-    else:
-        # One pruning step of prune_units without training: every coupled tensor gets the same keep vector.
-        masked = prune_units(model, ConstantSparsity(args.sparsity, begin_step=0), criterion="l2")
-        step = UpdatePruningStep()
-        step.set_model(masked)
-        step.on_train_begin()
-        step.on_train_batch_begin(0)
-        pruned = strip(masked)
-        if args.shrink:
-            pruned = shrink(pruned)
+    pruned = strip(oneshot(model, args.method, args.sparsity))
+    if args.shrink:
+        pruned = shrink(pruned)
     report(pruned)
     directory, file = os.path.split(out)
     stem, suffix = os.path.splitext(file)

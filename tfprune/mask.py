@@ -331,18 +331,19 @@ def has_wrappers(model):
     return any(isinstance(layer, (MaskedLayer, PruneLowMagnitude)) for layer in iter_layers(model))
 
 
-def rewrap(model, spec_for):
+def rewrap(model, spec_for, keep_plans=True):
     """A clone of `model` in which layers get (or extend) a MaskedLayer, with all state copied.
 
     `spec_for(inner_layer)` returns ``None`` or a dict with any of ``element_masked``,
     ``channel_masked`` and ``plan``; it is merged into an existing wrapper's settings, so unit masks and
-    weight masks can live on one layer. The caller's model is not changed.
+    weight masks can live on one layer. Without `keep_plans` the wrappers' schedules are dropped (their masks
+    stay). The caller's model is not changed.
     """
     check_model(model)
 
     def clone(layer):
         if isinstance(layer, keras.Model):
-            return rewrap(layer, spec_for)
+            return rewrap(layer, spec_for, keep_plans)
         if isinstance(layer, PruneLowMagnitude):
             raise ValueError(
                 f"Layer '{layer.name}' is wrapped by TFMOT's prune_low_magnitude; tfprune cannot add its own "
@@ -356,7 +357,7 @@ def rewrap(model, spec_for):
         if isinstance(layer, MaskedLayer):
             settings = {"element_masked": list(layer.element_masked),
                         "channel_masked": {k: list(v) for k, v in layer.channel_masked.items()},
-                        "plan": dict(layer.plan)}
+                        "plan": dict(layer.plan) if keep_plans else {}}
         spec = spec or {}
         settings["element_masked"] = list(dict.fromkeys(settings["element_masked"] + list(spec.get("element_masked", ()))))
         for name, axes in spec.get("channel_masked", {}).items():
@@ -367,6 +368,12 @@ def rewrap(model, spec_for):
     clone_model = keras.models.clone_model(model, clone_function=clone)
     _copy_state(model, clone_model)
     return clone_model
+
+
+def freeze(model):
+    """A clone of `model` whose masks stay fixed: every wrapper keeps its masks and drops its schedules, so
+    training it needs no callback (one-shot results, rounds of iterative pruning)."""
+    return rewrap(model, lambda layer: None, keep_plans=False)
 
 
 def _copy_state(source_model, target_model):

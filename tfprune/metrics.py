@@ -31,7 +31,7 @@ def _leaves(model, prefix=""):
         inner = layer
         while isinstance(inner, _L.Wrapper) and _is_mask_wrapper(inner):
             inner = inner.layer
-        yield prefix + layer.name, layer, inner
+        yield prefix + inner.name, layer, inner  # the name `strip` gives back
 
 
 def _is_mask_wrapper(layer):

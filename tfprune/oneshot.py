@@ -1,21 +1,27 @@
-"""The seeds' one-shot k%-sweep: prune a trained model once, per layer, with no retraining.
+"""The seeds' one-shot k%-sweep: prune a trained model once, with no retraining.
 
-`method="weight"` zeroes the k% smallest-magnitude kernel entries of each layer; `method="unit"` zeroes
-the k% of units/filters whose kernel columns have the smallest L2 norms. The model's output layers are
-left unpruned, as in the seeds (also behind a Softmax or other kernel-free layers). Coupled tensors (BatchNorm, next layer) are left as they are: this is the
-seeds' exercise; `prune_units` + `shrink` is the structured method that handles coupling.
+`method="weight"` masks the k% smallest-magnitude kernel entries of each layer; `method="unit"` masks the k%
+of each channel group's channels with the smallest L2 norm, through the channel graph, so coupled layers
+(BatchNorm, residual partners, the next layer's inputs) are masked together and `shrink` can remove them.
+Layers that set the model's output width stay whole, as in the seeds. Both end in the one mask model.
 """
 import numpy as np
 
 from tfprune._keras import check_model
 from tfprune.graph import output_width_layers
-from tfprune.mask import iter_layers, strip
+from tfprune.mask import freeze, inner_layer, iter_layers, masked_layers, strip, with_masks
+from tfprune.schedules import ConstantSparsity
+from tfprune.unit import UnitPruner, prune_units
 from tfprune.validation import check_finite
 from tfprune.weight import prunable_kernels, smallest_to_mask
 
 
 def oneshot(model, method="weight", sparsity=0.5, exclude=()):
-    """A new model with `sparsity` (0..1) of each hidden layer's weights or units zeroed."""
+    """A new model with `sparsity` (0..1) of each hidden layer's weights or units masked, in one step.
+
+    The masks are fixed: fine-tune the result with a plain `fit`, `strip` it for plain weights with zeros, or
+    `shrink` it (unit method). `exclude` names layers left whole. The new model is not compiled.
+    """
     check_model(model)
     if method not in ("weight", "unit"):
         raise ValueError(f"method must be 'weight' or 'unit', got {method!r}.")
@@ -23,21 +29,19 @@ def oneshot(model, method="weight", sparsity=0.5, exclude=()):
         raise ValueError(f"sparsity must be in [0, 1) (a fraction, e.g. 0.9 for k=90%; 1 would remove everything), "
                          f"got {sparsity!r}.")
     check_finite(model, "oneshot")
-    pruned = strip(model)
-    skip = output_width_layers(pruned) | set(exclude)
-    for layer in iter_layers(pruned):
-        if layer.name in skip:
-            continue
-        for name in prunable_kernels(layer):
-            variable = getattr(layer, name)
-            kernel = variable.numpy()
-            if method == "weight":
-                mask = smallest_to_mask(np.abs(kernel), int(round(sparsity * kernel.size)))
-            else:
-                norms = np.sqrt((kernel.reshape(-1, kernel.shape[-1]) ** 2).sum(axis=0))
-                keep = smallest_to_mask(norms, int(round(sparsity * norms.size)))
-                mask = np.broadcast_to(keep, kernel.shape)
-                if getattr(layer, "bias", None) is not None:
-                    layer.bias.assign(layer.bias.numpy() * keep)
-            variable.assign(kernel * mask)
-    return pruned
+    if method == "unit":
+        pruned = prune_units(model, ConstantSparsity(sparsity, 0), criterion="l2", exclude=exclude)
+        pruner, = UnitPruner.from_model(pruned, masked_layers(pruned))
+        pruner.update(sparsity, 0)
+        return freeze(pruned)
+    skip = output_width_layers(model) | set(exclude)
+    unknown = sorted(set(exclude) - {inner_layer(layer).name for layer in iter_layers(model)})
+    if unknown:
+        raise ValueError(f"oneshot: exclude names {unknown}, which model '{model.name}' does not have.")
+    layer_masks = {}
+    for layer in iter_layers(strip(model)):  # the weights as the model computes with them
+        kernels = {name: getattr(layer, name).numpy() for name in prunable_kernels(layer)}
+        if kernels and layer.name not in skip:
+            layer_masks[layer.name] = {name: smallest_to_mask(np.abs(kernel), int(round(sparsity * kernel.size)))
+                                       for name, kernel in kernels.items()}
+    return freeze(with_masks(model, layer_masks))

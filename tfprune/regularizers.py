@@ -30,6 +30,7 @@ import numpy as np
 
 from tfprune._keras import check_model, keras, tf
 from tfprune.graph import output_width_layers
+from tfprune.mask import freeze, with_masks
 from tfprune.validation import check_finite
 
 __all__ = ["GroupLasso", "ProximalGroupLasso", "apply_group_lasso", "group_sparsity_report",
@@ -364,27 +365,23 @@ def format_group_sparsity(rows):
 
 
 def threshold_groups(model, groups="filter", tolerance=1e-3, layers=None):
-    """A new model whose near-zero groups (as in `group_sparsity_report`) are exactly zero.
+    """A new model whose near-zero groups (as in `group_sparsity_report`) are masked: fixed masks, so the
+    zeros stay through fine-tuning, and `shrink` removes them.
 
-    Regularized training leaves dead groups small but not zero; zeroing them lets `shrink` remove them.
-    For output groups ('filter', 'unit') the dead outputs' bias entries are zeroed too: otherwise a dead
-    filter still emits its bias as a constant, which `shrink` rightly refuses to drop.
-    The new model is not compiled.
+    Regularized training leaves dead groups small but not zero. For output groups ('filter', 'unit') the dead
+    outputs' bias entries are masked too: otherwise a dead filter still emits its bias as a constant, which
+    `shrink` rightly refuses to drop. The new model is not compiled.
     """
     owner = "threshold_groups"
     _check_groups(groups, owner)
     tolerance = _check_tolerance(tolerance, owner)
     chosen = _select(model, groups, _check_layers(layers, owner), owner)
     check_finite(model, owner)
-    kept = {}
+    layer_masks = {}
     for layer, inner in chosen:
         kernel, norms = _numpy_norms(inner, groups, owner)
         alive = norms > tolerance * norms.max()
-        kept[layer.name] = (kernel * alive, alive.reshape(-1) if groups in ("filter", "unit") else None)
-    clone = _clone(model, owner=owner)
-    for name, (kernel, alive_outputs) in kept.items():
-        target = _kernel_layer(clone.get_layer(name))
-        target.kernel.assign(kernel)
-        if alive_outputs is not None and getattr(target, "bias", None) is not None:
-            target.bias.assign(target.bias.numpy() * alive_outputs)
-    return clone
+        layer_masks[inner.name] = {"kernel": np.broadcast_to(alive, kernel.shape)}
+        if groups in ("filter", "unit") and getattr(inner, "bias", None) is not None:
+            layer_masks[inner.name]["bias"] = alive.reshape(-1)
+    return freeze(with_masks(model, layer_masks))

@@ -27,7 +27,7 @@ import numpy as np
 from tfprune._keras import check_model, keras, tf, unwrap_layer
 
 __all__ = ["ChannelSlice", "ChannelGroup", "ChannelGraph", "UnsupportedLayerError", "build_channel_graph",
-           "output_width_layers", "unwrap_layer"]
+           "output_width_layers", "prunable_kernels", "unwrap_layer"]
 
 class UnsupportedLayerError(ValueError):
     """A layer whose effect on channels the graph cannot model; the message names it and the fix."""
@@ -179,6 +179,22 @@ KERNEL_WEIGHTS = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings"
 def kernel_attributes(layer):
     """Names of the kernel-like weights a layer owns (biases and BatchNorm entries excluded)."""
     return [name for name in KERNEL_WEIGHTS if isinstance(getattr(layer, name, None), tf.Variable)]
+
+
+#: Layer types whose kernels weight pruning masks (TFMOT's registry minus recurrent and attention layers).
+PRUNABLE_TYPES = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+                  keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose, keras.layers.SeparableConv1D,
+                  keras.layers.SeparableConv2D, keras.layers.Embedding)
+
+
+def prunable_kernels(layer):
+    """Kernel attributes that weight pruning, PaI and IMP mask on `layer` (TFMOT's rule: pointwise only for
+    separable convolutions, depthwise kernels never)."""
+    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
+        return ["pointwise_kernel"]
+    if isinstance(layer, PRUNABLE_TYPES) and not isinstance(layer, keras.layers.DepthwiseConv2D):
+        return kernel_attributes(layer)
+    return []
 
 
 #: Config keys of layers that set their output width.

@@ -16,7 +16,8 @@ import warnings
 import numpy as np
 
 from tfprune._keras import check_model, keras, tf
-from tfprune.mask import inner_layer, iter_layers, kernel_attributes, masks, strip, with_masks
+from tfprune.graph import prunable_kernels
+from tfprune.mask import inner_layer, iter_layers, masks, strip, with_masks
 from tfprune.validation import check_finite
 from tfprune.weight import smallest_to_mask
 
@@ -356,7 +357,7 @@ def _targets(model, exclude):
     if unknown:
         raise ValueError(f"`exclude` names layers that '{model.name}' does not have: {unknown}. Layers: {names}.")
     targets = [(layer.name, attribute) for layer in layers if layer.name not in exclude
-               for attribute in kernel_attributes(layer)]
+               for attribute in prunable_kernels(layer)]
     if not targets:
         raise ValueError(f"Model '{model.name}' has no kernel left to score (is it built? are all its layers in "
                          f"`exclude`?). Build it with keras.Input(...) or call it once first.")

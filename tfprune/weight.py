@@ -11,23 +11,9 @@ import numpy as np
 
 from tfprune import schedules
 from tfprune._keras import check_model, keras, tf, tfmot
-from tfprune.mask import MaskedLayer, current_step, has_wrappers, iter_layers, kernel_attributes, rewrap
+from tfprune.graph import prunable_kernels
+from tfprune.mask import MaskedLayer, current_step, has_wrappers, iter_layers, rewrap
 from tfprune.validation import check_finite
-
-#: Layer types whose kernels are pruned (TFMOT's registry minus recurrent and attention layers).
-PRUNABLE_TYPES = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-                  keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose, keras.layers.SeparableConv1D,
-                  keras.layers.SeparableConv2D, keras.layers.Embedding)
-
-
-def prunable_kernels(layer):
-    """Kernel attributes weight pruning masks on `layer` (TFMOT's rule: pointwise only for separable)."""
-    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
-        return ["pointwise_kernel"]
-    if isinstance(layer, PRUNABLE_TYPES) and not isinstance(layer, keras.layers.DepthwiseConv2D):
-        return kernel_attributes(layer)
-    return []
-
 
 def _prunable_names(model, exclude):
     names = [layer.name for layer in (l.layer if isinstance(l, MaskedLayer) else l for l in iter_layers(model))

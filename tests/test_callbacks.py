@@ -110,3 +110,13 @@ def test_mask_updates_run_on_the_device_of_the_variables(kind, tmp_path):
     result = subprocess.run([sys.executable, str(script), kind], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_wrappers_disagreeing_on_a_plan_are_refused():
+    """Every wrapper carries the same plan; copies that differ would make the result depend on layer order."""
+    model = _pruned("units")
+    tfprune.mask.masked_layers(model)[1].plan["unit"]["round_to"] = 8
+    callback = tfprune.UpdatePruningStep()
+    callback.set_model(model)
+    with pytest.raises(ValueError, match="carry a different 'unit' pruning plan"):
+        callback.on_train_begin()

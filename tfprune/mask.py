@@ -33,6 +33,9 @@ class MaskedLayer(keras.layers.Wrapper):
       element_masked: weight attribute names (e.g. ``("kernel",)``) that get an element-wise mask.
       channel_masked: ``{attribute: [axis, ...]}`` weights that get a keep vector per axis.
       plan: JSON-serialisable settings of the pruning methods driving this layer (read by callbacks).
+        Every wrapper a method drives holds the same copy: Keras saves, loads and clones layers, not
+        model-level settings, so the plan travels with the layers through every format; `shared_plan` reads it
+        and checks the copies agree.
 
     Variables: ``masks[attribute]``, ``keeps[keep_name(attribute, axis)]``, ``pruning_step`` (training calls
     made, -1 before any) and ``mask_step`` (the step of the last scheduled mask update, -1 before any).
@@ -218,6 +221,17 @@ class MaskedLayer(keras.layers.Wrapper):
         config = dict(config)
         layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
         return cls(layer, **config)
+
+
+def shared_plan(layers, kind):
+    """The `kind` plan ("weight" or "unit") the `layers` share; raises if their copies differ (layers of two
+    models spliced together, or a plan edited by hand), which would make the result depend on layer order."""
+    plans = [layer.plan[kind] for layer in layers]
+    if any(plan != plans[0] for plan in plans[1:]):
+        names = [layer.layer.name for layer, plan in zip(layers, plans) if plan != plans[0]]
+        raise ValueError(f"Layers {names} carry a different '{kind}' pruning plan from '{layers[0].layer.name}'; "
+                         f"one model holds one plan per method. Prune the whole model with one call.")
+    return plans[0]
 
 
 def keep_name(name, axis):

@@ -15,7 +15,7 @@ from tfprune import criteria as criteria_module
 from tfprune import schedules
 from tfprune._keras import check_model, keras, tf
 from tfprune.graph import build_channel_graph, combined_keeps
-from tfprune.mask import current_step, rewrap
+from tfprune.mask import current_step, rewrap, shared_plan
 from tfprune.validation import check_finite
 
 
@@ -173,7 +173,7 @@ class UnitPruner:
         if not planned:
             return []
         wrappers = {layer.layer.name: layer for layer in layers}
-        return [cls(model, wrappers, planned[0].plan["unit"], data)]
+        return [cls(model, wrappers, shared_plan(planned, "unit"), data)]
 
     def _variable(self, key):
         layer, weight, axis = key

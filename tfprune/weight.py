@@ -12,7 +12,7 @@ import numpy as np
 from tfprune import schedules
 from tfprune._keras import check_model, keras, tf, tfmot
 from tfprune.graph import prunable_kernels
-from tfprune.mask import MaskedLayer, current_step, has_wrappers, iter_layers, rewrap
+from tfprune.mask import MaskedLayer, current_step, has_wrappers, iter_layers, rewrap, shared_plan
 from tfprune.validation import check_finite
 
 def _prunable_names(model, exclude):
@@ -255,7 +255,7 @@ class WeightPruner:
                 pools.append(cls([layer], schedules.deserialize(plan["schedule"]), plan["ratio"],
                                  plan.get("start", 0)))
         if global_layers:
-            plan = global_layers[0].plan["weight"]
+            plan = shared_plan(global_layers, "weight")
             pools.append(cls(global_layers, schedules.deserialize(plan["schedule"]), start=plan.get("start", 0)))
         return pools
 

@@ -115,7 +115,8 @@ def test_mask_updates_run_on_the_device_of_the_variables(kind, tmp_path):
 def test_wrappers_disagreeing_on_a_plan_are_refused():
     """Every wrapper carries the same plan; copies that differ would make the result depend on layer order."""
     model = _pruned("units")
-    tfprune.mask.masked_layers(model)[1].plan["unit"]["round_to"] = 8
+    layer = tfprune.mask.masked_layers(model)[1]
+    layer.plan = {**layer.plan, "unit": {**layer.plan["unit"], "round_to": 8}}
     callback = tfprune.UpdatePruningStep()
     callback.set_model(model)
     with pytest.raises(ValueError, match="carry a different 'unit' pruning plan"):

@@ -125,6 +125,17 @@ def _channel_keep(piece, vector):
     return piece.channel_view(tf.reshape(vector, [1] * piece.axis + [-1]))[:, 0] > 0
 
 
+def _traced(update):
+    """`update(sparsity, step)` compiled and traced now, while the model is set up, not in the first training
+    step; None when it cannot be traced because a criterion computes with numpy."""
+    compiled = tf.function(update, autograph=False)
+    try:
+        compiled.get_concrete_function(tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.int64))
+    except (NotImplementedError, TypeError):  # numpy on a symbolic tensor
+        return None
+    return compiled
+
+
 class UnitPruner:
     """Re-scores every prunable channel group and rewrites the keep vectors of all coupled weights.
 
@@ -164,8 +175,10 @@ class UnitPruner:
             for piece in group.slices:
                 self._writers.setdefault((piece.layer, piece.weight, piece.axis), []).append((index, piece))
         self._device = self._variable(next(iter(self._writers))).device
-        self._compiled = tf.function(self._update_keeps, autograph=False)
-        self._eager_reason = None
+        self._compiled = _traced(self._update_keeps)
+        if self._compiled is None:
+            warnings.warn(f"Unit criterion '{self.criterion.tfprune_name}' is not written with TensorFlow ops; it "
+                          f"runs eagerly, reading the weights on the host.", UserWarning, stacklevel=4)
 
     @classmethod
     def from_model(cls, model, layers, data=None):
@@ -182,16 +195,7 @@ class UnitPruner:
     def update(self, sparsity, step):
         """Score every group on the current (masked) model and shrink the keep vectors to `sparsity`; record
         `step` as the layers' mask step."""
-        arguments = (tf.constant(sparsity, tf.float64), tf.constant(step, tf.int64))
-        if self._eager_reason is None:
-            try:
-                return self._compiled(*arguments)
-            except (NotImplementedError, TypeError) as error:  # raised while tracing, before anything ran
-                self._eager_reason = str(error).splitlines()[0]
-                warnings.warn(f"Unit criterion '{self.criterion.tfprune_name}' is not written with TensorFlow ops "
-                              f"({self._eager_reason}); it runs eagerly, reading the weights on the host.",
-                              UserWarning, stacklevel=2)
-        return self._update_keeps(*arguments)
+        (self._compiled or self._update_keeps)(tf.constant(sparsity, tf.float64), tf.constant(step, tf.int64))
 
     def _update_keeps(self, sparsity, step):
         with tf.device(self._device):

@@ -240,6 +240,8 @@ class WeightPruner:
         # Scores and their sort keys in one XLA-fused pass over the weights and masks.
         self._keys = tf.function(lambda: sort_keys(self._scores()), jit_compile=True, autograph=False)
         self._compiled = tf.function(self._update_masks, autograph=False)
+        # Traced while the model is set up, not in the first training step.
+        self._compiled.get_concrete_function(tf.TensorSpec([], tf.float64), tf.TensorSpec([], tf.int64))
 
     @classmethod
     def from_model(cls, layers):

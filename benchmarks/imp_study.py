@@ -52,7 +52,7 @@ def run(preset, out, fresh):
         if fresh:
             shutil.rmtree(directory, ignore_errors=True)
         start = time.perf_counter()
-        results[label] = lottery.imp(
+        _, results[label] = lottery.imp(
             model_fn, (x, y), compile_fn, {"epochs": settings["epochs"], "batch_size": settings["batch_size"]},
             directory=directory, rounds=settings["rounds"], prune_fraction=0.2, rewind=mode,
             rewind_step=steps_per_epoch, scope="global", seed=0, eval_data=(x_test, y_test))

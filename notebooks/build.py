@@ -266,11 +266,11 @@ Each round prunes 40% of the surviving weights (globally, by |w|); rewinding goe
 The output layer is pruned too, as in IMP.'''),
     code('''results = {}
 for mode in ("weights", "lr", "none"):
-    results[mode] = tfprune.imp(model_fn, (x_train, y_train), compile_fn,
-                                {"epochs": epochs, "batch_size": batch_size}, directory=f"imp_runs/{mode}",
-                                rounds=rounds, prune_fraction=0.4, rewind=mode,
-                                rewind_step=None if mode == "none" else steps_per_epoch,
-                                eval_data=(x_test, y_test))
+    _, results[mode] = tfprune.imp(model_fn, (x_train, y_train), compile_fn,
+                                   {"epochs": epochs, "batch_size": batch_size}, directory=f"imp_runs/{mode}",
+                                   rounds=rounds, prune_fraction=0.4, rewind=mode,
+                                   rewind_step=None if mode == "none" else steps_per_epoch,
+                                   eval_data=(x_test, y_test))
 table = [{"round": row["round"], "weights left": row["remaining"],
           **{mode: results[mode][i]["accuracy"] for mode in results}}
          for i, row in enumerate(results["weights"])]

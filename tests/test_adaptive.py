@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tfprune import adaptive, mask, models
+from tfprune import adaptive, lottery, mask, models
 from tfprune._keras import keras, tf
 from tfprune.adaptive import DynamicPruner, PQIndexMonitor, retained_bound, sap_round
 from tfprune.pqi import layer_pq_indices, pq_index
@@ -136,26 +136,22 @@ def test_sap_round_argument_errors():
         sap_round(model, exclude=("nope",))
 
 
-def test_sap_driver_rounds_rewind_and_masks_shrink(mnist_small, tmp_path):
-    model, rows = adaptive.sap(lambda: models.mlp(hidden=(32,), seed=0), mnist_small, rounds=2,
-                               fit_kwargs={"epochs": 2, "batch_size": 50}, directory=str(tmp_path), rewind=1)
-    assert [r["round"] for r in rows] == [0, 1, 2]
-    assert rows[0]["remaining"] == 1.0 and rows[0]["pruned"] == 0
-    assert rows[0]["remaining"] > rows[1]["remaining"] > rows[2]["remaining"]
+def test_sap_runs_sap_rounds_in_the_iterative_loop(mnist_small, tmp_path):
+    (x, y), test = mnist_small
+    model, rows = adaptive.sap(lambda: models.mlp(hidden=(32,), seed=0), ((x[:1000], y[:1000]), test), rounds=2,
+                               fit_kwargs={"epochs": 2, "batch_size": 50}, directory=tmp_path, rewind="weights",
+                               rewind_step=20)
+    assert [r["round"] for r in rows] == [0, 1, 2] and [r["steps"] for r in rows] == [40, 20, 20]
+    assert rows[0]["remaining"] == 1.0 > rows[1]["remaining"] > rows[2]["remaining"]
     assert all(0 <= r["pqi_global"] < 1 and 0.5 < r["accuracy"] <= 1 for r in rows)
-    files = sorted(glob.glob(str(tmp_path / "round_*_masks.npz")))
-    first, second = np.load(files[1]), np.load(files[2])
-    for key in first.files:
-        assert np.all(second[key] <= first[key])
-    assert (tmp_path / "rows.json").exists() and (tmp_path / "rewind" / "rewind_point.npz").exists()
-
-
-def test_magnitude_round_prunes_a_fixed_fraction_of_survivors():
-    model = models.mlp(hidden=(32, 16), seed=2)
-    once, info = adaptive.magnitude_round(model, 0.2)
-    twice, _ = adaptive.magnitude_round(once, 0.2)
-    assert info["remaining"] == pytest.approx(0.8, abs=1e-4)
-    assert adaptive._remaining(twice) == pytest.approx(0.64, abs=1e-4)
+    first, second = (lottery.load_masks(row["checkpoint"]) for row in rows[1:])
+    assert all(np.all(second[key] <= first[key]) for key in first)
+    assert all(np.array_equal(mask.masks(model)[key], second[key]) for key in second)
+    # Round 1's masks are sap_round's on the trained dense model of round 0.
+    dense = models.mlp(hidden=(32,), seed=0)
+    lottery.restore(dense, lottery.load_rewind_point(rows[0]["checkpoint"]), optimizer=False)
+    expected = mask.masks(sap_round(dense)[0])
+    assert expected.keys() == first.keys() and all(np.array_equal(expected[key], first[key]) for key in first)
 
 
 # -- PQIndexMonitor ------------------------------------------------------------------------------------------

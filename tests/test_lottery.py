@@ -1,14 +1,22 @@
-"""IMP and rewinding: rewind points, mask ranking, the four retraining modes, resuming, results."""
+"""The iterative loop and IMP: rewind points, mask ranking, the four retraining modes, a custom pruning step,
+resuming after a real SIGKILL, results."""
 import csv
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 
+import tfprune
 from tfprune._keras import keras
 from tfprune import lottery
 from tfprune.mask import inner_layer, iter_layers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 SCHEDULE_BOUNDARIES, SCHEDULE_VALUES = [4, 8], [0.1, 0.01, 0.001]
 EPOCHS, BATCH = 2, 50  # 300 examples: 6 steps per epoch, 12 in the dense run
@@ -57,24 +65,41 @@ class RoundRecorder(keras.callbacks.Callback):
         self.learning_rates[-1].append(float(self.model.optimizer.learning_rate.numpy()))
 
 
-class InterruptAt(keras.callbacks.Callback):
-    def __init__(self, round_index):
+class CountRounds(keras.callbacks.Callback):
+    def __init__(self):
         super().__init__()
-        self.round_index, self.begins = round_index, 0
+        self.begins = 0
 
     def on_train_begin(self, logs=None):
         self.begins += 1
-        if self.begins == self.round_index + 1:
-            raise RuntimeError("simulated interruption")
 
 
 def run_imp(digits, directory, callbacks=(), **kwargs):
+    """`imp`'s rows; its model is checked in the weight-rewinding test."""
     train, test = digits
     settings = dict(rounds=2, rewind="weights", rewind_step=3, eval_data=test)
     settings.update(kwargs)
     return lottery.imp(tiny_model, train, compile_sgd,
                        {"epochs": EPOCHS, "batch_size": BATCH, "callbacks": list(callbacks)},
-                       directory=str(directory), **settings)
+                       directory=str(directory), **settings)[1]
+
+
+def drop_weakest_unit(model, round_index):
+    """A custom pruning step: mask the live hidden unit whose kernel column has the smallest L2 norm. It returns
+    one column only; the loop keeps the earlier rounds' zeros."""
+    norms = np.linalg.norm(tfprune.strip(model).get_layer("hidden").kernel.numpy(), axis=0)
+    mask = np.ones((784, 16), np.float32)
+    mask[:, np.argmin(np.where(norms > 0, norms, np.inf))] = 0
+    return {"hidden": {"kernel": mask}}
+
+
+def run_custom(digits, directory, callbacks=(), rounds=3):
+    train, test = digits
+    return lottery.iterative_pruning(tiny_model, train, compile_sgd,
+                                     {"epochs": EPOCHS, "batch_size": BATCH, "callbacks": list(callbacks)},
+                                     directory=str(directory), prune_fn=drop_weakest_unit, rounds=rounds,
+                                     rewind="weights", rewind_step=3, eval_data=test,
+                                     prune_config={"drop_weakest_unit": 1})
 
 
 def masks_of(rows):
@@ -228,7 +253,10 @@ def test_magnitude_masks_rank_survivors_globally_or_per_layer():
 # -- imp ----------------------------------------------------------------------------------------------------
 def test_weight_rewinding_restores_checkpoint_on_survivors_and_masks_only_shrink(digits, tmp_path):
     recorder = RoundRecorder()
-    rows = run_imp(digits, tmp_path, [recorder], rounds=3, rewind="weights", rewind_step=3)
+    train, test = digits
+    model, rows = lottery.imp(tiny_model, train, compile_sgd, {"epochs": EPOCHS, "batch_size": BATCH,
+                                                                "callbacks": [recorder]},
+                              directory=tmp_path, rounds=3, rewind="weights", rewind_step=3, eval_data=test)
 
     assert [row["round"] for row in rows] == [0, 1, 2, 3]
     assert [row["steps"] for row in rows] == [12, 9, 9, 9]
@@ -259,6 +287,20 @@ def test_weight_rewinding_restores_checkpoint_on_survivors_and_masks_only_shrink
     with open(tmp_path / "results.csv") as file:
         table = list(csv.DictReader(file))
     assert [float(line["accuracy"]) for line in table] == [row["accuracy"] for row in rows]
+    assert all(0 < row["pqi_global"] < 1 for row in rows)
+
+    # The returned model is the last round's: its masks and (masked) weights.
+    final = lottery.load_rewind_point(rows[-1]["checkpoint"])
+    assert tfprune.masks(model).keys() == masks[-1].keys()
+    for (name, attribute), mask in masks[-1].items():
+        np.testing.assert_array_equal(tfprune.masks(model)[(name, attribute)], mask)
+        np.testing.assert_array_equal(tfprune.strip(model).get_layer(name).get_weights()[0], final.weights[name][0])
+
+    # A finished run answers from its files: a smaller `rounds` returns the first rows, other settings raise.
+    counter = CountRounds()
+    assert run_imp(digits, tmp_path, [counter], rounds=1) == rows[:2] and counter.begins == 0
+    with pytest.raises(ValueError, match=r"different settings \(prune: .*'prune_fraction': 0.2.* -> .*0.3"):
+        run_imp(digits, tmp_path, rounds=3, prune_fraction=0.3)
 
 
 def test_lr_rewinding_replays_the_schedule_from_the_rewind_step(digits, tmp_path):
@@ -300,30 +342,78 @@ def test_rewinding_to_init_restores_step_zero(digits, tmp_path):
     np.testing.assert_array_equal(recorder.starts[1]["weights"]["hidden"][0], initial * mask)
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(digits, tmp_path):
-    uninterrupted = run_imp(digits, tmp_path / "a", rounds=3)
+# Runs `run_custom` on the digits in argv[1] into argv[2], SIGKILLing itself after the third batch of round 2:
+# rounds 0 and 1 are committed, round 2 is half trained.
+KILL_SCRIPT = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np
+    from tfprune._keras import keras
+    from test_lottery import run_custom
 
-    with pytest.raises(RuntimeError, match="simulated interruption"):
-        run_imp(digits, tmp_path / "b", [InterruptAt(round_index=2)], rounds=3)
+    class KillInRound2(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.round = getattr(self, "round", -1) + 1
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.round == 2 and batch == 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    with np.load(sys.argv[1]) as arrays:
+        digits = (arrays["x"], arrays["y"]), (arrays["x_test"], arrays["y_test"])
+    run_custom(digits, sys.argv[2], [KillInRound2()])
+""")
+
+
+@pytest.mark.slow
+def test_custom_step_killed_mid_round_resumes_to_the_uninterrupted_result(digits, tmp_path):
+    (x, y), (x_test, y_test) = digits
+    np.savez(tmp_path / "digits.npz", x=x, y=y, x_test=x_test, y_test=y_test)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+    killed = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(tmp_path / "digits.npz"), str(tmp_path / "b")],
+                              cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        model, uninterrupted = run_custom(digits, tmp_path / "a")  # meanwhile, the run never killed
+        _, stderr = killed.communicate(timeout=240)
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+            killed.communicate()
+    assert killed.returncode == -signal.SIGKILL, stderr[-3000:]
     with open(tmp_path / "b" / lottery.STATE_FILE) as file:
         assert [row["round"] for row in json.load(file)["rows"]] == [0, 1]
 
-    counter = InterruptAt(round_index=99)
-    resumed = run_imp(digits, tmp_path / "b", [counter], rounds=3)
+    counter = CountRounds()
+    resumed_model, resumed = run_custom(digits, tmp_path / "b", [counter])
     assert counter.begins == 2  # only rounds 2 and 3 were trained again
 
-    def metrics(rows):
+    def without_paths(rows):
         return [{key: value for key, value in row.items() if key != "checkpoint"} for row in rows]
 
-    assert metrics(resumed) == metrics(uninterrupted)
-    for first, second in zip(masks_of(uninterrupted), masks_of(resumed)):
-        assert first.keys() == second.keys()
-        for key in first:
-            np.testing.assert_array_equal(first[key], second[key])
+    assert without_paths(resumed) == without_paths(uninterrupted)
+    for first, second in zip(uninterrupted, resumed):
+        masks, again = lottery.load_masks(first["checkpoint"]), lottery.load_masks(second["checkpoint"])
+        assert masks.keys() == again.keys()
+        for key in masks:
+            np.testing.assert_array_equal(masks[key], again[key])
+    for final in (model, resumed_model):  # three rounds, three dead hidden units: each step's zeros were kept
+        hidden = tfprune.masks(final)[("hidden", "kernel")]
+        assert (hidden.sum(axis=0) == 0).sum() == 3 and set(np.unique(hidden)) == {0, 1}
+    for name in ("hidden", "logits"):
+        np.testing.assert_array_equal(tfprune.strip(resumed_model).get_layer(name).kernel.numpy(),
+                                      tfprune.strip(model).get_layer(name).kernel.numpy())
 
-    with pytest.raises(ValueError, match=r"different settings \(\['prune_fraction'\]\)"):
-        run_imp(digits, tmp_path / "b", rounds=3, prune_fraction=0.3)
-    assert run_imp(digits, tmp_path / "b", rounds=1) == resumed[:2]
+
+@pytest.mark.parametrize("prune_fn, error", [
+    (lambda model, round_index: [np.ones((784, 16))], r"must return masks as \{layer_name"),
+    (lambda model, round_index: {"output": {"kernel": np.ones((16, 10))}}, "'output' weight 'kernel', which the "
+                                                                            "model does not have"),
+    (lambda model, round_index: {"logits": {"kernel": np.ones((10, 16))}}, r"\(10, 16\) .* has as \(16, 10\)"),
+])
+def test_a_bad_pruning_step_fails_before_training(digits, tmp_path, prune_fn, error):
+    with pytest.raises((TypeError, ValueError), match=error):
+        lottery.iterative_pruning(tiny_model, digits[0], compile_sgd, {"epochs": EPOCHS, "batch_size": BATCH},
+                                  directory=tmp_path / "run", prune_fn=prune_fn, rewind="init")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("kwargs, error", [
@@ -331,11 +421,11 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(digits, tmp_path
     ({"rewind": "weights", "rewind_step": None}, "needs `rewind_step`"),
     ({"rewind": "weights", "rewind_step": 12}, "must be below the dense run's 12 steps"),
     ({"rewind": "init", "rewind_step": 3}, "rewinds to step 0"),
-    ({"prune_fraction": 1.0}, "`prune_fraction` must be in"),
+    ({"prune_fraction": 1.0}, r"`prune_fraction` must be a number in \(0, 1\)"),
     ({"scope": "net"}, "`scope` must be one of"),
     ({"exclude": ["output"]}, "`exclude` names \\['output'\\]"),
     ({"exclude": ["hidden", "logits"]}, "leaves no prunable layer"),
-    ({"rounds": -1}, "`rounds` must be a non-negative int"),
+    ({"rounds": -1}, "`rounds` must be an integer >= 0"),
     ({"fit": {"epochs": 2, "shuffle": True}}, "keys \\['shuffle'\\] are not supported"),
     ({"fit": {"batch_size": 50}}, "needs 'epochs'"),
     ({"fit": {"epochs": 1, "batch_size": 1000}}, "batch_size'\\] <= 300"),

@@ -15,7 +15,7 @@ from tfprune.callbacks import PruningSummaries, UpdatePruningStep
 from tfprune.regularizers import (GroupLasso, ProximalGroupLasso, apply_group_lasso, group_sparsity_report,
                                   threshold_groups)
 from tfprune.oneshot import oneshot
-from tfprune.lottery import RewindCheckpoint, imp, load_rewind_point, restore
+from tfprune.lottery import RewindCheckpoint, imp, iterative_pruning, load_rewind_point, restore
 from tfprune.adaptive import DynamicPruner, PQIndexMonitor, sap, sap_round
 from tfprune import pai
 from tfprune.pai import prune_at_init
@@ -30,7 +30,7 @@ __all__ = [
     "MaskedLayer", "masks", "strip", "with_masks",
     "prune_weights", "prune_units", "UpdatePruningStep", "PruningSummaries",
     "GroupLasso", "ProximalGroupLasso", "apply_group_lasso", "group_sparsity_report", "threshold_groups",
-    "oneshot", "RewindCheckpoint", "imp", "load_rewind_point", "restore",
+    "oneshot", "iterative_pruning", "RewindCheckpoint", "imp", "load_rewind_point", "restore",
     "DynamicPruner", "PQIndexMonitor", "sap", "sap_round", "pai", "prune_at_init",
     "shrink", "export", "bench", "report", "plots", "study",
 ]

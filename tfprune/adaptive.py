@@ -2,7 +2,7 @@
 
 * `sap_round` / `sap`: Sparsity-informed Adaptive Pruning (Diao et al., ICLR 2023). A group of weights whose
   PQ Index is low (magnitudes alike, nothing obviously redundant) loses little; a group already dominated by a
-  few large weights loses much. `magnitude_round` is classic IMP's fixed-fraction step, for comparison.
+  few large weights loses much. `sap` runs it in `lottery.iterative_pruning`, the loop `imp` runs in.
 * `PQIndexMonitor`: the PQ Index of every layer at every epoch, in `history.history` and TensorBoard.
 * `DynamicPruner`: prunes while training, per layer, choosing unit or weight pruning from the spread of the
   layer's column norms and waiting until the layer's weights have settled.
@@ -10,36 +10,23 @@
 All of them work on tfprune's one mask model: rounds return `with_masks` models, the callback updates the fixed
 masks of a `with_masks` model in place. Masks only ever shrink.
 """
-import json
 import math
-import numbers
-import os
-import tempfile
 
 import numpy as np
 
-from tfprune._io import atomic_write_file
 from tfprune._keras import check_model, keras
-from tfprune.graph import output_width_layers
+from tfprune.graph import output_width_layers, prunable_kernels
 from tfprune.callbacks import ScalarLogger
-from tfprune.lottery import RewindCheckpoint, load_rewind_point, magnitude_masks, restore
+from tfprune.lottery import iterative_pruning
 from tfprune.mask import inner_layer, iter_layers, masked_layers, masks, with_masks
 from tfprune.pqi import check_pq, layer_pq_indices, pq_index
-from tfprune.validation import check_finite
-from tfprune.weight import prunable_kernels, smallest_to_mask
+from tfprune.validation import check_choice, check_exclude, check_finite, check_int, check_number
+from tfprune.weight import smallest_to_mask
 
-__all__ = ["retained_bound", "sap_round", "magnitude_round", "sap", "PQIndexMonitor", "DynamicPruner"]
+__all__ = ["retained_bound", "sap_round", "sap", "PQIndexMonitor", "DynamicPruner"]
 
 _SCOPES = ("layer", "global", "neuron")
 _TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
-
-
-def _check_number(caller, name, value, low, high, low_open=False, high_open=False):
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and np.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{caller}: `{name}` must be a number in {interval}, got {value!r}.")
 
 
 # -- SAP ------------------------------------------------------------------------------------------------------
@@ -52,7 +39,7 @@ def retained_bound(weights, p=0.5, q=1.0, eta_r=0.0, mask=None):
     more). `weights` and `mask` are as in `pq_index`.
     """
     check_pq(p, q)
-    _check_number("retained_bound", "eta_r", eta_r, 0, math.inf, high_open=True)
+    check_number(eta_r, "eta_r", "retained_bound", 0)
     return _bound(_count(weights, mask), pq_index(weights, p, q, mask), p, q, eta_r)
 
 
@@ -84,13 +71,13 @@ def _targets(model, exclude):
     """Entries to prune: one dict per (layer, prunable kernel) with |w|, the alive mask and the output axis."""
     check_model(model)
     check_finite(model, "sap_round")
-    exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
+    exclude = check_exclude(exclude, [inner_layer(layer).name for layer in iter_layers(model)
+                                      if prunable_kernels(inner_layer(layer))], "sap_round")
     current = masks(model)
-    entries, names = [], []
+    entries = []
     for layer in iter_layers(model):
         inner = inner_layer(layer)
         for attribute in prunable_kernels(inner):
-            names.append(inner.name)
             if inner.name in exclude:
                 continue
             weight = getattr(inner, attribute).numpy()
@@ -99,13 +86,6 @@ def _targets(model, exclude):
             axis = -2 if isinstance(inner, _TRANSPOSED) else -1
             entries.append({"layer": inner.name, "attribute": attribute, "shape": weight.shape, "axis": axis,
                             "magnitude": _columns(np.abs(weight), axis), "alive": _columns(alive, axis)})
-    unknown = sorted(set(exclude) - set(names))
-    if unknown:
-        raise ValueError(f"sap_round: `exclude` names {unknown}, which are not prunable layers of '{model.name}'. "
-                         f"Prunable: {names}.")
-    if not entries:
-        raise ValueError(f"sap_round: model '{model.name}' has no prunable kernels left after "
-                         f"`exclude`={list(exclude)}; exclude fewer layers.")
     return entries
 
 
@@ -146,12 +126,18 @@ def sap_round(model, p=0.5, q=1.0, eta_r=0.0, gamma=1.0, beta=0.9, scope="layer"
       ``(model, info)``; info holds ``scope``, ``pruned`` (total c), ``remaining`` (fraction of the targeted
       kernels still alive) and ``groups``: one dict per group with ``d``, ``pqi``, ``r`` and ``pruned``.
     """
+    new_masks, info = _sap_masks(model, p, q, eta_r, gamma, beta, scope, exclude)
+    plan = {"sap": {"p": p, "q": q, "eta_r": eta_r, "gamma": gamma, "beta": beta, "scope": scope}}
+    return with_masks(model, new_masks, plan=plan), info
+
+
+def _sap_masks(model, p, q, eta_r, gamma, beta, scope, exclude):
+    """`sap_round`'s step: ``({layer: {attribute: mask}}, info)``, the form `iterative_pruning` takes."""
     check_pq(p, q)
-    _check_number("sap_round", "eta_r", eta_r, 0, math.inf, high_open=True)
-    _check_number("sap_round", "gamma", gamma, 0, math.inf, low_open=True, high_open=True)
-    _check_number("sap_round", "beta", beta, 0, 1, high_open=True)
-    if scope not in _SCOPES:
-        raise ValueError(f"sap_round: `scope` must be one of {list(_SCOPES)}, got {scope!r}.")
+    check_number(eta_r, "eta_r", "sap_round", 0)
+    check_number(gamma, "gamma", "sap_round", 0, low_open=True)
+    check_number(beta, "beta", "sap_round", 0, 1, high_open=True)
+    check_choice(scope, "scope", "sap_round", _SCOPES)
     entries = _targets(model, exclude)
     groups_info = []
     for group, slots in _groups(entries, scope):
@@ -173,127 +159,42 @@ def sap_round(model, p=0.5, q=1.0, eta_r=0.0, gamma=1.0, beta=0.9, scope="layer"
     remaining = sum(int(e["alive"].sum()) for e in entries) / sum(e["alive"].size for e in entries)
     info = {"scope": scope, "pruned": sum(g["pruned"] for g in groups_info), "remaining": remaining,
             "groups": groups_info}
-    plan = {"sap": {"p": p, "q": q, "eta_r": eta_r, "gamma": gamma, "beta": beta, "scope": scope}}
-    return with_masks(model, new_masks, plan=plan), info
+    return new_masks, info
 
 
-# -- the round driver -----------------------------------------------------------------------------------------
-
-def magnitude_round(model, fraction=0.2, scope="global"):
-    """One classic IMP step as a `sap` pruning function: `lottery.magnitude_masks` applied with `with_masks`.
-
-    Prunes `fraction` of the surviving kernel weights by |w| (``scope="global"`` across layers, IMP's rule, or
-    ``"layer"``): the fixed-rate baseline SAP is compared with.
-    """
-    _check_number("magnitude_round", "fraction", fraction, 0, 1, low_open=True, high_open=True)
-    new = magnitude_masks(model, 1.0 - fraction, scope)
-    by_layer = {}
-    for (layer, attribute), mask in new.items():
-        by_layer.setdefault(layer, {})[attribute] = mask
-    before = masks(model)
-    pruned = sum(int(np.count_nonzero(before.get(key, np.ones(mask.shape))) - np.count_nonzero(mask))
-                 for key, mask in new.items())
-    remaining = sum(int(np.count_nonzero(mask)) for mask in new.values()) / sum(m.size for m in new.values())
-    plan = {"imp": {"fraction": fraction, "scope": scope}}
-    return with_masks(model, by_layer, plan=plan), {"scope": scope, "pruned": pruned, "remaining": remaining}
-
+# -- SAP in the iterative loop ------------------------------------------------------------------------------
 
 def _default_compile(model):
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
 
 
-def _remaining(model):
-    """Fraction of all prunable kernel entries that are unmasked."""
-    current = masks(model)
-    alive = total = 0
-    for layer in iter_layers(model):
-        inner = inner_layer(layer)
-        for attribute in prunable_kernels(inner):
-            size = getattr(inner, attribute).shape.num_elements()
-            mask = current.get((inner.name, attribute))
-            alive += size if mask is None else int(np.count_nonzero(mask))
-            total += size
-    return alive / total
-
-
-def sap(model_fn, data, compile_fn=None, fit_kwargs=None, rounds=5, rewind=0, directory=None, prune_fn=None,
-        p=0.5, q=1.0, seed=0):
-    """Train, prune, rewind, retrain for `rounds` rounds (the IMP loop) with a pluggable pruning step.
-
-    Round 0 trains the dense network; every later round prunes the trained network with `prune_fn`, rewinds
-    and trains the survivors again with ``model.fit``. Rewinding uses `tfprune.lottery`'s machinery
-    (`RewindCheckpoint`, `restore`): weights *and* optimizer state of the rewind epoch, as Renda et al. do.
-    (`lottery.imp` hard-codes magnitude masks and replays its own batches, so it cannot run SAP's step.)
+def sap(model_fn, data, compile_fn=None, fit_kwargs=None, *, directory, rounds=5, rewind="init", rewind_step=None,
+        seed=0, p=0.5, q=1.0, eta_r=0.0, gamma=1.0, beta=0.9, scope="layer", exclude=()):
+    """SAP's rounds: `lottery.iterative_pruning` with `sap_round`'s step (`p`, `q`, `eta_r`, `gamma`, `beta`,
+    `scope`, `exclude`), the loop `imp` runs in, so the two compare on equal terms.
 
     Args:
-      model_fn: builds a fresh tf_keras model (logits out); called once, after ``set_random_seed(seed)``.
-      data: ``((x_train, y_train), (x_test, y_test))``, integer labels; accuracy is measured on the test split.
-      compile_fn: ``compile_fn(model)`` compiles in place, every round; default Adam(1e-3), sparse
-        cross-entropy from logits.
-      fit_kwargs: passed to every ``model.fit`` (default ``epochs=1, batch_size=128, verbose=0``).
-      rounds: number of pruning rounds (rows 0..rounds).
-      rewind: the epoch of the dense run to rewind to (0: initialization, the lottery ticket; k > 0: after k
-        epochs); None keeps the trained weights and starts a fresh optimizer (fine-tuning).
-      directory: keeps the rewind point (``rewind/``), ``rows.json`` and each round's masks
-        (``round_XX_masks.npz``, keys ``layer/attribute``); default a temporary folder, deleted at the end.
-      prune_fn: ``prune_fn(trained_model) -> (masked model, info with "pruned")``; default `sap_round` with its
-        defaults; e.g. ``functools.partial(sap_round, scope="global")`` or `magnitude_round`.
-      p, q: exponents of the PQ Index reported in the rows.
-      seed: round r trains under ``set_random_seed(seed + r)``.
+      data: ``((x_train, y_train), (x_test, y_test))`` as `tfprune.data` returns it; accuracy and loss are
+        measured on the test split.
+      compile_fn: default Adam(1e-3) and sparse cross-entropy from logits.
+      fit_kwargs: default ``{"epochs": 1, "batch_size": 128}``.
+      rewind: default ``"init"``, the paper's rewinding to initialization.
 
-    Returns:
-      ``(final trained model, rows)``; one row per round: ``round``, ``remaining`` (fraction of prunable kernel
-      entries alive), ``accuracy``, ``pqi_global``, ``pqi`` (per layer), ``pruned`` (entries removed before it).
+    The other arguments, the files and the ``(model, rows)`` result are `iterative_pruning`'s.
     """
-    check_pq(p, q)
-    if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 0:
-        raise ValueError(f"sap: `rounds` must be an integer >= 0, got {rounds!r}.")
-    fit_kwargs = {"epochs": 1, "batch_size": 128, "verbose": 0, **(fit_kwargs or {})}
-    if rewind is not None and (isinstance(rewind, bool) or not isinstance(rewind, numbers.Integral)
-                               or not 0 <= rewind <= fit_kwargs["epochs"]):
-        raise ValueError(f"sap: `rewind` must be None or an epoch in [0, epochs={fit_kwargs['epochs']}], "
-                         f"got {rewind!r}.")
-    if directory is None:
-        with tempfile.TemporaryDirectory(prefix="tfprune-sap-") as temporary:
-            return sap(model_fn, data, compile_fn, fit_kwargs, rounds, rewind, temporary, prune_fn, p, q, seed)
     try:
-        (x_train, y_train), (x_test, y_test) = data
+        train, test = data
     except (TypeError, ValueError):
         raise ValueError("sap: `data` must be ((x_train, y_train), (x_test, y_test)), e.g. tfprune.data.mnist_5k()."
                          ) from None
-    compile_fn = compile_fn or _default_compile
-    prune_fn = prune_fn or sap_round
-    os.makedirs(directory, exist_ok=True)
-    rewind_dir = os.path.join(directory, "rewind")
-
-    keras.utils.set_random_seed(seed)
-    model = check_model(model_fn(), "model_fn()")
-    rows = []
-    for r in range(rounds + 1):
-        pruned = 0
-        if r > 0:
-            model, info = prune_fn(model)
-            pruned = info["pruned"]
-        compile_fn(model)
-        callbacks = list(fit_kwargs.get("callbacks", []))
-        if r == 0 and rewind is not None:
-            callbacks.append(RewindCheckpoint(rewind_dir, epoch=rewind))
-        elif rewind is not None:
-            restore(model, load_rewind_point(rewind_dir))
-        keras.utils.set_random_seed(seed + r)
-        model.fit(x_train, y_train, **{**fit_kwargs, "callbacks": callbacks})
-        logits = model.predict(x_test, batch_size=1024, verbose=0)
-        indices = layer_pq_indices(model, p, q)
-        rows.append({"round": r, "remaining": _remaining(model),
-                     "accuracy": float(np.mean(np.argmax(logits, axis=-1) == np.asarray(y_test))),
-                     "pqi_global": indices.pop("global"), "pqi": indices, "pruned": int(pruned)})
-        round_masks = {f"{layer}/{attribute}": mask for (layer, attribute), mask in masks(model).items()}
-        atomic_write_file(os.path.join(directory, f"round_{r:02d}_masks.npz"),
-                          lambda handle: np.savez(handle, **round_masks))
-        atomic_write_file(os.path.join(directory, "rows.json"),
-                          lambda handle: handle.write(json.dumps(rows, indent=1).encode()))
-    return model, rows
+    step = {"p": p, "q": q, "eta_r": eta_r, "gamma": gamma, "beta": beta, "scope": scope,
+            "exclude": sorted([exclude] if isinstance(exclude, str) else exclude)}
+    return iterative_pruning(model_fn, train, compile_fn or _default_compile,
+                             {"epochs": 1, "batch_size": 128, **(fit_kwargs or {})}, directory=directory,
+                             prune_fn=lambda model, round_index: _sap_masks(model, **step)[0], rounds=rounds,
+                             rewind=rewind, rewind_step=rewind_step, seed=seed, eval_data=test,
+                             prune_config={"sap": step})
 
 
 # -- callbacks ------------------------------------------------------------------------------------------------
@@ -372,17 +273,15 @@ class DynamicPruner(keras.callbacks.Callback):
     def __init__(self, every_steps=None, unit_cv_threshold=0.5, unit_fraction_of_mean=0.5, weight_step=0.1,
                  stable_tolerance=0.05, tolerance=0.02, monitor="val_accuracy", max_sparsity=0.9, exclude=None):
         super().__init__()
-        if every_steps is not None and (isinstance(every_steps, bool) or not isinstance(every_steps, numbers.Integral)
-                                        or every_steps < 1):
-            raise ValueError(f"DynamicPruner: `every_steps` must be None (epoch ends) or an integer >= 1, "
-                             f"got {every_steps!r}.")
         name = "DynamicPruner"
-        _check_number(name, "unit_cv_threshold", unit_cv_threshold, 0, math.inf, high_open=True)
-        _check_number(name, "unit_fraction_of_mean", unit_fraction_of_mean, 0, 1)
-        _check_number(name, "weight_step", weight_step, 0, 1, low_open=True, high_open=True)
-        _check_number(name, "stable_tolerance", stable_tolerance, 0, math.inf, high_open=True)
-        _check_number(name, "tolerance", tolerance, 0, math.inf, high_open=True)
-        _check_number(name, "max_sparsity", max_sparsity, 0, 1, high_open=True)
+        if every_steps is not None:
+            check_int(every_steps, "every_steps", name, 1)
+        check_number(unit_cv_threshold, "unit_cv_threshold", name, 0)
+        check_number(unit_fraction_of_mean, "unit_fraction_of_mean", name, 0, 1)
+        check_number(weight_step, "weight_step", name, 0, 1, low_open=True, high_open=True)
+        check_number(stable_tolerance, "stable_tolerance", name, 0)
+        check_number(tolerance, "tolerance", name, 0)
+        check_number(max_sparsity, "max_sparsity", name, 0, 1, high_open=True)
         self.every_steps, self.monitor = every_steps, monitor
         self.exclude = None if exclude is None else [exclude] if isinstance(exclude, str) else list(exclude)
         self.unit_cv_threshold, self.unit_fraction_of_mean = unit_cv_threshold, unit_fraction_of_mean

@@ -1,23 +1,15 @@
-"""Iterative magnitude pruning (IMP) with rewinding: lottery tickets, weight rewinding, LR rewinding.
+"""Iterative pruning with rewinding: the one train → prune → rewind loop, and IMP (lottery tickets) on it.
 
-Each IMP round removes a fraction of the *surviving* kernel weights by |w⊙m| and retrains what is left.
-Where the retraining starts is what the lottery-ticket papers compare (Frankle & Carbin 2019; Renda et al.
-2020), so `imp` offers the four answers:
-
-* ``"weights"``: restore weights, optimizer state and global step of iteration k (a `RewindCheckpoint`);
-* ``"lr"``: keep the trained weights, replay the learning-rate schedule from step k;
-* ``"none"``: keep the trained weights, fine-tune at the final learning rate;
-* ``"init"``: restore the step-0 weights (the original lottery ticket).
-
-Every round retrains for the dense run's step count minus k, on the batches the dense run saw from step k on,
-so the modes get equal budgets and the same data. An IMP run is long, so `imp` keeps its state in a directory,
-commits each finished round atomically and resumes from the last one when called again.
+`iterative_pruning` trains a dense model, then round after round prunes the trained network with a step
+``prune_fn(model, round) -> masks`` and retrains the survivors from a rewind point: where retraining starts is
+what the lottery-ticket papers compare (Frankle & Carbin 2019; Renda et al. 2020). Every round gets the same
+budget and data, and a killed run resumes from its directory. Methods differ only in the step: `imp` prunes
+by magnitude, `tfprune.adaptive.sap` by the PQ Index.
 """
 import csv
 import hashlib
 import io
 import json
-import numbers
 import os
 from dataclasses import dataclass
 
@@ -25,20 +17,21 @@ import numpy as np
 
 from tfprune._io import atomic_write_file
 from tfprune._keras import check_model, keras, tf
-from tfprune.mask import (has_wrappers, inner_layer, iter_layers, kernel_attributes, masked_layers, masks,
-                          with_masks)
-from tfprune.validation import check_finite
-from tfprune.weight import prunable_kernels, smallest_to_mask
+from tfprune.graph import kernel_attributes, prunable_kernels
+from tfprune.mask import has_wrappers, inner_layer, iter_layers, masked_layers, masks, with_masks
+from tfprune.pqi import layer_pq_indices
+from tfprune.validation import check_choice, check_exclude, check_finite, check_int, check_number
+from tfprune.weight import smallest_to_mask
 
 __all__ = ["RewindCheckpoint", "RewindPoint", "ConstantLearningRate", "save_rewind_point", "load_rewind_point",
-           "restore", "magnitude_masks", "load_masks", "imp", "plot_imp", "REWIND_MODES"]
+           "restore", "magnitude_masks", "load_masks", "iterative_pruning", "imp", "plot_imp", "REWIND_MODES"]
 
 REWIND_MODES = ("weights", "lr", "none", "init")
 SCOPES = ("global", "layer")
 REWIND_FILE = "rewind_point.npz"
 MASKS_FILE = "masks.npz"
 STATE_FILE = "state.json"
-RESULT_COLUMNS = ("round", "remaining", "accuracy", "loss", "steps", "checkpoint")
+RESULT_COLUMNS = ("round", "remaining", "accuracy", "loss", "pqi_global", "steps", "checkpoint")
 _FIT_KEYS = ("epochs", "batch_size", "callbacks", "verbose")
 _FORMAT = 1
 
@@ -169,12 +162,6 @@ def restore(model, rewind_point, optimizer=True):
     return model
 
 
-def _check_count(value, name, owner):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{owner}: `{name}` must be a non-negative int, got {value!r}.")
-    return int(value)
-
-
 @keras.utils.register_keras_serializable(package="tfprune")
 class RewindCheckpoint(keras.callbacks.Callback):
     """Saves a rewind point (weights, optimizer variables, global step) when training reaches it.
@@ -199,8 +186,8 @@ class RewindCheckpoint(keras.callbacks.Callback):
         if not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"RewindCheckpoint: `directory` must be a path, got {type(directory).__name__}.")
         self.directory = os.fspath(directory)
-        self.step = None if step is None else _check_count(step, "step", "RewindCheckpoint")
-        self.epoch = None if epoch is None else _check_count(epoch, "epoch", "RewindCheckpoint")
+        self.step = None if step is None else check_int(step, "step", "RewindCheckpoint")
+        self.epoch = None if epoch is None else check_int(epoch, "epoch", "RewindCheckpoint")
         self._pending = False
 
     def _iterations(self):
@@ -270,7 +257,7 @@ def _set_constant_learning_rate(optimizer, value):
 
 
 # -- masks ------------------------------------------------------------------------------------------------
-def magnitude_masks(model_or_weights, fraction_of_survivors, scope="global", current_masks=None):
+def magnitude_masks(model_or_weights, fraction_of_survivors, scope="global", current_masks=None, exclude=()):
     """Masks keeping the largest-|w| `fraction_of_survivors` of the weights each current mask keeps.
 
     Only surviving entries are ranked, so pruned weights never return and every new mask lies inside the
@@ -283,29 +270,29 @@ def magnitude_masks(model_or_weights, fraction_of_survivors, scope="global", cur
       fraction_of_survivors: in (0, 1]; 0.8 prunes 20% of what survives.
       scope: ``"global"`` or ``"layer"``.
       current_masks: ``{(layer_name, attribute): 0/1 array}``; a key left out means nothing pruned yet.
+      exclude: names of layers left out of the ranking and of the result.
 
     Returns ``{(layer_name, attribute): float32 0/1 array}`` for every ranked weight.
     """
+    owner = "magnitude_masks"
     if isinstance(model_or_weights, dict):
         weights = {key: np.asarray(value) for key, value in model_or_weights.items()}
     else:
         model = check_model(model_or_weights, "model_or_weights")
-        check_finite(model, "magnitude_masks")
+        check_finite(model, owner)
         weights = {(inner_layer(layer).name, name): getattr(inner_layer(layer), name).numpy()
                    for layer in iter_layers(model) for name in prunable_kernels(inner_layer(layer))}
         if current_masks is None:
             current_masks = {key: value for key, value in masks(model).items() if key in weights}
-    if (isinstance(fraction_of_survivors, bool) or not isinstance(fraction_of_survivors, numbers.Real)
-            or not 0 < fraction_of_survivors <= 1):
-        raise ValueError(f"magnitude_masks: `fraction_of_survivors` must be in (0, 1] (0.8 prunes 20% of the "
-                         f"surviving weights), got {fraction_of_survivors!r}.")
-    if scope not in SCOPES:
-        raise ValueError(f"magnitude_masks: `scope` must be one of {SCOPES}, got {scope!r}.")
+    check_number(fraction_of_survivors, "fraction_of_survivors", owner, 0, 1, low_open=True)
+    check_choice(scope, "scope", owner, SCOPES)
+    excluded = check_exclude(exclude, {layer for layer, _ in weights}, owner)
     current_masks = current_masks or {}
     unknown = sorted(set(current_masks) - set(weights), key=str)
     if unknown:
         raise ValueError(f"magnitude_masks: `current_masks` has keys {unknown} that name no ranked weight; "
                          f"weights: {sorted(weights, key=str)}.")
+    weights = {key: weight for key, weight in weights.items() if key[0] not in excluded}
     alive = {}
     for key, weight in weights.items():
         mask = np.asarray(current_masks.get(key, np.ones(weight.shape)))
@@ -339,57 +326,61 @@ def load_masks(checkpoint):
     """``{(layer_name, attribute): 0/1 mask}`` of an IMP round, from the round's `checkpoint` folder."""
     path = os.path.join(os.fspath(checkpoint), MASKS_FILE)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"load_masks: no {MASKS_FILE} in '{checkpoint}'; pass an IMP round's "
-                                "`checkpoint` folder (a row of imp()'s results).")
+        raise FileNotFoundError(f"load_masks: no {MASKS_FILE} in '{checkpoint}'; pass a round's `checkpoint` "
+                                "folder (a row of iterative_pruning's, imp's or sap's results).")
     meta, arrays = _load_arrays(path)
     return {tuple(key): array for key, array in zip(meta["keys"], arrays)}
 
 
-# -- IMP --------------------------------------------------------------------------------------------------
+# -- the loop ---------------------------------------------------------------------------------------------
+_LOOP = "iterative_pruning"
+
+
 def _check_xy(data, name):
     if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError(f"imp: `{name}` must be a pair (x, y) of numpy arrays, got {type(data).__name__}.")
+        raise ValueError(f"{_LOOP}: `{name}` must be a pair (x, y) of numpy arrays, got {type(data).__name__}.")
     x, y = np.asarray(data[0]), np.asarray(data[1])
     if len(x) == 0 or len(x) != len(y):
-        raise ValueError(f"imp: `{name}` needs as many labels as examples (at least one); got {len(x)} examples "
-                         f"and {len(y)} labels.")
+        raise ValueError(f"{_LOOP}: `{name}` needs as many labels as examples (at least one); got {len(x)} "
+                         f"examples and {len(y)} labels.")
     return x, y
 
 
 def _check_fit_kwargs(fit_kwargs, examples):
     if not isinstance(fit_kwargs, dict):
-        raise TypeError(f"imp: `fit_kwargs` must be a dict such as {{'epochs': 10, 'batch_size': 64}}, got "
+        raise TypeError(f"{_LOOP}: `fit_kwargs` must be a dict such as {{'epochs': 10, 'batch_size': 64}}, got "
                         f"{type(fit_kwargs).__name__}.")
     unknown = sorted(set(fit_kwargs) - set(_FIT_KEYS))
     if unknown:
-        raise ValueError(f"imp: `fit_kwargs` keys {unknown} are not supported; imp feeds the data itself in a "
-                         f"fixed order so every round can replay it from the rewind step. Use {list(_FIT_KEYS)}.")
+        raise ValueError(f"{_LOOP}: `fit_kwargs` keys {unknown} are not supported; the loop feeds the data itself "
+                         f"in a fixed order so every round can replay it from the rewind step. Use {list(_FIT_KEYS)}.")
     if "epochs" not in fit_kwargs:
-        raise ValueError("imp: `fit_kwargs` needs 'epochs', the length of the dense training run.")
-    epochs = _check_count(fit_kwargs["epochs"], "fit_kwargs['epochs']", "imp")
-    batch_size = _check_count(fit_kwargs.get("batch_size", 32), "fit_kwargs['batch_size']", "imp")
-    if epochs < 1 or not 1 <= batch_size <= examples:
-        raise ValueError(f"imp: need fit_kwargs['epochs'] >= 1 and 1 <= fit_kwargs['batch_size'] <= {examples} "
-                         f"(the number of training examples); got {epochs} and {batch_size}.")
+        raise ValueError(f"{_LOOP}: `fit_kwargs` needs 'epochs', the length of the dense training run.")
+    epochs = check_int(fit_kwargs["epochs"], "fit_kwargs['epochs']", _LOOP, 1)
+    batch_size = check_int(fit_kwargs.get("batch_size", 32), "fit_kwargs['batch_size']", _LOOP, 1)
+    if batch_size > examples:
+        raise ValueError(f"{_LOOP}: need fit_kwargs['batch_size'] <= {examples} (the number of training examples), "
+                         f"got {batch_size}.")
     callbacks = list(fit_kwargs.get("callbacks") or ())
     if not all(isinstance(callback, keras.callbacks.Callback) for callback in callbacks):
-        raise TypeError("imp: fit_kwargs['callbacks'] must hold tf_keras callbacks.")
+        raise TypeError(f"{_LOOP}: fit_kwargs['callbacks'] must hold tf_keras callbacks.")
     return epochs, batch_size, callbacks, fit_kwargs.get("verbose", 0)
 
 
 def _check_rewind_step(rewind, rewind_step, total_steps):
     if rewind == "init":
         if rewind_step not in (None, 0):
-            raise ValueError(f"imp: rewind='init' rewinds to step 0; leave `rewind_step` None, got {rewind_step!r}.")
+            raise ValueError(f"{_LOOP}: rewind='init' rewinds to step 0; leave `rewind_step` None, got "
+                             f"{rewind_step!r}.")
         return 0
     if rewind_step is None:
         if rewind == "none":
             return 0
-        raise ValueError(f"imp: rewind={rewind!r} needs `rewind_step`, the global step to rewind to (e.g. the "
+        raise ValueError(f"{_LOOP}: rewind={rewind!r} needs `rewind_step`, the global step to rewind to (e.g. the "
                          f"end of the first epoch), in [0, {total_steps}).")
-    step = _check_count(rewind_step, "rewind_step", "imp")
+    step = check_int(rewind_step, "rewind_step", _LOOP)
     if step >= total_steps:
-        raise ValueError(f"imp: `rewind_step` must be below the dense run's {total_steps} steps (epochs x "
+        raise ValueError(f"{_LOOP}: `rewind_step` must be below the dense run's {total_steps} steps (epochs x "
                          f"examples // batch_size), got {step}.")
     return step
 
@@ -400,8 +391,42 @@ def _fresh_model(model_fn, seed):
     keras.utils.set_random_seed(seed)
     model = check_model(model_fn(), "model_fn()")
     if has_wrappers(model):
-        raise ValueError("imp: `model_fn` must build an unpruned model; imp adds the masks itself.")
+        raise ValueError(f"{_LOOP}: `model_fn` must build an unpruned model; the loop adds the masks itself.")
     return model
+
+
+def _by_layer(keyed):
+    """``{(layer, attribute): mask}`` in the form `with_masks` takes: ``{layer: {attribute: mask}}``."""
+    by_layer = {}
+    for (layer, attribute), mask in keyed.items():
+        by_layer.setdefault(layer, {})[attribute] = mask
+    return by_layer
+
+
+def _prune(model, prune_fn, round_index):
+    """The next round's masks: `prune_fn`'s inside `model`'s own, so a pruned weight stays pruned."""
+    new = prune_fn(model, round_index)
+    if not isinstance(new, dict) or not all(isinstance(value, dict) for value in new.values()):
+        raise TypeError(f"{_LOOP}: `prune_fn(model, round)` must return masks as {{layer_name: {{attribute: 0/1 "
+                        f"array}}}} (what tfprune.with_masks takes), got {type(new).__name__}.")
+    layers = {inner_layer(layer).name: inner_layer(layer) for layer in iter_layers(model)}
+    merged = masks(model)
+    for name, by_attribute in new.items():
+        for attribute, mask in by_attribute.items():
+            mask = (np.asarray(mask) > 0).astype(np.float32)
+            weight = getattr(layers.get(name), attribute, None)
+            if not isinstance(weight, tf.Variable) or tuple(weight.shape) != mask.shape:
+                have = "does not have" if weight is None else f"has as {tuple(weight.shape)}"
+                raise ValueError(f"{_LOOP}: prune_fn returned a mask of shape {mask.shape} for layer '{name}' weight "
+                                 f"'{attribute}', which the model {have}.")
+            merged[(name, attribute)] = mask * merged.get((name, attribute), 1)
+    return merged
+
+
+def _trained_model(model_fn, seed, checkpoint):
+    """The model a round ended with, rebuilt from its checkpoint folder: masks first, then the weights."""
+    model = with_masks(_fresh_model(model_fn, seed), _by_layer(load_masks(checkpoint)))
+    return restore(model, load_rewind_point(checkpoint), optimizer=False)
 
 
 def _step_batches(examples, batch_size, epochs, seed):
@@ -422,10 +447,10 @@ def _dataset(x, y, batches):
 
 
 def _evaluate(model, x, y, batch_size):
-    loss = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)["loss"]
-    predicted = model.predict(x, batch_size=batch_size, verbose=0).argmax(axis=-1)
+    """(loss, accuracy) from eager calls: evaluate() and predict() would trace two functions for every round."""
+    outputs = tf.concat([model(x[i:i + batch_size], training=False) for i in range(0, len(x), batch_size)], 0)
     labels = y.argmax(axis=-1) if y.ndim > 1 else y
-    return float(loss), float(np.mean(predicted == labels))
+    return float(model.compute_loss(x, tf.constant(y), outputs)), float(np.mean(outputs.numpy().argmax(-1) == labels))
 
 
 def _digest(*arrays):
@@ -454,27 +479,26 @@ def _read_state(directory, config):
         return None, []
     with open(path) as file:
         state = json.load(file)
-    if state["config"] != config:
-        changed = sorted(key for key in set(config) | set(state["config"])
-                         if config.get(key) != state["config"].get(key))
-        raise ValueError(f"imp: '{directory}' holds an IMP run with different settings ({changed}); resuming would "
-                         "mix two experiments. Pass the same arguments, or a new `directory`.")
+    changed = [f"{key}: {state['config'].get(key)!r} -> {config.get(key)!r}"
+               for key in sorted(set(config) | set(state["config"])) if config.get(key) != state["config"].get(key)]
+    if changed:
+        raise ValueError(f"{_LOOP}: '{directory}' holds a run with different settings ({'; '.join(changed)}); "
+                         "resuming would mix two experiments. Pass the same arguments, or a new `directory`.")
     return state["final_lr"], state["rows"]
 
 
-def imp(model_fn, data, compile_fn, fit_kwargs, *, directory, rounds=5, prune_fraction=0.2, rewind="weights",
-        rewind_step=None, scope="global", exclude=(), seed=0, eval_data=None):
-    """Iterative magnitude pruning with weight rewinding, LR rewinding, fine-tuning or rewinding to init.
+def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prune_fn, rounds=5, rewind="weights",
+                      rewind_step=None, seed=0, eval_data=None, prune_config=None):
+    """Train a dense model, then `rounds` times: prune with `prune_fn`, rewind, retrain. Resumes from `directory`.
 
     Round 0 trains the dense model for ``fit_kwargs['epochs']`` epochs (T steps) and, for the rewinding
-    modes, saves the rewind point at `rewind_step` k. Each of the `rounds` later rounds prunes
-    `prune_fraction` of the surviving kernel weights by |w⊙m| (`magnitude_masks`, global or per layer;
-    the output layer too unless listed in `exclude`), then trains T - k steps on the dense run's batches
-    from step k on:
+    modes, saves the rewind point at `rewind_step` k. Each later round r rebuilds round r-1's trained model
+    from its files, masks it with ``prune_fn(model, r)`` and trains T - k steps on the dense run's batches from
+    step k on, starting from:
 
-    * ``"weights"``: weights and optimizer state (momentum, step) restored from step k, so the schedule
-      continues from k as well (momentum at pruned entries only moves weights the masks hide; they are
-      zeroed again after training);
+    * ``"weights"``: weights and optimizer state (momentum, step) of step k, so the schedule continues from k
+      as well (momentum at pruned entries only moves weights the masks hide; they are zeroed again after
+      training);
     * ``"lr"``: the trained weights with a fresh optimizer whose step is set to k, so its schedule replays
       from k (with Adam, fresh moments at a late step make the first updates small: prefer SGD);
     * ``"none"``: the trained weights, a fresh optimizer at the dense run's final learning rate, constant;
@@ -482,83 +506,67 @@ def imp(model_fn, data, compile_fn, fit_kwargs, *, directory, rounds=5, prune_fr
     * ``"init"``: weights and optimizer state of step 0, T steps (the original lottery ticket).
 
     Args:
-      model_fn: builds the uncompiled tf_keras model; layers need the same names on every call (imp clears
-        the Keras session before each call, so automatic names repeat).
+      model_fn: builds the uncompiled, unpruned tf_keras model; layers need the same names on every call (the
+        loop clears the Keras session before each call, so automatic names repeat).
       data: ``(x_train, y_train)`` numpy arrays; labels as integers or one-hot.
       compile_fn: ``compile_fn(model)`` compiles with the optimizer, its learning-rate schedule and the loss.
       fit_kwargs: ``epochs`` (required), ``batch_size`` (32), ``callbacks``, ``verbose`` (0). Each round is
         one ``fit`` call of one Keras epoch holding its steps.
       directory: holds the state; calling again with the same arguments resumes after the last finished
         round (a larger `rounds` continues the run; other changed settings raise).
-      rounds: pruning rounds after the dense round 0; the kernels left are about (1 - prune_fraction)**rounds.
-      eval_data: ``(x_test, y_test)`` for each round's accuracy and loss; None evaluates on `data`.
+      prune_fn: the pruning step, ``prune_fn(model, round) -> {layer_name: {attribute: 0/1 array}}`` (the
+        form `tfprune.with_masks` takes). `model` is the previous round's trained model, its masks in
+        `tfprune.masks(model)`; the loop keeps the new masks inside them (pruned weights never return), and
+        weights left out keep theirs. It is called once on the untrained model first, so that a step that
+        cannot run fails before any training.
+      rounds: pruning rounds after the dense round 0.
       seed: round r runs under ``keras.utils.set_random_seed(seed + r)``; the batch order depends on seed only.
+      eval_data: ``(x_test, y_test)`` for each round's accuracy and loss; None evaluates on `data`.
+      prune_config: JSON settings of `prune_fn`, stored with the run, so resuming with other ones raises.
 
-    Returns one row per round: ``round``, ``remaining`` (fraction of all kernel weights), ``accuracy``,
-    ``loss``, ``steps`` (trained that round) and ``checkpoint`` (folder with the round's final
+    Returns ``(model, rows)``: the last round's trained model (masked, uncompiled; the same whether or not the
+    run was resumed) and one row per round: ``round``, ``remaining`` (fraction of all kernel weights
+    unmasked), ``accuracy``, ``loss``, ``pqi_global`` (PQ Index I_{0.5,1} of all surviving kernel weights, see
+    `tfprune.pqi`), ``steps`` (trained that round) and ``checkpoint`` (folder with the round's final
     ``rewind_point.npz`` and ``masks.npz``; see `load_rewind_point`, `load_masks`). The rows are also
     written to ``results.json`` and ``results.csv`` in `directory`.
     """
-    if not callable(model_fn) or not callable(compile_fn):
-        raise TypeError("imp: `model_fn` and `compile_fn` must be callables: model_fn() -> model, compile_fn(model).")
+    if not all(callable(function) for function in (model_fn, compile_fn, prune_fn)):
+        raise TypeError(f"{_LOOP}: `model_fn`, `compile_fn` and `prune_fn` must be callables: model_fn() -> model, "
+                        "compile_fn(model), prune_fn(model, round) -> masks.")
     if not isinstance(directory, (str, os.PathLike)):
-        raise TypeError(f"imp: `directory` must be a path for the resumable state, got {type(directory).__name__}.")
+        raise TypeError(f"{_LOOP}: `directory` must be a path for the resumable state, got "
+                        f"{type(directory).__name__}.")
     directory = os.fspath(directory)
     x, y = _check_xy(data, "data")
     eval_x, eval_y = (x, y) if eval_data is None else _check_xy(eval_data, "eval_data")
     epochs, batch_size, callbacks, verbose = _check_fit_kwargs(fit_kwargs, len(x))
-    if rewind not in REWIND_MODES:
-        raise ValueError(f"imp: `rewind` must be one of {REWIND_MODES}, got {rewind!r}.")
-    if scope not in SCOPES:
-        raise ValueError(f"imp: `scope` must be one of {SCOPES}, got {scope!r}.")
-    if isinstance(prune_fraction, bool) or not isinstance(prune_fraction, numbers.Real) or not 0 < prune_fraction < 1:
-        raise ValueError(f"imp: `prune_fraction` must be in (0, 1), e.g. 0.2 to prune 20% of the surviving "
-                         f"weights each round; got {prune_fraction!r}.")
-    rounds = _check_count(rounds, "rounds", "imp")
-    seed = _check_count(seed, "seed", "imp")
-    if isinstance(exclude, str):
-        raise TypeError(f"imp: `exclude` must be a list of layer names, got the string {exclude!r}.")
-    exclude = sorted(exclude)
+    check_choice(rewind, "rewind", _LOOP, REWIND_MODES)
+    rounds, seed = check_int(rounds, "rounds", _LOOP), check_int(seed, "seed", _LOOP)
     batches = _step_batches(len(x), batch_size, epochs, seed)
     total_steps = len(batches)
     step = _check_rewind_step(rewind, rewind_step, total_steps)
 
     probe = _fresh_model(model_fn, seed)
-    all_kernels = {(inner_layer(layer).name, name): tuple(getattr(inner_layer(layer), name).shape)
-                   for layer in iter_layers(probe) for name in kernel_attributes(inner_layer(layer))}
-    prunable = {(inner_layer(layer).name, name) for layer in iter_layers(probe)
-                for name in prunable_kernels(inner_layer(layer))}
-    unknown = sorted(set(exclude) - {layer for layer, _ in prunable})
-    if unknown:
-        raise ValueError(f"imp: `exclude` names {unknown} that are no prunable layers of '{probe.name}'. Prunable: "
-                         f"{sorted({layer for layer, _ in prunable})}.")
-    prunable = sorted((key for key in prunable if key[0] not in exclude), key=str)
-    if not prunable:
-        raise ValueError("imp: `exclude` leaves no prunable layer.")
+    _prune(probe, prune_fn, 1)
+    kernels = {(inner_layer(layer).name, name): tuple(getattr(inner_layer(layer), name).shape)
+               for layer in iter_layers(probe) for name in kernel_attributes(inner_layer(layer))}
     config = json.loads(json.dumps({
-        "rewind": rewind, "rewind_step": step, "prune_fraction": float(prune_fraction), "scope": scope,
-        "exclude": exclude, "seed": seed, "epochs": epochs, "batch_size": batch_size, "total_steps": total_steps,
-        "data": _digest(x, y), "eval_data": _digest(eval_x, eval_y),
-        "kernels": {f"{layer}/{name}": list(shape) for (layer, name), shape in sorted(all_kernels.items())}}))
+        "rewind": rewind, "rewind_step": step, "seed": seed, "epochs": epochs, "batch_size": batch_size,
+        "total_steps": total_steps, "data": _digest(x, y), "eval_data": _digest(eval_x, eval_y),
+        "kernels": {f"{layer}/{name}": list(shape) for (layer, name), shape in sorted(kernels.items())},
+        "prune": prune_config}))
     final_lr, rows = _read_state(directory, config)
-    kernel_count = sum(int(np.prod(shape)) for shape in all_kernels.values())
+    kernel_count = sum(int(np.prod(shape)) for shape in kernels.values())
     rewind_dir = os.path.join(directory, "rewind")
 
     for round_index in range(len(rows), rounds + 1):
-        model = _fresh_model(model_fn, seed + round_index)
         if round_index == 0:
-            layer_masks = {key: np.ones(all_kernels[key], dtype=np.float32) for key in prunable}
-            network = model
+            network, round_masks = _fresh_model(model_fn, seed), {}
         else:
-            previous = os.path.join(directory, rows[-1]["checkpoint"])
-            restore(model, load_rewind_point(previous), optimizer=False)
-            by_name = {inner_layer(layer).name: inner_layer(layer) for layer in iter_layers(model)}
-            trained = {key: getattr(by_name[key[0]], key[1]).numpy() for key in prunable}
-            layer_masks = magnitude_masks(trained, 1 - prune_fraction, scope, current_masks=load_masks(previous))
-            by_layer = {}
-            for (layer, name), mask in layer_masks.items():
-                by_layer.setdefault(layer, {})[name] = mask
-            network = with_masks(model, by_layer)
+            trained = _trained_model(model_fn, seed + round_index, os.path.join(directory, rows[-1]["checkpoint"]))
+            round_masks = _prune(trained, prune_fn, round_index)
+            network = with_masks(trained, _by_layer(round_masks))
         compile_fn(network)
         optimizer = _built_optimizer(network, "compile_fn(model) must compile it")
         own_callbacks = []
@@ -579,12 +587,34 @@ def imp(model_fn, data, compile_fn, fit_kwargs, *, directory, rounds=5, prune_fr
         loss, accuracy = _evaluate(network, eval_x, eval_y, batch_size)
         checkpoint = f"round_{round_index}"
         save_rewind_point(network, os.path.join(directory, checkpoint))
-        _save_masks(os.path.join(directory, checkpoint), layer_masks)
-        pruned = sum(int(mask.size - mask.sum()) for mask in layer_masks.values())
+        _save_masks(os.path.join(directory, checkpoint), round_masks)
+        pruned = sum(int(mask.size - mask.sum()) for key, mask in round_masks.items() if key in kernels)
         rows.append({"round": round_index, "remaining": (kernel_count - pruned) / kernel_count,
-                     "accuracy": accuracy, "loss": loss, "steps": total_steps - start, "checkpoint": checkpoint})
+                     "accuracy": accuracy, "loss": loss, "pqi_global": layer_pq_indices(network)["global"],
+                     "steps": total_steps - start, "checkpoint": checkpoint})
         _write_results(directory, config, final_lr, rows)
-    return [dict(row, checkpoint=os.path.join(directory, row["checkpoint"])) for row in rows[:rounds + 1]]
+    rows = [dict(row, checkpoint=os.path.join(directory, row["checkpoint"])) for row in rows[:rounds + 1]]
+    return _trained_model(model_fn, seed + rounds, rows[-1]["checkpoint"]), rows
+
+
+def imp(model_fn, data, compile_fn, fit_kwargs, *, directory, rounds=5, prune_fraction=0.2, rewind="weights",
+        rewind_step=None, scope="global", exclude=(), seed=0, eval_data=None):
+    """Iterative magnitude pruning: `iterative_pruning` whose step prunes `prune_fraction` of the surviving
+    kernel weights by |w⊙m| (`magnitude_masks`).
+
+    Ranked across layers with ``scope="global"`` (IMP's rule) or per layer with ``"layer"``; the output layer
+    is pruned too unless listed in `exclude`. After `rounds` rounds about (1 - prune_fraction)**rounds of the
+    kernels are left. The other arguments, the files and the ``(model, rows)`` result are `iterative_pruning`'s.
+    """
+    fraction = check_number(prune_fraction, "prune_fraction", "imp", 0, 1, low_open=True, high_open=True)
+    exclude = sorted([exclude] if isinstance(exclude, str) else exclude)
+
+    def prune(model, round_index):
+        return _by_layer(magnitude_masks(model, 1 - fraction, scope, exclude=exclude))
+
+    return iterative_pruning(model_fn, data, compile_fn, fit_kwargs, directory=directory, prune_fn=prune,
+                             rounds=rounds, rewind=rewind, rewind_step=rewind_step, seed=seed, eval_data=eval_data,
+                             prune_config={"imp": {"prune_fraction": fraction, "scope": scope, "exclude": exclude}})
 
 
 def plot_imp(results_by_mode, path):

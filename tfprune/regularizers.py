@@ -31,7 +31,7 @@ import numpy as np
 from tfprune._keras import check_model, keras, tf
 from tfprune.graph import output_width_layers
 from tfprune.mask import freeze, with_masks
-from tfprune.validation import check_finite
+from tfprune.validation import check_finite, check_number
 
 __all__ = ["GroupLasso", "ProximalGroupLasso", "apply_group_lasso", "group_sparsity_report",
            "format_group_sparsity", "threshold_groups"]
@@ -45,17 +45,6 @@ _TRANSPOSED_TYPES = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
 
 
 # -- arguments -----------------------------------------------------------------------------------------
-def _is_number(value):
-    return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) \
-        and math.isfinite(value)
-
-
-def _check_strength(strength, owner):
-    if not _is_number(strength) or strength < 0:
-        raise ValueError(f"{owner}: `strength` must be a finite number >= 0, got {strength!r}.")
-    return float(strength)
-
-
 def _check_groups(groups, owner):
     if groups not in GROUPS:
         raise ValueError(f"{owner}: `groups` must be one of {GROUPS}, got {groups!r}.")
@@ -79,10 +68,8 @@ def _check_layers(layers, owner):
 
 
 def _check_tolerance(tolerance, owner):
-    if not _is_number(tolerance) or not 0 <= tolerance < 1:
-        raise ValueError(f"{owner}: `tolerance` is a fraction of the layer's largest group norm and must be "
-                         f"in [0, 1), got {tolerance!r}.")
-    return float(tolerance)
+    """`tolerance` is a fraction of the layer's largest group norm."""
+    return check_number(tolerance, "tolerance", owner, 0, 1, high_open=True)
 
 
 # -- groups --------------------------------------------------------------------------------------------
@@ -128,7 +115,7 @@ class GroupLasso(keras.regularizers.Regularizer):
     """
 
     def __init__(self, strength, groups="filter", weighting="sqrt"):
-        self.strength = _check_strength(strength, "GroupLasso")
+        self.strength = check_number(strength, "strength", "GroupLasso", 0)
         self.groups = _check_groups(groups, "GroupLasso")
         self.weighting = _check_weighting(weighting, "GroupLasso")
 
@@ -270,7 +257,7 @@ class ProximalGroupLasso(keras.callbacks.Callback):
     def __init__(self, strength, groups="filter", layers=None, weighting="sqrt"):
         super().__init__()
         owner = "ProximalGroupLasso"
-        self.strength = _check_strength(strength, owner)
+        self.strength = check_number(strength, "strength", owner, 0)
         self.groups = _check_groups(groups, owner)
         self.layers = _check_layers(layers, owner)
         self.weighting = _check_weighting(weighting, owner)

@@ -33,13 +33,14 @@ from tfprune._io import atomic_write
 from tfprune._keras import check_model, keras
 from tfprune.graph import output_width_layers
 from tfprune.callbacks import UpdatePruningStep
-from tfprune.mask import iter_layers, strip, with_masks
+from tfprune.mask import iter_layers, strip
 from tfprune.metrics import layer_table
 from tfprune.oneshot import oneshot
 from tfprune.regularizers import ProximalGroupLasso, group_sparsity_report
 from tfprune.schedules import ConstantSparsity, PolynomialDecay
 from tfprune.shrink import shrink
 from tfprune.unit import prune_units
+from tfprune.validation import check_choice, check_int, check_number
 from tfprune.weight import prunable_kernels, prune_weights
 
 __all__ = ["METHODS", "DATASETS", "MODELS", "PRESETS", "Study", "train", "accuracy", "read_results", "pivot",
@@ -184,17 +185,8 @@ def format_pivot(table, columns):
 
 
 # -- the study --------------------------------------------------------------------------------------------------
-def _check_int(name, value, least):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-        raise ValueError(f"Study: `{name}` must be an integer >= {least}, got {value!r}.")
-    return int(value)
-
-
-def _check_fraction(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
-        hint = f" (k={value}% is {value / 100:g})" if isinstance(value, numbers.Real) and 1 <= value < 100 else ""
-        raise ValueError(f"Study: {name} must be fractions in [0, 1){hint}, got {value!r}.")
-    return float(value)
+def _fraction(sparsity):
+    return check_number(sparsity, "sparsities", "Study", 0, 1, high_open=True)
 
 
 def _resolve_model(model):
@@ -268,8 +260,7 @@ class Study:
 
     def __post_init__(self):
         self._builder, self._model_id = _resolve_model(self.model)
-        if self.dataset not in DATASETS:
-            raise ValueError(f"Study: `dataset` must be one of {list(DATASETS)}, got {self.dataset!r}.")
+        check_choice(self.dataset, "dataset", "Study", DATASETS)
         if self.model == "lenet5" and self.dataset != "mnist_5k":
             raise ValueError("Study: model 'lenet5' needs 28x28 images; use dataset='mnist_5k' (or pass your own "
                              "model callable for 8x8 digits).")
@@ -284,26 +275,20 @@ class Study:
             if extra or missing:
                 raise ValueError(f"Study: `sparsities` as a dict needs exactly one list per method; not in "
                                  f"`methods`: {extra}, without a list: {missing}.")
-            self.sparsities = {m: [_check_fraction("sparsities", s) for s in self.sparsities[m]] for m in self.methods}
+            self.sparsities = {m: [_fraction(s) for s in self.sparsities[m]] for m in self.methods}
         else:
-            self.sparsities = [_check_fraction("sparsities", s) for s in self.sparsities]
+            self.sparsities = [_fraction(s) for s in self.sparsities]
         for name in ("epochs", "finetune_epochs", "batch_size"):
-            setattr(self, name, _check_int(name, getattr(self, name), 1))
+            setattr(self, name, check_int(getattr(self, name), name, "Study", 1))
         seeds = [self.seeds] if isinstance(self.seeds, numbers.Integral) else list(self.seeds)
         if not seeds:
             raise ValueError("Study: `seeds` must list at least one seed, e.g. [0].")
-        self.seeds = tuple(_check_int("seeds", seed, 0) for seed in seeds)
+        self.seeds = tuple(check_int(seed, "seeds", "Study") for seed in seeds)
         for name in ("learning_rate", "finetune_learning_rate", "group_lasso_strength"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
-                raise ValueError(f"Study: `{name}` must be a positive number, got {value!r}.")
-        if not 0 < self.imp_prune_fraction < 1:
-            raise ValueError(f"Study: `imp_prune_fraction` must be in (0, 1), e.g. 0.2; got "
-                             f"{self.imp_prune_fraction!r}.")
-        if self.size_format not in SIZE_FORMATS:
-            raise ValueError(f"Study: `size_format` must be one of {list(SIZE_FORMATS)}, got {self.size_format!r}.")
-        if self.latency not in LATENCY_BACKENDS:
-            raise ValueError(f"Study: `latency` must be one of {list(LATENCY_BACKENDS)}, got {self.latency!r}.")
+            check_number(getattr(self, name), name, "Study", 0, low_open=True)
+        check_number(self.imp_prune_fraction, "imp_prune_fraction", "Study", 0, 1, low_open=True, high_open=True)
+        check_choice(self.size_format, "size_format", "Study", SIZE_FORMATS)
+        check_choice(self.latency, "latency", "Study", LATENCY_BACKENDS)
         if not isinstance(self.shrink, bool):
             raise ValueError(f"Study: `shrink` must be true or false, got {self.shrink!r}.")
         self.output = os.fspath(self.output)
@@ -492,7 +477,7 @@ def _output_kernels(model):
 
 
 def _run_oneshot(study, cell, dense):
-    return oneshot(dense, cell["method"].split("_")[1], cell["sparsity"]), {}
+    return strip(oneshot(dense, cell["method"].split("_")[1], cell["sparsity"])), {}
 
 
 def _fine_tune(study, model, seed, callbacks):
@@ -543,17 +528,12 @@ def _run_imp(study, cell, dense):
         network.compile(keras.optimizers.Adam(schedule), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                         metrics=["accuracy"])
 
-    rows = lottery.imp(lambda: study._new_model(seed), train_data, compile_fn,
-                       {"epochs": study.epochs, "batch_size": study.batch_size},
-                       directory=os.path.join(study.output, "imp", cell["key"]), rounds=rounds,
-                       prune_fraction=fraction, rewind=rewind, rewind_step=rewind_step,
-                       exclude=_output_kernels(model), seed=seed, eval_data=test_data)
-    by_layer = {}
-    for (layer, attribute), mask in lottery.load_masks(rows[-1]["checkpoint"]).items():
-        by_layer.setdefault(layer, {})[attribute] = mask
-    masked = with_masks(study.build(seed), by_layer)
-    lottery.restore(masked, lottery.load_rewind_point(rows[-1]["checkpoint"]), optimizer=False)
-    return strip(masked), {"rounds": rounds, "prune_fraction": fraction, "rewind_step": rewind_step}
+    pruned, _ = lottery.imp(lambda: study._new_model(seed), train_data, compile_fn,
+                            {"epochs": study.epochs, "batch_size": study.batch_size},
+                            directory=os.path.join(study.output, "imp", cell["key"]), rounds=rounds,
+                            prune_fraction=fraction, rewind=rewind, rewind_step=rewind_step,
+                            exclude=_output_kernels(model), seed=seed, eval_data=test_data)
+    return strip(pruned), {"rounds": rounds, "prune_fraction": fraction, "rewind_step": rewind_step}
 
 
 def _run_pai(study, cell, dense):

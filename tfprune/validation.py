@@ -1,11 +1,55 @@
-"""Checks on weight values, run once at the entry points that rank weights.
+"""Argument and weight checks shared by the entry points, so every one rejects bad input with the same words.
 
-A NaN or inf compares false with everything, so a ranking that meets one keeps or drops it arbitrarily and
-passes it on (a masked NaN stays NaN); tfprune refuses such weights instead.
+Each check names the caller (`owner`), the argument and what would be accepted, and returns the clean value.
+A NaN or inf weight compares false with everything, so a ranking that meets one keeps or drops it arbitrarily
+and passes it on (a masked NaN stays NaN); `check_finite` refuses such weights instead.
 """
+import math
+import numbers
+
 from tfprune._keras import keras, tf
 
-__all__ = ["check_finite"]
+__all__ = ["check_finite", "check_int", "check_number", "check_choice", "check_exclude"]
+
+
+def check_int(value, name, owner, least=0):
+    """`value` as an int >= `least`. Booleans are refused: True is an int to Python but never a count to a user."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        raise ValueError(f"{owner}: `{name}` must be an integer >= {least}, got {value!r}.")
+    return int(value)
+
+
+def check_number(value, name, owner, low=-math.inf, high=math.inf, low_open=False, high_open=False):
+    """`value` as a float in the interval from `low` to `high` (finite, not a bool).
+
+    A fraction argument (``high=1``) given as a percentage gets the hint ``k=50% is 0.5``.
+    """
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+    if not (ok and (low < value if low_open else low <= value) and (value < high if high_open else value <= high)):
+        left, right = "(" if low_open or low == -math.inf else "[", ")" if high_open or high == math.inf else "]"
+        interval = f"{left}{low}, {high}{right}"
+        hint = f" (k={value}% is {value / 100:g})" if ok and high == 1 and 1 < value <= 100 else ""
+        raise ValueError(f"{owner}: `{name}` must be a number in {interval}, got {value!r}{hint}.")
+    return float(value)
+
+
+def check_choice(value, name, owner, choices):
+    """`value` if it is one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"{owner}: `{name}` must be one of {list(choices)}, got {value!r}.")
+    return value
+
+
+def check_exclude(exclude, prunable, owner):
+    """`exclude` (layer names, or one name) as a set of names from `prunable`, leaving at least one to prune."""
+    exclude = {exclude} if isinstance(exclude, str) else set(exclude)
+    unknown = sorted(exclude - set(prunable))
+    if unknown:
+        raise ValueError(f"{owner}: `exclude` names {unknown}, which are not prunable layers of the model. "
+                         f"Prunable: {sorted(set(prunable))}.")
+    if not set(prunable) - exclude:
+        raise ValueError(f"{owner}: `exclude`={sorted(exclude)} leaves no prunable layer; exclude fewer layers.")
+    return exclude
 
 
 def _layers(model_or_layer):

@@ -14,7 +14,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tfprune import data, lottery, models  # noqa: E402
+from tfprune import data, lottery, models, plots  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
 from tfprune.metrics import format_table  # noqa: E402
 
@@ -86,7 +86,7 @@ def main():
         json.dump({"preset": preset, "settings": settings, "train_examples": n_train, "test_examples": n_test,
                    "dense_steps": total_steps, "rewind_step": rewind_step, "modes": MODES, "seconds": seconds,
                    "results": results}, handle, indent=1)
-    lottery.plot_imp(results, stem + ".png")
+    plots.imp(results, stem + ".png")
     print(f"wrote {stem}.json and {stem}.png")
 
 

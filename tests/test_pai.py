@@ -1,17 +1,16 @@
 """Pruning at initialization: each scorer against an independent computation, SynFlow's invariants, masks
-that never revive, the Frankle et al. ablations, layer collapse, and the study plumbing.
+that never revive, the Frankle et al. ablations and layer collapse. Sweeps that train are Study cells
+(tests/test_study.py).
 
 Inputs here are random numbers for checking arithmetic, not a dataset.
 """
-import warnings
-
 import numpy as np
 import pytest
 
 from tfprune._keras import keras, tf
 from tfprune.mask import MaskedLayer, masks, with_masks
 from tfprune.models import mlp
-from tfprune.pai import _keep_highest, plot_study, prune_at_init, score, study
+from tfprune.pai import _keep_highest, prune_at_init, score
 
 
 def tiny(bias=True, seed=0):
@@ -292,21 +291,6 @@ def test_masked_weights_stay_zero_after_fit():
             assert np.all(kernel[mask == 0] == 0)
             assert not np.allclose(kernel[mask == 1], start[layer.layer.name][mask == 1])
             np.testing.assert_array_equal(kernel_masks(pruned)[layer.layer.name], mask)
-
-
-def test_study_rows_and_plot(tmp_path):
-    (x, y), (xt, yt) = toy_data(48), toy_data(16, seed=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # collapse goes into the rows, not out as a warning
-        rows = study(tiny, ((x, y), (xt, yt)), ["magnitude", "synflow"], [2, 4],
-                     ablations=[("synflow", "shuffle", 4)], epochs=1, batch_size=16, score_samples=16)
-    assert [(r["method"], r["ablation"], r["compression"]) for r in rows] == [
-        ("dense", None, 1.0), ("magnitude", None, 2.0), ("magnitude", None, 4.0), ("synflow", None, 2.0),
-        ("synflow", None, 4.0), ("synflow", "shuffle", 4.0)]
-    assert all(0.0 <= r["accuracy"] <= 1.0 and isinstance(r["collapsed_layers"], list) for r in rows)
-    assert rows[2]["achieved_sparsity"] == round(0.75 * 18) / 18
-    path = plot_study(rows, tmp_path / "study.png")
-    assert path.stat().st_size > 0
 
 
 @pytest.mark.parametrize("call, match", [

@@ -104,19 +104,21 @@ def test_interrupted_study_resumes_without_recomputing(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_every_other_method_runs_one_cell(tmp_path):
-    methods = ["gradual_weight", "group_lasso", "imp_weights", "imp_lr", "imp_none", "pai_snip", "pai_synflow"]
+    methods = ["gradual_weight", "group_lasso", "imp_weights", "imp_lr", "imp_none", "pai_snip",
+               "pai_synflow_shuffle"]
     study = tiny_study(tmp_path, methods=methods, sparsities=[0.5], epochs=1)
     by_method = {row["method"]: row for row in study.run(print_fn=lambda line: None)}
     assert list(by_method) == methods
-    for method in ("gradual_weight", "imp_weights", "imp_lr", "imp_none", "pai_snip", "pai_synflow"):
+    for method in ("gradual_weight", "imp_weights", "imp_lr", "imp_none", "pai_snip", "pai_synflow_shuffle"):
         # Per-layer and global weight methods alike remove half of the hidden kernels; the output layer stays.
         assert by_method[method]["actual_sparsity"] == pytest.approx(0.5, abs=0.01), method
         assert by_method[method]["layers"]["logits"]["sparsity"] < 0.01, method
     assert by_method["imp_lr"]["extra"]["rounds"] == 4  # 0.8 ** 3 > 0.5 > 0.8 ** 4
+    assert by_method["pai_synflow_shuffle"]["extra"]["rounds"] == 100  # the ablation of SynFlow's 100 rounds
     assert 0.0 <= by_method["group_lasso"]["extra"]["near_zero_units"] <= 1.0
     assert by_method["group_lasso"]["layers"]["hidden_0"]["live_units"] <= 12
     text = study.tables()
-    assert "Iterative magnitude pruning" in text and "Pruning at initialization" in text
+    assert "Iterative magnitude pruning" in text and "Pruning at initialization" in text and "synflow_shuffle" in text
 
 
 @pytest.mark.slow
@@ -145,7 +147,10 @@ def test_config_file_presets_and_argument_errors(tmp_path):
     fast = seeds.fast()
     assert (fast.epochs, fast.finetune_epochs) == (1, 1)
     assert {c["key"] for c in fast.cells()}.isdisjoint(c["key"] for c in seeds.cells())
-    assert set(METHODS) >= {"oneshot_weight", "imp_lr", "pai_synflow", "group_lasso"}
+    assert set(METHODS) >= {"oneshot_weight", "imp_lr", "pai_synflow", "pai_grasp_abs_invert", "group_lasso"}
+    pai = Study.preset("pai-mnist")
+    assert len(pai.cells()) == 5 * 3 + 2 * 3 and pai.model == "lenet5"
+    assert pai.sparsities["pai_snip_reinit"] == [0.99] and pai.sparsities["pai_grasp"] == [0.9, 0.99, 0.999]
 
     errors = [
         ({"bogus": 1}, r"unknown settings \['bogus'\]; valid settings are \['model'"),

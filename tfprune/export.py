@@ -20,7 +20,7 @@ from tfprune.metrics import count_macs, count_nonzero, count_params, format_tabl
 from tfprune.mask import strip as strip_wrappers
 from tfprune._io import _remove, atomic_write
 
-__all__ = ["FORMATS", "save", "artifact_size", "format_report", "compare", "plot_compare"]
+__all__ = ["FORMATS", "save", "artifact_size", "format_report", "compare"]
 
 # Format -> suffix of the artifact's name; SavedModel is a directory.
 FORMATS = {
@@ -267,37 +267,3 @@ def compare(models, data=None, representative_data=None, size_format="tflite", d
         notes.append(f"litert_ms: median at batch 1, {next(iter(litert_times.values()))['threads']} thread(s)")
     columns = _COMPARE_COLUMNS + (("accuracy",) if data is not None else ())
     return rows, "; ".join(notes) + "\n" + format_table(rows, columns=columns)
-
-
-def plot_compare(rows, path):
-    """Bar charts of zipped size, MACs, latency and accuracy per variant, written to `path` (Agg, no display)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    names = [row["variant"] for row in rows]
-    x = np.arange(len(names))
-
-    def values(key, scale=1.0):
-        return np.array([np.nan if row.get(key) is None else row[key] / scale for row in rows], dtype=float)
-
-    figure = Figure(figsize=(12, 3.2), layout="constrained")
-    FigureCanvasAgg(figure)
-    # Latency is on a log axis: TF at batch N and LiteRT at batch 1 differ by orders of magnitude.
-    panels = [("zipped size (KiB)", False, [("zipped_bytes", 1024.0, None)]),
-              ("MACs per example (M)", False, [("macs", 1e6, None)]),
-              ("latency, median (ms)", True, [("tf_ms", 1.0, "TF batch"), ("litert_ms", 1.0, "LiteRT batch 1")]),
-              ("accuracy", False, [("accuracy", 1.0, None)])]
-    for index, (title, log, series) in enumerate(panels):
-        axes = figure.add_subplot(1, len(panels), index + 1)
-        width = 0.8 / len(series)
-        for k, (key, scale, label) in enumerate(series):
-            axes.bar(x + (k - (len(series) - 1) / 2) * width, values(key, scale), width, label=label)
-        axes.set_title(title)
-        axes.set_xticks(x, names, rotation=30, ha="right")
-        if log:
-            axes.set_yscale("log")
-            axes.legend(fontsize="small")
-    path = os.fspath(path)
-    image_format = os.path.splitext(path)[1][1:] or "png"
-    atomic_write(path, lambda temp: figure.savefig(temp, format=image_format))
-    return path

@@ -24,7 +24,7 @@ from tfprune.validation import check_choice, check_exclude, check_finite, check_
 from tfprune.weight import smallest_to_mask
 
 __all__ = ["RewindCheckpoint", "RewindPoint", "ConstantLearningRate", "save_rewind_point", "load_rewind_point",
-           "restore", "magnitude_masks", "load_masks", "iterative_pruning", "imp", "plot_imp", "REWIND_MODES"]
+           "restore", "magnitude_masks", "load_masks", "iterative_pruning", "imp", "REWIND_MODES"]
 
 REWIND_MODES = ("weights", "lr", "none", "init")
 SCOPES = ("global", "layer")
@@ -615,39 +615,3 @@ def imp(model_fn, data, compile_fn, fit_kwargs, *, directory, rounds=5, prune_fr
     return iterative_pruning(model_fn, data, compile_fn, fit_kwargs, directory=directory, prune_fn=prune,
                              rounds=rounds, rewind=rewind, rewind_step=rewind_step, seed=seed, eval_data=eval_data,
                              prune_config={"imp": {"prune_fraction": fraction, "scope": scope, "exclude": exclude}})
-
-
-def plot_imp(results_by_mode, path):
-    """Accuracy against the percentage of kernel weights left (log scale, sparser to the right), one line per mode.
-
-    `results_by_mode` maps a label to `imp`'s rows. Drawn on an Agg canvas, so no display or global
-    matplotlib backend is touched; written atomically to `path` (format from its extension).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FormatStrFormatter
-
-    if not isinstance(results_by_mode, dict) or not results_by_mode:
-        raise ValueError("plot_imp: `results_by_mode` must be a non-empty dict {label: imp() rows}.")
-    for label, rows in results_by_mode.items():
-        if not rows or not all(isinstance(row, dict) and {"remaining", "accuracy"} <= set(row) for row in rows):
-            raise ValueError(f"plot_imp: results for {label!r} must be imp() rows with 'remaining' and 'accuracy'.")
-    figure = Figure(figsize=(6.4, 4.2))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    for label, rows in results_by_mode.items():
-        rows = sorted(rows, key=lambda row: -row["remaining"])
-        axes.plot([100 * row["remaining"] for row in rows], [100 * row["accuracy"] for row in rows], marker="o",
-                  label=label)
-    axes.set_xscale("log")
-    axes.invert_xaxis()
-    axes.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-    axes.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
-    axes.set_xlabel("kernel weights remaining (%)")
-    axes.set_ylabel("accuracy (%)")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    extension = os.path.splitext(os.fspath(path))[1].lstrip(".") or "png"
-    atomic_write_file(os.fspath(path), lambda file: figure.savefig(file, format=extension, dpi=120))
-    return os.fspath(path)

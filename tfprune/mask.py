@@ -140,7 +140,12 @@ class MaskedLayer(keras.layers.Wrapper):
 
     def _count_step(self):
         """Advance the step; first fail if a schedule fires now and no mask update was made for this step,
-        which means nothing drives the schedules (training without UpdatePruningStep would end dense)."""
+        which means nothing drives the schedules (training without UpdatePruningStep would end dense).
+
+        The check is an assertion in the graph. XLA drops assertions, so under ``jit_compile=True`` it does not
+        run (TFMOT's own check has the same gap); a trace-time check instead would fire on every save, which
+        traces training calls too.
+        """
         step = self.pruning_step.read_value()
         checks = []
         for schedule, start in zip(self._schedules, self._starts):

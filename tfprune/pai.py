@@ -7,7 +7,8 @@ that means the signed score θ⊙Hg is pruned from its most negative end, which 
 
 `prune_at_init` turns scores into fixed masks (`tfprune.with_masks`), in one shot or over several rounds, with
 the sanity-check ablations of Frankle et al. 2020 (layerwise shuffle, reinitialisation, inversion).
-`study` trains the pruned networks and `plot_study` draws test accuracy against compression.
+Sweeps that train the pruned networks are `tfprune.study.Study` cells ``pai_<scorer>[_<ablation>]``, e.g. the
+``pai-mnist`` preset.
 """
 import numbers
 import time
@@ -21,7 +22,7 @@ from tfprune.mask import inner_layer, iter_layers, masks, strip, with_masks
 from tfprune.validation import check_finite
 from tfprune.weight import smallest_to_mask
 
-__all__ = ["METHODS", "ABLATIONS", "score", "prune_at_init", "study", "plot_study"]
+__all__ = ["METHODS", "ABLATIONS", "score", "prune_at_init"]
 
 METHODS = ("random", "magnitude", "snip", "grasp", "grasp_abs", "synflow")
 ABLATIONS = (None, "shuffle", "reinit", "invert")
@@ -138,110 +139,6 @@ def prune_at_init(model, method, sparsity, data=None, rounds=None, schedule="exp
             f"{info['collapsed_layers']}, so no signal passes through them. Lower `sparsity`, use "
             f"scope='layer', or use synflow with more `rounds`.", UserWarning, stacklevel=2)
     return (pruned, info) if return_info else pruned
-
-
-def study(model_fn, data, methods, compressions, ablations=(), epochs=10, batch_size=128, seed=0,
-          optimizer_fn=None, score_samples=100, dense=True, verbose=0, **prune_kwargs):
-    """Train every (method, compression) pruned at init and return one result row per run.
-
-    Every run starts from the same initial weights (``model_fn()`` after ``keras.utils.set_random_seed(seed)``,
-    which resets the global seeds), so the methods differ only in their masks.
-
-    Args:
-      model_fn: builds a fresh tf_keras model that outputs logits.
-      data: ``((x_train, y_train), (x_test, y_test))`` with integer labels. Scoring uses `score_samples`
-        training samples drawn with `seed` (Tanaka et al. use 10 per class) in one batch.
-      methods, compressions: the grid; compression c means sparsity 1 − 1/c.
-      ablations: extra ``(method, ablation, compression)`` runs, e.g. ``("snip", "shuffle", 100)``.
-      optimizer_fn: returns a fresh optimizer per run; default Adam(1e-3).
-      dense: also train the unpruned network (method ``"dense"``, compression 1).
-      prune_kwargs: passed to `prune_at_init` (``rounds``, ``scope``, ``temperature``, ...).
-
-    Returns:
-      list of dicts: method, ablation, compression, sparsity, achieved_sparsity, accuracy, collapsed_layers,
-      prune_seconds, train_seconds.
-    """
-    (x_train, y_train), (x_test, y_test) = data
-    runs = [(method, None, c) for method in methods for c in compressions]
-    for entry in ablations:
-        if not isinstance(entry, (tuple, list)) or len(entry) != 3:
-            raise ValueError(f"study: each entry of `ablations` must be (method, ablation, compression), e.g. "
-                             f"('snip', 'shuffle', 100); got {entry!r}.")
-        runs.append(tuple(entry))
-    for method, ablation, compression in runs:
-        _check_choice("methods", method, METHODS)
-        _check_choice("ablations", ablation, ABLATIONS)
-        if not isinstance(compression, numbers.Real) or compression < 1:
-            raise ValueError(f"study: compressions must be numbers >= 1 (c = 1 / density), got {compression!r}.")
-    chosen = np.random.default_rng(seed).choice(len(x_train), min(score_samples, len(x_train)), replace=False)
-    score_data = (x_train[chosen], y_train[chosen])
-    optimizer_fn = optimizer_fn or (lambda: keras.optimizers.Adam(1e-3))
-    prune_kwargs.setdefault("batch_size", len(chosen))
-
-    def fit_evaluate(model):
-        keras.utils.set_random_seed(seed)
-        model.compile(optimizer=optimizer_fn(), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
-        started = time.perf_counter()
-        model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
-        seconds = time.perf_counter() - started
-        return float(model.evaluate(x_test, y_test, batch_size=1024, verbose=0)[1]), seconds
-
-    rows = []
-    if dense:
-        keras.utils.set_random_seed(seed)
-        accuracy, train_seconds = fit_evaluate(model_fn())
-        rows.append(dict(method="dense", ablation=None, compression=1.0, sparsity=0.0, achieved_sparsity=0.0,
-                         accuracy=accuracy, collapsed_layers=[], prune_seconds=0.0, train_seconds=train_seconds))
-    for method, ablation, compression in runs:
-        keras.utils.set_random_seed(seed)
-        model = model_fn()
-        started = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # collapse is reported in the row instead
-            pruned, info = prune_at_init(model, method, 1.0 - 1.0 / compression, data=score_data,
-                                         ablation=ablation, seed=seed, return_info=True, **prune_kwargs)
-        prune_seconds = time.perf_counter() - started
-        accuracy, train_seconds = fit_evaluate(pruned)
-        rows.append(dict(method=method, ablation=ablation, compression=float(compression),
-                         sparsity=info["sparsity"], achieved_sparsity=info["achieved_sparsity"], accuracy=accuracy,
-                         collapsed_layers=info["collapsed_layers"], prune_seconds=prune_seconds,
-                         train_seconds=train_seconds))
-    return rows
-
-
-def plot_study(rows, path, title="Pruning at initialization"):
-    """Save test accuracy against compression (log axis) for `study` rows to `path`; returns `path`.
-
-    One line per method; ablation runs are single markers in their method's colour; the dense run is a
-    dashed horizontal line.
-    """
-    from matplotlib.figure import Figure  # no pyplot: leaves the caller's matplotlib backend alone
-
-    figure = Figure(figsize=(7, 4.5))
-    axes = figure.add_subplot()
-    colours = {}
-    plain = [r for r in rows if r["method"] != "dense" and r["ablation"] is None]
-    for method in dict.fromkeys(r["method"] for r in plain):
-        line = sorted((r["compression"], r["accuracy"]) for r in plain if r["method"] == method)
-        (artist,) = axes.plot(*zip(*line), marker="o", label=method)
-        colours[method] = artist.get_color()
-    markers = {"shuffle": "s", "reinit": "^", "invert": "v"}
-    for r in rows:
-        if r["ablation"] is not None:
-            axes.scatter([r["compression"]], [r["accuracy"]], marker=markers[r["ablation"]],
-                         color=colours.get(r["method"], "black"), label=f"{r['method']} {r['ablation']}", zorder=3)
-    for r in rows:
-        if r["method"] == "dense":
-            axes.axhline(r["accuracy"], linestyle="--", color="grey", label="dense")
-    axes.set_xscale("log")
-    axes.set_xlabel("compression (1 / density)")
-    axes.set_ylabel("test accuracy")
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    return path
 
 
 # -- scoring ------------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""Figures of a study's rows: accuracy, per-layer sparsity, size and latency against sparsity.
+"""Every figure tfprune draws: a study's rows (accuracy, per-layer sparsity, size and latency against
+sparsity), `imp`'s rounds and `export.compare`'s variants.
 
-Drawn on Agg canvases (no display, no global pyplot state) and written atomically, so a figure on disk is
-always complete. Points are means over seeds; the bars around them span the seeds' minimum and maximum.
-The dedicated figures of other procedures stay where they are: `pai.plot_study`, `lottery.plot_imp`,
-`export.plot_compare`.
+Drawn on Agg canvases (no display, no global pyplot state, so the caller's matplotlib backend is left alone)
+and written atomically, so a figure on disk is always complete. Points are means over seeds; the bars around
+them span the seeds' minimum and maximum. Sparsity axes show the fraction left on a log scale, sparser to the
+right, so 90%, 99% and 99.9% (pruning at initialization) are as far apart as 0% and 90%.
 """
 import os
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from tfprune._io import atomic_write
 
-__all__ = ["accuracy_vs_sparsity", "layer_sparsity", "size_latency", "study_plots"]
+__all__ = ["accuracy_vs_sparsity", "layer_sparsity", "size_latency", "study_plots", "imp", "compare"]
 
 
 def _figure(width, height):
@@ -35,39 +36,53 @@ def _methods(rows):
 
 
 def _series(rows, method, key, scale=1.0):
-    """Sparsities in % and the mean, min and max of `key` over seeds, for one method; None values skipped."""
-    by_k = {}
+    """% left (100 - k) and the mean, min and max of `key` over seeds, for one method; None values skipped."""
+    by_left = {}
     for row in rows:
         if row["method"] == method and row.get(key) is not None:
-            by_k.setdefault(100 * row["sparsity"], []).append(row[key] / scale)
-    ks = sorted(by_k)
-    values = [np.asarray(by_k[k]) for k in ks]
-    return (np.array(ks), np.array([v.mean() for v in values]), np.array([v.min() for v in values]),
+            by_left.setdefault(100 * (1 - row["sparsity"]), []).append(row[key] / scale)
+    left = sorted(by_left)
+    values = [np.asarray(by_left[k]) for k in left]
+    return (np.array(left), np.array([v.mean() for v in values]), np.array([v.min() for v in values]),
             np.array([v.max() for v in values]))
 
 
 def _plot_lines(axes, rows, key, scale=1.0):
+    ticks = set()
     for method in _methods(rows):
-        ks, mean, low, high = _series(rows, method, key, scale)
-        if len(ks):
-            axes.errorbar(ks, mean, yerr=[mean - low, high - mean], marker="o", capsize=3, label=method)
-    axes.set_xlabel("k: % of each hidden layer pruned")
+        left, mean, low, high = _series(rows, method, key, scale)
+        if len(left):
+            axes.errorbar(left, mean, yerr=[mean - low, high - mean], marker="o", capsize=3, label=method)
+            ticks.update(left)
+    axes.set_xscale("log")
+    labelled = []  # ticks at least a factor 1.5 apart, so their labels never overlap on the log axis
+    for tick in sorted(ticks, reverse=True):
+        if not labelled or labelled[-1] / tick >= 1.5:
+            labelled.append(tick)
+    axes.set_xticks(labelled, [f"{tick:g}" for tick in labelled])
+    axes.minorticks_off()
+    axes.invert_xaxis()
+    axes.set_xlabel("% of the weights (or units) left, 100 - k")
     axes.grid(alpha=0.3)
 
 
 def _check(rows, caller):
     if not rows:
-        raise ValueError(f"{caller}: `rows` is empty; run the study (Study.run) before plotting it.")
+        raise ValueError(f"{caller}: `rows` is empty; plot the rows of a finished run (Study.run, export.compare).")
 
 
 def accuracy_vs_sparsity(rows, path, title="Test accuracy against sparsity"):
-    """One line per method; the dense models' mean accuracy is the dashed line. Returns `path`."""
+    """One line per method; the dense models' mean accuracy, where rows hold one, is the dashed line.
+
+    `rows` need ``method``, ``sparsity``, ``seed`` and ``accuracy``, as a study's rows have. Returns `path`.
+    """
     _check(rows, "accuracy_vs_sparsity")
     figure = _figure(7, 4.5)
     axes = figure.add_subplot()
     _plot_lines(axes, rows, "accuracy")
-    dense = {row["seed"]: row["dense_accuracy"] for row in rows}
-    axes.axhline(np.mean(list(dense.values())), linestyle="--", color="grey", label="dense")
+    dense = {row["seed"]: row["dense_accuracy"] for row in rows if row.get("dense_accuracy") is not None}
+    if dense:
+        axes.axhline(np.mean(list(dense.values())), linestyle="--", color="grey", label="dense")
     axes.set_ylabel("test accuracy")
     axes.set_title(title)
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
@@ -131,3 +146,43 @@ def study_plots(rows, directory):
     return {"accuracy": accuracy_vs_sparsity(rows, os.path.join(directory, "accuracy.png")),
             "layers": layer_sparsity(rows, os.path.join(directory, "layers.png")),
             "size_latency": size_latency(rows, os.path.join(directory, "size_latency.png"))}
+
+
+def imp(results_by_mode, path, title="Iterative magnitude pruning"):
+    """Accuracy against the kernel weights left, one line per entry of ``{label: imp() rows}``."""
+    if not isinstance(results_by_mode, dict) or not results_by_mode:
+        raise ValueError("plots.imp: `results_by_mode` must be a non-empty dict {label: imp() rows}.")
+    for label, rows in results_by_mode.items():
+        if not rows or not all(isinstance(row, dict) and {"remaining", "accuracy"} <= set(row) for row in rows):
+            raise ValueError(f"plots.imp: results for {label!r} must be imp() rows with 'remaining' and 'accuracy'.")
+    return accuracy_vs_sparsity([{"method": label, "sparsity": 1 - row["remaining"], "seed": 0,
+                                  "accuracy": row["accuracy"]} for label, rows in results_by_mode.items()
+                                 for row in rows], path, title)
+
+
+def compare(rows, path):
+    """Bar charts of zipped size, MACs, latency and accuracy per variant of `export.compare`'s rows."""
+    _check(rows, "compare")
+    names = [row["variant"] for row in rows]
+    x = np.arange(len(names))
+
+    def values(key, scale=1.0):
+        return np.array([np.nan if row.get(key) is None else row[key] / scale for row in rows], dtype=float)
+
+    figure = _figure(12, 3.2)
+    # Latency is on a log axis: TF at batch N and LiteRT at batch 1 differ by orders of magnitude.
+    panels = [("zipped size (KiB)", False, [("zipped_bytes", 1024.0, None)]),
+              ("MACs per example (M)", False, [("macs", 1e6, None)]),
+              ("latency, median (ms)", True, [("tf_ms", 1.0, "TF batch"), ("litert_ms", 1.0, "LiteRT batch 1")]),
+              ("accuracy", False, [("accuracy", 1.0, None)])]
+    for index, (title, log, series) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        width = 0.8 / len(series)
+        for k, (key, scale, label) in enumerate(series):
+            axes.bar(x + (k - (len(series) - 1) / 2) * width, values(key, scale), width, label=label)
+        axes.set_title(title)
+        axes.set_xticks(x, names, rotation=30, ha="right")
+        if log:
+            axes.set_yscale("log")
+            axes.legend(fontsize="small")
+    return _save(figure, path)

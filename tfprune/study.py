@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 
 from tfprune import bench, data as datasets, export, lottery, models, pai
-from tfprune._io import atomic_write
+from tfprune._io import atomic_write_file
 from tfprune._keras import check_model, keras
 from tfprune.graph import output_width_layers
 from tfprune.callbacks import UpdatePruningStep
@@ -49,7 +49,10 @@ __all__ = ["METHODS", "DATASETS", "MODELS", "PRESETS", "Study", "train", "accura
 ONESHOT = ("oneshot_weight", "oneshot_unit")
 GRADUAL = ("gradual_weight", "gradual_unit")
 IMP = ("imp_weights", "imp_lr", "imp_none")
-PAI = tuple(f"pai_{method}" for method in pai.METHODS)
+# ``pai_<scorer>``, then ``pai_<scorer>_<ablation>`` (Frankle et al.'s sanity checks) -> (scorer, ablation).
+_PAI = {f"pai_{method}" + (f"_{ablation}" if ablation else ""): (method, ablation)
+        for ablation in pai.ABLATIONS for method in pai.METHODS}
+PAI = tuple(_PAI)
 METHODS = ONESHOT + GRADUAL + ("group_lasso",) + IMP + PAI
 DATASETS = ("mnist_5k", "digits")
 MODELS = ("mlp", "lenet5")
@@ -63,6 +66,8 @@ CSV_COLUMNS = ("key", "method", "sparsity", "seed", "accuracy", "dense_accuracy"
 # Bumped when a change to the code makes earlier results incomparable; part of every cell's key.
 _KEY_VERSION = 1
 _SEEDS_KS = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
+_PAI_SCORERS = ("random", "magnitude", "snip", "grasp", "synflow")
+_PAI_ABLATED = tuple(f"pai_{method}_{ablation}" for method in ("snip", "synflow") for ablation in pai.ABLATIONS[1:])
 
 #: Named studies: `Study.preset(name)` or ``tfprune study --preset NAME``.
 PRESETS = {
@@ -73,6 +78,12 @@ PRESETS = {
         methods=ONESHOT + GRADUAL,
         sparsities={**{m: [k / 100 for k in _SEEDS_KS] for m in ONESHOT},
                     **{m: [0.5, 0.8, 0.9, 0.95] for m in GRADUAL}}),
+    # Tanaka et al.'s comparison (benchmarks/pai_study.py): LeNet-5 pruned at init by five scorers to
+    # compression 10, 100 and 1000 (sparsity 1 - 1/c), and Frankle et al.'s ablations at compression 100.
+    "pai-mnist": dict(
+        model="lenet5", dataset="mnist_5k", epochs=10, output="study_output/pai-mnist",
+        methods=tuple(f"pai_{m}" for m in _PAI_SCORERS) + _PAI_ABLATED,
+        sparsities={**{f"pai_{m}": [0.9, 0.99, 0.999] for m in _PAI_SCORERS}, **dict.fromkeys(_PAI_ABLATED, [0.99])}),
 }
 
 #: Table titles per method family, in the order `Study.tables` prints them.
@@ -128,12 +139,7 @@ def _digest(value):
 
 # -- files ------------------------------------------------------------------------------------------------------
 def _write_text(path, text):
-    atomic_write(path, lambda temp: _write_file(temp, text))
-
-
-def _write_file(path, text):
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    atomic_write_file(path, lambda handle: handle.write(text.encode()))
 
 
 def read_results(directory):
@@ -223,9 +229,11 @@ class Study:
         ProximalGroupLasso on units, mask the weakest units by L2 norm, fine-tune again with them masked),
         ``imp_weights``/``imp_lr``/``imp_none`` (tfprune.imp rounds of `epochs` under a cosine-decayed rate,
         pruning `imp_prune_fraction` per round or a little less so the last round lands on the sparsity;
-        rewinding to 10% of the dense run), ``pai_<scorer>`` (prune_at_init on 100 training examples, then
-        train for `epochs`).
-      sparsities: fractions in [0, 1) for every method, or ``{method: [fractions]}``.
+        rewinding to 10% of the dense run), ``pai_<scorer>`` (prune_at_init on 100 training examples, from the
+        dense run's initial weights, then train for `epochs`) and ``pai_<scorer>_<ablation>`` (the same with
+        Frankle et al.'s ``shuffle``, ``reinit`` or ``invert``).
+      sparsities: fractions in [0, 1) for every method, or ``{method: [fractions]}``; compression c is
+        sparsity 1 - 1/c.
       epochs: dense training epochs (also each IMP round's and each PaI run's budget).
       finetune_epochs: fine-tuning epochs of the gradual methods (and of each of group lasso's two phases).
       seeds: one run of the grid per seed (weights, batch order, random scores).
@@ -537,17 +545,18 @@ def _run_imp(study, cell, dense):
 
 
 def _run_pai(study, cell, dense):
-    seed = cell["seed"]
+    (method, ablation), seed = _PAI[cell["method"]], cell["seed"]
     model = study.build(seed)
     (x, y), _ = study.data(model)
     chosen = np.random.default_rng(seed).choice(len(x), min(100, len(x)), replace=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # layer collapse is recorded in the row instead
-        pruned, info = pai.prune_at_init(model, cell["method"][len("pai_"):], cell["sparsity"],
+        pruned, info = pai.prune_at_init(model, method, cell["sparsity"], ablation=ablation,
                                          data=(x[chosen], y[chosen]), exclude=_output_kernels(model), seed=seed,
                                          batch_size=len(chosen), return_info=True)
     train(pruned, x, y, study.epochs, study.batch_size, study.learning_rate, seed)
-    return strip(pruned), {"collapsed_layers": info["collapsed_layers"], "rounds": info["rounds"]}
+    return strip(pruned), {"collapsed_layers": info["collapsed_layers"], "rounds": info["rounds"],
+                           "prune_seconds": round(sum(info["seconds"].values()), 2)}
 
 
 _RUNNERS = {**dict.fromkeys(ONESHOT, _run_oneshot), **dict.fromkeys(GRADUAL, _run_gradual),

@@ -438,3 +438,13 @@ def test_imp_rejects_bad_arguments_before_writing(digits, tmp_path, kwargs, erro
     with pytest.raises(ValueError, match=error):
         lottery.imp(tiny_model, train, compile_sgd, fit, directory=str(tmp_path / "run"), **settings)
     assert not (tmp_path / "run").exists()
+
+
+def test_progress_over_rounds_says_when_it_resumes_and_is_silenced_by_verbose_0(digits, tmp_path, capsys):
+    run_imp(digits, tmp_path, rounds=1)
+    first = capsys.readouterr().out
+    assert "2/2" in first and "round" in first and "accuracy" in first and "resuming" not in first
+    run_imp(digits, tmp_path, rounds=2)  # one more round: resumes after the stored ones
+    assert "resuming from round 2 of 2" in capsys.readouterr().out
+    run_imp(digits, tmp_path / "quiet", rounds=1, verbose=0)
+    assert capsys.readouterr().out == ""

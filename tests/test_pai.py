@@ -313,3 +313,10 @@ def test_softmax_output_is_refused_for_loss_based_methods():
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(inputs))
     with pytest.raises(ValueError, match="needs logits"):
         score(model, "snip", data=toy_data())
+
+
+def test_rounds_show_progress_unless_verbose_0(capsys):
+    prune_at_init(tiny(), "synflow", 0.5, rounds=3)
+    assert "3/3" in capsys.readouterr().out
+    prune_at_init(tiny(), "synflow", 0.5, rounds=3, verbose=0)
+    assert capsys.readouterr().out == ""

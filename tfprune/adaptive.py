@@ -170,7 +170,7 @@ def _default_compile(model):
 
 
 def sap(model_fn, data, compile_fn=None, fit_kwargs=None, *, directory, rounds=5, rewind="init", rewind_step=None,
-        seed=0, p=0.5, q=1.0, eta_r=0.0, gamma=1.0, beta=0.9, scope="layer", exclude=()):
+        seed=0, p=0.5, q=1.0, eta_r=0.0, gamma=1.0, beta=0.9, scope="layer", exclude=(), verbose=1):
     """SAP's rounds: `lottery.iterative_pruning` with `sap_round`'s step (`p`, `q`, `eta_r`, `gamma`, `beta`,
     `scope`, `exclude`), the loop `imp` runs in, so the two compare on equal terms.
 
@@ -194,7 +194,7 @@ def sap(model_fn, data, compile_fn=None, fit_kwargs=None, *, directory, rounds=5
                              {"epochs": 1, "batch_size": 128, **(fit_kwargs or {})}, directory=directory,
                              prune_fn=lambda model, round_index: _sap_masks(model, **step)[0], rounds=rounds,
                              rewind=rewind, rewind_step=rewind_step, seed=seed, eval_data=test,
-                             prune_config={"sap": step})
+                             prune_config={"sap": step}, verbose=verbose)
 
 
 # -- callbacks ------------------------------------------------------------------------------------------------

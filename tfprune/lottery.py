@@ -488,7 +488,7 @@ def _read_state(directory, config):
 
 
 def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prune_fn, rounds=5, rewind="weights",
-                      rewind_step=None, seed=0, eval_data=None, prune_config=None):
+                      rewind_step=None, seed=0, eval_data=None, prune_config=None, verbose=1):
     """Train a dense model, then `rounds` times: prune with `prune_fn`, rewind, retrain. Resumes from `directory`.
 
     Round 0 trains the dense model for ``fit_kwargs['epochs']`` epochs (T steps) and, for the rewinding
@@ -523,6 +523,9 @@ def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prun
       seed: round r runs under ``keras.utils.set_random_seed(seed + r)``; the batch order depends on seed only.
       eval_data: ``(x_test, y_test)`` for each round's accuracy and loss; None evaluates on `data`.
       prune_config: JSON settings of `prune_fn`, stored with the run, so resuming with other ones raises.
+      verbose: 1 shows a progress bar over the rounds (accuracy, weights remaining, time left) and says when a
+        run resumes; 0 is silent. Keras' own epoch lines follow ``fit_kwargs["verbose"]``, each round's
+        preceded by its label.
 
     Returns ``(model, rows)``: the last round's trained model (masked, uncompiled; the same whether or not the
     run was resumed) and one row per round: ``round``, ``remaining`` (fraction of all kernel weights
@@ -540,7 +543,7 @@ def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prun
     directory = os.fspath(directory)
     x, y = _check_xy(data, "data")
     eval_x, eval_y = (x, y) if eval_data is None else _check_xy(eval_data, "eval_data")
-    epochs, batch_size, callbacks, verbose = _check_fit_kwargs(fit_kwargs, len(x))
+    epochs, batch_size, callbacks, fit_verbose = _check_fit_kwargs(fit_kwargs, len(x))
     check_choice(rewind, "rewind", _LOOP, REWIND_MODES)
     rounds, seed = check_int(rounds, "rounds", _LOOP), check_int(seed, "seed", _LOOP)
     batches = _step_batches(len(x), batch_size, epochs, seed)
@@ -560,7 +563,14 @@ def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prun
     kernel_count = sum(int(np.prod(shape)) for shape in kernels.values())
     rewind_dir = os.path.join(directory, "rewind")
 
-    for round_index in range(len(rows), rounds + 1):
+    todo = range(len(rows), rounds + 1)
+    if verbose and rows and len(todo):
+        print(f"{_LOOP}: resuming from round {len(rows)} of {rounds} in {directory}")
+    progress = (keras.utils.Progbar(len(todo), unit_name="round", stateful_metrics=["accuracy", "remaining"])
+                if verbose and len(todo) else None)
+    for round_index in todo:
+        if fit_verbose:  # a label for Keras' epoch lines
+            print(f"round {round_index} of {rounds}")
         if round_index == 0:
             network, round_masks = _fresh_model(model_fn, seed), {}
         else:
@@ -579,7 +589,7 @@ def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prun
         elif round_index > 0:
             _set_constant_learning_rate(optimizer, final_lr)
         start = 0 if round_index == 0 else step
-        network.fit(_dataset(x, y, batches[start:]), epochs=1, verbose=verbose, callbacks=callbacks + own_callbacks)
+        network.fit(_dataset(x, y, batches[start:]), epochs=1, verbose=fit_verbose, callbacks=callbacks + own_callbacks)
         for layer in masked_layers(network):
             layer.apply_masks()
         if round_index == 0:
@@ -593,12 +603,14 @@ def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prun
                      "accuracy": accuracy, "loss": loss, "pqi_global": layer_pq_indices(network)["global"],
                      "steps": total_steps - start, "checkpoint": checkpoint})
         _write_results(directory, config, final_lr, rows)
+        if progress is not None:
+            progress.add(1, [("accuracy", accuracy), ("remaining", rows[-1]["remaining"])])
     rows = [dict(row, checkpoint=os.path.join(directory, row["checkpoint"])) for row in rows[:rounds + 1]]
     return _trained_model(model_fn, seed + rounds, rows[-1]["checkpoint"]), rows
 
 
 def imp(model_fn, data, compile_fn, fit_kwargs, *, directory, rounds=5, prune_fraction=0.2, rewind="weights",
-        rewind_step=None, scope="global", exclude=(), seed=0, eval_data=None):
+        rewind_step=None, scope="global", exclude=(), seed=0, eval_data=None, verbose=1):
     """Iterative magnitude pruning: `iterative_pruning` whose step prunes `prune_fraction` of the surviving
     kernel weights by |w⊙m| (`magnitude_masks`).
 
@@ -614,4 +626,5 @@ def imp(model_fn, data, compile_fn, fit_kwargs, *, directory, rounds=5, prune_fr
 
     return iterative_pruning(model_fn, data, compile_fn, fit_kwargs, directory=directory, prune_fn=prune,
                              rounds=rounds, rewind=rewind, rewind_step=rewind_step, seed=seed, eval_data=eval_data,
-                             prune_config={"imp": {"prune_fraction": fraction, "scope": scope, "exclude": exclude}})
+                             prune_config={"imp": {"prune_fraction": fraction, "scope": scope, "exclude": exclude}},
+                             verbose=verbose)

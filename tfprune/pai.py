@@ -67,7 +67,7 @@ def score(model, method, data=None, loss=None, batches=1, temperature=200.0, tra
 
 
 def prune_at_init(model, method, sparsity, data=None, rounds=None, schedule="exponential", scope="global",
-                  ablation=None, seed=0, exclude=(), return_info=False, **score_kwargs):
+                  ablation=None, seed=0, exclude=(), return_info=False, verbose=1, **score_kwargs):
     """A new model whose scored kernels carry fixed masks leaving ``1 - sparsity`` of their entries.
 
     Exactly ``round(sparsity × total)`` entries are pruned, `total` counting the scored kernels of all layers
@@ -85,7 +85,8 @@ def prune_at_init(model, method, sparsity, data=None, rounds=None, schedule="exp
       initializers (seeded from `seed`).
       ``"invert"``: every round prunes the highest scores instead (the ranking is negated, GraSP included).
 
-    A layer left with no weights at all (layer collapse) is named in a warning and in the info.
+    A layer left with no weights at all (layer collapse) is named in a warning and in the info. With more than
+    one round, ``verbose=1`` shows a progress bar over the rounds (time left included); 0 is silent.
     `score_kwargs` go to the scorer: ``loss``, ``batches``, ``batch_size``, ``temperature``, ``train_mode``.
 
     Returns:
@@ -111,6 +112,7 @@ def prune_at_init(model, method, sparsity, data=None, rounds=None, schedule="exp
     seconds = {"setup": time.perf_counter() - started, "scoring": 0.0, "selection": 0.0}
     current = scorer.start_masks
     density = 1.0 - float(sparsity)
+    progress = keras.utils.Progbar(rounds, unit_name="round") if verbose and rounds > 1 else None
     for r in range(1, rounds + 1):
         round_density = density ** (r / rounds) if schedule == "exponential" else 1.0 - (1.0 - density) * r / rounds
         started = time.perf_counter()
@@ -121,6 +123,8 @@ def prune_at_init(model, method, sparsity, data=None, rounds=None, schedule="exp
             scores = [-s for s in scores]
         current = _keep_highest(scores, current, round_density, scope)
         seconds["selection"] += time.perf_counter() - started
+        if progress is not None:
+            progress.add(1)
 
     started = time.perf_counter()
     if ablation == "shuffle":

@@ -540,7 +540,7 @@ def _run_imp(study, cell, dense):
                             {"epochs": study.epochs, "batch_size": study.batch_size},
                             directory=os.path.join(study.output, "imp", cell["key"]), rounds=rounds,
                             prune_fraction=fraction, rewind=rewind, rewind_step=rewind_step,
-                            exclude=_output_kernels(model), seed=seed, eval_data=test_data)
+                            exclude=_output_kernels(model), seed=seed, eval_data=test_data, verbose=0)
     return strip(pruned), {"rounds": rounds, "prune_fraction": fraction, "rewind_step": rewind_step}
 
 
@@ -553,7 +553,7 @@ def _run_pai(study, cell, dense):
         warnings.simplefilter("ignore", UserWarning)  # layer collapse is recorded in the row instead
         pruned, info = pai.prune_at_init(model, method, cell["sparsity"], ablation=ablation,
                                          data=(x[chosen], y[chosen]), exclude=_output_kernels(model), seed=seed,
-                                         batch_size=len(chosen), return_info=True)
+                                         batch_size=len(chosen), return_info=True, verbose=0)
     train(pruned, x, y, study.epochs, study.batch_size, study.learning_rate, seed)
     return strip(pruned), {"collapsed_layers": info["collapsed_layers"], "rounds": info["rounds"],
                            "prune_seconds": round(sum(info["seconds"].values()), 2)}

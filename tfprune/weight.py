@@ -23,9 +23,9 @@ def _prunable_names(model, exclude):
         raise ValueError(f"exclude: {unknown} are not prunable layers of '{model.name}'. Prunable: {names}.")
     chosen = [name for name in names if name not in set(exclude)]
     if not chosen:
-        raise ValueError(f"prune_weights: model '{model.name}' has no prunable kernel "
-                         f"{'left after exclude=' + repr(list(exclude)) if names else '(no Dense, Conv or Embedding layer)'}"
-                         f"; there is nothing to prune.")
+        where = f"left after exclude={list(exclude)!r}" if names else "(no Dense, Conv or Embedding layer)"
+        raise ValueError(f"prune_weights: model '{model.name}' has no prunable kernel {where}; there is nothing "
+                         f"to prune.")
     return chosen
 
 

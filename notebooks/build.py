@@ -9,16 +9,20 @@ import os
 import nbformat
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SETUP = '''# Colab only: fetch tfprune (the pretrained models live in its repository) and install it.
-# Set REPOSITORY to the git URL of your tfprune repository (this notebook's home) before running on Colab.
+SETUP = '''# Colab only: install tfprune from its repository (the pretrained models live there too). Upload tfprune.zip
+# (`make colab` writes it to dist/: the repository as committed) to /content, or set REPOSITORY to its git URL.
 import os
 import sys
 
 REPOSITORY = os.environ.get("TFPRUNE_REPOSITORY", "")
 if "google.colab" in sys.modules or "COLAB_GPU" in os.environ:
-    if not REPOSITORY:
-        raise RuntimeError("Set REPOSITORY (first cell) to the git URL of the tfprune repository, then rerun.")
-    !git clone -q --depth 1 {REPOSITORY} /content/tfprune
+    if os.path.isfile("/content/tfprune.zip"):
+        !unzip -q -o /content/tfprune.zip -d /content/tfprune
+    elif REPOSITORY:
+        !git clone -q --depth 1 {REPOSITORY} /content/tfprune
+    else:
+        raise RuntimeError("Upload tfprune.zip (made by `make colab`) to /content, or set REPOSITORY (this cell) "
+                           "to the git URL of the tfprune repository, then rerun.")
     !pip install -q -e "/content/tfprune[demo]"
     sys.path.insert(0, "/content/tfprune")
 
@@ -66,7 +70,7 @@ The seeds used the full 60,000-image MNIST, so absolute accuracies here are lowe
 ## A trained model
 
 `tfprune.models.pretrained("mlp")` loads the network trained by `pretrained/train.py` (seed 0, 10 epochs of Adam)
-after checking its sha256 against `pretrained/manifest.json`.'''),
+after checking its model digest against `pretrained/manifest.json`.'''),
     code('''dense = tfprune.models.pretrained("mlp")
 dense_accuracy = study.accuracy(dense, x_test, y_test)
 print(f"dense test accuracy: {dense_accuracy:.4f}")

@@ -3,8 +3,7 @@
 Every subcommand returns an exit code: 0 on success, 2 for bad arguments or unreadable inputs (the message on
 stderr names the argument and the fix), so scripts can tell a mistake from a crash.
 
-Each command checks its arguments and input paths before it loads or converts anything, then imports the parts
-of tfprune it runs.
+Each command checks its arguments and input paths before it loads or converts anything.
 """
 import argparse
 import dataclasses
@@ -12,6 +11,14 @@ import math
 import os
 import sys
 import textwrap
+
+from tfprune import bench, data as datasets, export
+from tfprune._keras import keras
+from tfprune.mask import strip
+from tfprune.oneshot import oneshot
+from tfprune.report import report
+from tfprune.shrink import shrink
+from tfprune.study import METHODS, PRESETS, Study
 
 KERAS_SUFFIXES = (".keras", ".h5")
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
@@ -33,8 +40,6 @@ def _load(path):
     if os.path.isdir(path) or not path.endswith(KERAS_SUFFIXES):
         raise UsageError(f"MODEL {path!r} is not a .keras or .h5 file; save the model with "
                          "model.save('model.keras') (tf_keras) and pass that file.")
-    from tfprune._keras import keras
-
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for foreign or damaged files
@@ -67,8 +72,6 @@ def _positive(text):
 def _study(args):
     if args.config is not None:
         _existing(args.config, "CONFIG")
-    from tfprune.study import Study
-
     study = Study.preset(args.preset) if args.preset else Study.from_config(args.config)
     fast = args.fast or os.environ.get("TFPRUNE_FAST") == "1"
     if fast:
@@ -88,26 +91,19 @@ def _study(args):
 
 def _report(args):
     model = _load(args.model)
-    from tfprune.report import report
-
     print(f"{args.model}: model '{model.name}'")
     report(model)
 
 
 def _export(args):
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    from tfprune.export import FORMATS
-
-    unknown = [f for f in formats if f not in FORMATS]
+    unknown = [f for f in formats if f not in export.FORMATS]
     if unknown or not formats:
-        raise UsageError(f"--formats: unknown {unknown or 'empty list'}; choose from {','.join(FORMATS)}.")
+        raise UsageError(f"--formats: unknown {unknown or 'empty list'}; choose from {','.join(export.FORMATS)}.")
     if "tflite_int8" in formats and args.calibration is None:
         raise UsageError("--formats tflite_int8 calibrates activations on real inputs; add --calibration "
                          "mnist_5k or --calibration digits (a dataset the model's input fits).")
     model = _load(args.model)
-    from tfprune import data as datasets, export
-    from tfprune.mask import strip
-
     representative = None
     if "tflite_int8" in formats:
         x = getattr(datasets, args.calibration)()[0][0][:200]
@@ -131,8 +127,6 @@ def _bench(args):
     elif args.backend is None and not path.endswith((".tflite",) + KERAS_SUFFIXES):
         raise UsageError(f"cannot tell the backend of {path!r}: expected a .tflite, .keras or .h5 file or a "
                          "SavedModel folder; pass --backend explicitly.")
-    from tfprune import bench
-
     backend = args.backend or bench._default_backend(path)
     if args.threads is not None and backend != "litert":
         try:
@@ -154,12 +148,6 @@ def _prune(args):
     if not out.endswith(KERAS_SUFFIXES):
         raise UsageError(f"--out {out!r} must end in .keras or .h5.")
     model = _load(args.model)
-    from tfprune import export
-    from tfprune.mask import strip
-    from tfprune.oneshot import oneshot
-    from tfprune.report import report
-    from tfprune.shrink import shrink
-
     pruned = strip(oneshot(model, args.method, args.sparsity))
     if args.shrink:
         pruned = shrink(pruned)
@@ -172,10 +160,6 @@ def _prune(args):
 
 # -- the parser -----------------------------------------------------------------------------------------------------
 def build_parser():
-    from tfprune.bench import BACKENDS
-    from tfprune.export import FORMATS
-    from tfprune.study import METHODS, PRESETS
-
     parser = argparse.ArgumentParser(
         prog="tfprune", description="Pruning for tf_keras models that really shrinks them, and says by how much.",
         epilog="Run 'tfprune COMMAND --help' for a command's options. Exit codes: 0 success, 2 bad arguments or "
@@ -214,7 +198,7 @@ def build_parser():
         description="Strip pruning wrappers and write MODEL in each format to DIR/NAME<suffix>, atomically; "
                     "prints params, non-zeros, MACs and each file's bytes and zip-deflated bytes.")
     write.add_argument("model", metavar="MODEL", help="a .keras or .h5 file")
-    write.add_argument("--formats", default="keras,tflite", help=f"comma-separated, from {','.join(FORMATS)} "
+    write.add_argument("--formats", default="keras,tflite", help=f"comma-separated, from {','.join(export.FORMATS)} "
                                                                  "(default: keras,tflite)")
     write.add_argument("--out", required=True, metavar="DIR", help="folder for the files (created if missing)")
     write.add_argument("--name", help="file name stem (default: MODEL's)")
@@ -227,7 +211,7 @@ def build_parser():
         description="Time MODEL as a Keras tf.function, a SavedModel signature or in LiteRT on random inputs of "
                     "the model's shape, and print the median and spread in ms.")
     time_.add_argument("model", metavar="MODEL", help="a .keras/.h5/.tflite file or a SavedModel folder")
-    time_.add_argument("--backend", choices=BACKENDS, help="default: from MODEL (.tflite -> litert, folder "
+    time_.add_argument("--backend", choices=bench.BACKENDS, help="default: from MODEL (.tflite -> litert, folder "
                                                                  "-> saved_model, else keras)")
     time_.add_argument("--batch-size", type=_positive, default=1, help="examples per call (default 1)")
     time_.add_argument("--threads", type=_positive, help="LiteRT threads, or TensorFlow's intra/inter-op pools "

@@ -7,7 +7,6 @@ leaves a truncated artifact that a later step could mistake for a good one.
 """
 import io
 import os
-import re
 import tempfile
 import warnings
 import zipfile
@@ -18,7 +17,7 @@ from tfprune._keras import check_model, keras, tf
 from tfprune.bench import compare_latency, predict
 from tfprune.metrics import count_macs, count_nonzero, count_params, format_table
 from tfprune.mask import strip as strip_wrappers
-from tfprune._io import _remove, atomic_write
+from tfprune._io import atomic_write
 
 __all__ = ["FORMATS", "save", "artifact_size", "format_report", "compare"]
 
@@ -33,12 +32,17 @@ FORMATS = {
 }
 
 
+def _input_arrays(data):
+    """`representative_data` given as arrays: one float32 array per model input."""
+    return [np.asarray(a, dtype=np.float32) for a in (data if isinstance(data, (list, tuple)) else [data])]
+
+
 def _check_representative(model, data):
     """Arrays must hold examples of the model's input shapes: the converter's own error for a mismatch is an opaque
     'BytesRequired number of elements overflowed'. A callable's output is not known until the conversion."""
     if callable(data):
         return
-    arrays = [np.asarray(a) for a in (data if isinstance(data, (list, tuple)) else [data])]
+    arrays = _input_arrays(data)
     if len(arrays) != len(model.inputs):
         raise ValueError(f"save: `representative_data` holds {len(arrays)} arrays but the model takes "
                          f"{len(model.inputs)} inputs; pass one array per input, in model.inputs order.")
@@ -51,17 +55,11 @@ def _check_representative(model, data):
                              f"x.reshape((-1,) + {expected}).")
 
 
-def _leftovers(directory, base):
-    """What an earlier save of `base` left when it was killed: atomic_write's hidden `.tmp-`/`.old-` siblings."""
-    pattern = re.compile(r"\.(tmp|old)-[0-9a-f]{8}-" + re.escape(base))
-    return [os.path.join(directory, entry) for entry in os.listdir(directory) if pattern.fullmatch(entry)]
-
-
 def _representative(data):
     """TFLite's representative dataset: a callable is used as is; arrays are fed one example at a time."""
     if callable(data):
         return data
-    arrays = [np.asarray(a, dtype=np.float32) for a in (data if isinstance(data, (list, tuple)) else [data])]
+    arrays = _input_arrays(data)
 
     def examples():
         for i in range(arrays[0].shape[0]):
@@ -140,8 +138,8 @@ def save(model, directory, formats=("keras", "saved_model", "tflite"), represent
 
     Formats: see FORMATS. `tflite_int8` needs `representative_data`: an array of inputs shaped like the model's
     (a few hundred examples are enough) or a callable yielding lists of input arrays. `strip` (default
-    `tfprune.strip`) first turns pruning wrappers into plain layers holding weight x mask. Hidden temporary files
-    that a killed earlier save of the same names left in `directory` are removed. The report holds the model's
+    `tfprune.strip`) first turns pruning wrappers into plain layers holding weight x mask. Files are written
+    atomically (`tfprune._io`), which also clears what a killed earlier save of the same names left. The report holds the model's
     params, nonzero and macs (None when an input shape is not fixed) and, per format, the path, raw bytes and
     zipped bytes.
     """
@@ -164,8 +162,6 @@ def save(model, directory, formats=("keras", "saved_model", "tflite"), represent
     os.makedirs(directory, exist_ok=True)
     for fmt in formats:
         path = os.path.join(os.fspath(directory), name + FORMATS[fmt])
-        for leftover in _leftovers(directory, name + FORMATS[fmt]):
-            _remove(leftover)
         atomic_write(path, lambda temp, fmt=fmt: _write(model, fmt, temp, representative_data))
         report["artifacts"][fmt] = {"path": path, **artifact_size(path)}
     return report

@@ -198,7 +198,7 @@ def prunable_kernels(layer):
 
 
 #: Config keys of layers that set their output width.
-_WIDTH_KEYS = {"units", "filters", "output_dim"}
+_WIDTH_CONFIG_KEYS = {"units", "filters", "output_dim"}
 
 
 def output_width_layers(model):
@@ -217,7 +217,7 @@ def output_width_layers(model):
         if isinstance(inner, keras.Model) and output_width_layers(inner):
             found.update(output_width_layers(inner))
             return True
-        if not isinstance(inner, keras.Model) and _WIDTH_KEYS & set(inner.get_config()):
+        if not isinstance(inner, keras.Model) and _WIDTH_CONFIG_KEYS & set(inner.get_config()):
             found.add(inner.name)
             return True
         return any([reach(parent, parents) for parent in parents(layer)])

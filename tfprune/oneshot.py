@@ -12,7 +12,7 @@ from tfprune.graph import output_width_layers
 from tfprune.mask import freeze, inner_layer, iter_layers, masked_layers, strip, with_masks
 from tfprune.schedules import ConstantSparsity
 from tfprune.unit import UnitPruner, prune_units
-from tfprune.validation import check_finite
+from tfprune.validation import check_exclude, check_finite
 from tfprune.weight import prunable_kernels, smallest_to_mask
 
 
@@ -34,10 +34,8 @@ def oneshot(model, method="weight", sparsity=0.5, exclude=()):
         pruner, = UnitPruner.from_model(pruned, masked_layers(pruned))
         pruner.update(sparsity, 0)
         return freeze(pruned)
-    skip = output_width_layers(model) | set(exclude)
-    unknown = sorted(set(exclude) - {inner_layer(layer).name for layer in iter_layers(model)})
-    if unknown:
-        raise ValueError(f"oneshot: exclude names {unknown}, which model '{model.name}' does not have.")
+    prunable = [inner_layer(layer).name for layer in iter_layers(model) if prunable_kernels(inner_layer(layer))]
+    skip = output_width_layers(model) | check_exclude(exclude, prunable, "oneshot")
     layer_masks = {}
     for layer in iter_layers(strip(model)):  # the weights as the model computes with them
         kernels = {name: getattr(layer, name).numpy() for name in prunable_kernels(layer)}

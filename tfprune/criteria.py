@@ -16,6 +16,7 @@ import numpy as np
 
 from tfprune._keras import keras, tf
 from tfprune.graph import KERNEL_WEIGHTS, unwrap_layer
+from tfprune.registry import resolve_weight
 
 __all__ = ["CRITERIA", "KERNEL_WEIGHTS", "ModelTensors", "apoz", "bn_gamma", "get_criterion", "l1", "l2",
            "mean_column_norm", "normalize_scores", "random_criterion", "register_criterion", "score_group", "taylor"]
@@ -204,7 +205,7 @@ class ModelTensors:
         if piece.layer not in self.layers:
             raise ValueError(f"No layer named '{piece.layer}' in model '{self.model.name}'.")
         layer = self.layers[piece.layer]
-        variable = getattr(layer, piece.weight, None)
+        variable = resolve_weight(layer, piece.weight)
         if not isinstance(variable, tf.Variable):
             raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}) has no weight '{piece.weight}'.")
         return variable

@@ -6,8 +6,10 @@ channels plus every BatchNorm entry, depthwise filter, residual partner and cons
 
 Every tensor of the Keras graph is described as a list of segments along its last axis, one per group
 it carries (a Concatenate gives several), each with the map from channel to positions (see
-`ChannelSlice`). Layers the graph does not know raise `UnsupportedLayerError`: a layer wrongly assumed to
-be channel-preserving would silently corrupt both masks and shrunk models.
+`ChannelSlice`). How each layer maps channels is its spec in `tfprune.registry`; the builder's methods
+under "what layer specs call" are the vocabulary specs use. Layers without a spec raise
+`UnsupportedLayerError`: a layer wrongly assumed to be channel-preserving would silently corrupt both masks
+and shrunk models.
 
 All names in the graph are innermost layer names: a tfmot `PruneLowMagnitude` or a wrapper class with
 ``tfprune_transparent = True`` is seen through, and nested models are entered.
@@ -25,19 +27,10 @@ from typing import Optional
 import numpy as np
 
 from tfprune._keras import check_model, keras, tf, unwrap_layer
+from tfprune.registry import UnsupportedLayerError, resolve_weight, spec_for, unsupported as _unsupported
 
 __all__ = ["ChannelSlice", "ChannelGroup", "ChannelGraph", "UnsupportedLayerError", "build_channel_graph",
            "output_width_layers", "prunable_kernels", "unwrap_layer"]
-
-class UnsupportedLayerError(ValueError):
-    """A layer whose effect on channels the graph cannot model; the message names it and the fix."""
-
-
-def _unsupported(layer, why):
-    return UnsupportedLayerError(
-        f"Layer '{layer.name}' ({type(layer).__name__}) is not supported by the channel graph: {why}. "
-        f"Pass exclude=['{layer.name}'] to leave the channels around it unpruned, or rebuild the model "
-        f"with supported layers (Dense, Conv*, BatchNormalization, Add, Concatenate, pooling, ...).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,20 +174,10 @@ def kernel_attributes(layer):
     return [name for name in KERNEL_WEIGHTS if isinstance(getattr(layer, name, None), tf.Variable)]
 
 
-#: Layer types whose kernels weight pruning masks (TFMOT's registry minus recurrent and attention layers).
-PRUNABLE_TYPES = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
-                  keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose, keras.layers.SeparableConv1D,
-                  keras.layers.SeparableConv2D, keras.layers.Embedding)
-
-
 def prunable_kernels(layer):
-    """Kernel attributes that weight pruning, PaI and IMP mask on `layer` (TFMOT's rule: pointwise only for
-    separable convolutions, depthwise kernels never)."""
-    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
-        return ["pointwise_kernel"]
-    if isinstance(layer, PRUNABLE_TYPES) and not isinstance(layer, keras.layers.DepthwiseConv2D):
-        return kernel_attributes(layer)
-    return []
+    """Kernel attributes that weight pruning, PaI and IMP mask on `layer` (its registry spec says which)."""
+    spec = spec_for(layer)
+    return [name for name in spec.prunable_kernels if getattr(layer, name, None) is not None] if spec else []
 
 
 #: Config keys of layers that set their output width.
@@ -290,52 +273,14 @@ class _Channels:
         return self.shape[-1]
 
 
-_ELEMENTWISE_ACTIVATIONS = frozenset({
-    "linear", "relu", "relu6", "elu", "selu", "sigmoid", "hard_sigmoid", "tanh", "softplus", "softsign",
-    "swish", "silu", "gelu", "mish", "exponential", "leaky_relu"})
-_CHANNEL_NORMALIZING_ACTIVATIONS = frozenset({"softmax", "log_softmax"})
-
-_L = keras.layers
-_DENSE = (_L.Dense,)
-_CONVS = (_L.Conv1D, _L.Conv2D, _L.Conv3D)
-_TRANSPOSED_CONVS = (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose)
-_SEPARABLE_CONVS = (_L.SeparableConv1D, _L.SeparableConv2D)
-_DEPTHWISE_CONVS = (_L.DepthwiseConv1D, _L.DepthwiseConv2D)
-_ELEMENTWISE = (
-    _L.ReLU, _L.LeakyReLU, _L.ELU, _L.ThresholdedReLU, _L.Dropout, _L.SpatialDropout1D, _L.SpatialDropout2D,
-    _L.SpatialDropout3D, _L.GaussianNoise, _L.GaussianDropout, _L.AlphaDropout)
-_SPATIAL = (
-    _L.MaxPooling1D, _L.MaxPooling2D, _L.MaxPooling3D, _L.AveragePooling1D, _L.AveragePooling2D,
-    _L.AveragePooling3D, _L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D, _L.GlobalMaxPooling3D,
-    _L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D, _L.GlobalAveragePooling3D, _L.ZeroPadding1D,
-    _L.ZeroPadding2D, _L.ZeroPadding3D, _L.Cropping1D, _L.Cropping2D, _L.Cropping3D, _L.UpSampling1D,
-    _L.UpSampling2D, _L.UpSampling3D)
-_MERGES = (_L.Add, _L.Subtract, _L.Multiply, _L.Average, _L.Maximum, _L.Minimum)
-
-
-def _activation_name(layer, activation):
-    name = keras.activations.serialize(activation)
-    if not isinstance(name, str):
-        raise _unsupported(layer, f"its activation {getattr(activation, '__name__', activation)!r} is not a "
-                                  f"built-in Keras activation, so it may mix channels")
-    return name
+_MISSING = object()
 
 
 def _is_relu_output(layer):
-    if isinstance(layer, _L.ReLU):
+    if type(layer) is keras.layers.ReLU:
         return float(layer.negative_slope) == 0.0
     activation = getattr(layer, "activation", None)
     return activation is not None and keras.activations.serialize(activation) == "relu"
-
-
-def _check_channels_last(layer):
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
-        raise _unsupported(layer, f"data_format='{layer.data_format}'; the channel graph needs channels_last")
-
-
-def _normalized_axes(axes, rank):
-    axes = [axes] if isinstance(axes, int) else list(axes)
-    return sorted(axis % rank for axis in axes)
 
 
 # --- the builder ----------------------------------------------------------------------------------
@@ -358,6 +303,7 @@ class _Builder:
         self.facts = []          # (provisional group, kind, value) in walk order
         self.calls = {}          # weighted innermost layer name -> (inputs, outputs) of its first call
         self.call_counts = {}
+        self._call = ((), {})
 
     def _collect_names(self, model):
         """Innermost and wrapper names; `check_model` has already rejected names two layers share."""
@@ -389,31 +335,97 @@ class _Builder:
     def note(self, group, kind, value):
         self.facts.append((group, kind, value))
 
-    def add_slice(self, layer, weight, axis, role, segment, multiplier=1):
-        if getattr(layer, weight, None) is None:  # e.g. use_bias=False, BatchNormalization(scale=False)
-            return
+    def _add_slice(self, layer, weight, axis, role, segment, multiplier=1):
         placed = segment.scaled(multiplier)
         self.note(segment.group, "slice", ChannelSlice(layer.name, weight, axis, role, size=segment.size,
                                                        **placed.placement()))
 
-    def mark(self, channels, reason):
-        for tensor in channels:
-            for segment in tensor.segments:
-                self.note(segment.group, "reason", reason)
-
-    def channels(self, shape, segments, source):
-        return _Channels(tuple(segments), tuple(shape), source)
-
-    def fresh_channels(self, shape, source, producer=None, reason=None):
+    def _fresh_channels(self, shape, source, producer=None, reason=None):
         """A tensor carrying one new group (producer output, model input, output of an excluded layer)."""
         if shape[-1] is None:  # unknown width: nothing to prune or couple
-            return self.channels(shape, (), source)
+            return _Channels((), tuple(shape), source)
         group = self.new_group(shape[-1])
         if producer is not None:
             self.note(group, "producer", producer)
         if reason is not None:
             self.note(group, "reason", reason)
-        return self.channels(shape, (_Segment(group, shape[-1]),), source)
+        return _Channels((_Segment(group, shape[-1]),), tuple(shape), source)
+
+    # --- what layer specs call (tfprune.registry) ---
+    def slice(self, layer, weight, axis, role, x, multiplier=1):
+        """Weight `weight` of `layer` holds x's channels along `axis` (``role`` 'out': it makes or scales
+        them, 'in': it reads them), each channel owning `multiplier` consecutive positions. A weight set to
+        None (``use_bias=False``) is skipped; a missing one or a length that does not match raises."""
+        if getattr(layer, weight.split(".")[0], _MISSING) is None:
+            return
+        variable = resolve_weight(layer, weight)
+        if not isinstance(variable, tf.Variable):
+            raise _unsupported(layer, f"its spec names weight '{weight}', which the layer does not have")
+        rank = len(variable.shape)
+        if not -rank <= axis < rank:
+            raise _unsupported(layer, f"its spec slices axis {axis} of weight '{weight}' of shape "
+                                      f"{tuple(variable.shape)}")
+        axis %= rank
+        if x.width is not None and variable.shape[axis] != x.width * multiplier:
+            raise _unsupported(layer, f"its spec puts {x.width} channels (x{multiplier}) on axis {axis} of weight "
+                                      f"'{weight}', which has length {variable.shape[axis]}")
+        for segment in x.segments:
+            self._add_slice(layer, weight, axis, role, segment, multiplier)
+
+    def new_channels(self, shape, layer, reason=None):
+        """Output channels `layer` makes (a new group); with `reason` they stay whole."""
+        return self._fresh_channels(shape, layer.name, producer=layer.name, reason=reason)
+
+    def same(self, x, shape, layer):
+        """`layer`'s output carries x's channels at the same positions."""
+        return _Channels(x.segments, tuple(shape), layer.name)
+
+    def scaled(self, x, multiplier, shape, layer):
+        """Output channels c*m .. c*m+m-1 come from input channel c (depthwise multiplier)."""
+        return _Channels(tuple(s.scaled(multiplier) for s in x.segments), tuple(shape), layer.name)
+
+    def concatenated(self, inputs, shape, layer):
+        """The inputs' channels side by side along the last axis."""
+        segments, shift = [], 0
+        for tensor in inputs:
+            if tensor.width is None:
+                raise _unsupported(layer, "an input has an unknown number of channels")
+            segments.extend(dataclasses.replace(s, offset=s.offset + shift) for s in tensor.segments)
+            shift += tensor.width
+        return _Channels(tuple(segments), tuple(shape), layer.name)
+
+    def flattened(self, x, shape, layer):
+        """Channels-last flatten repeats every channel position once per spatial position, width apart."""
+        spatial = x.shape[1:-1]
+        if not spatial or all(size == 1 for size in spatial):
+            return self.same(x, shape, layer)
+        if any(size is None for size in x.shape[1:]):
+            raise _unsupported(layer, f"its input shape {x.shape} is not fully known")
+        if any(segment.stride for segment in x.segments):
+            raise _unsupported(layer, "its input was already flattened and reshaped")
+        fan_out = int(np.prod(spatial))
+        segments = tuple(dataclasses.replace(s, stride=x.width, fan_out=fan_out) for s in x.segments)
+        return _Channels(segments, tuple(shape), layer.name)
+
+    def couple(self, layer, tensors, problem="merges inputs with different channel structures"):
+        """Tensors that must share one mask, position by position (element-wise merges)."""
+        first = tensors[0]
+        for other in tensors[1:]:
+            if len(other.segments) != len(first.segments) or not all(
+                    a.same_layout(b) for a, b in zip(first.segments, other.segments)):
+                raise _unsupported(layer, f"it {problem}: {_describe(first)} vs {_describe(other)}")
+            for a, b in zip(first.segments, other.segments):
+                self.union(a.group, b.group)
+
+    def freeze(self, tensors, reason):
+        """The channels of `tensors` stay whole, for `reason`."""
+        for tensor in tensors:
+            for segment in tensor.segments:
+                self.note(segment.group, "reason", reason)
+
+    def call_arguments(self):
+        """(args, kwargs) of the call being visited (constants of TFOpLambda layers)."""
+        return self._call
 
     # the walk
     def walk(self, model, bound_inputs=None):
@@ -436,12 +448,13 @@ class _Builder:
                 if node.is_input:
                     if bound_inputs is None:
                         name = node.layer.name
-                        channels = self.fresh_channels(outputs[0].shape, name,
+                        channels = self._fresh_channels(outputs[0].shape, name,
                                                        reason=f"feeds from model input '{name}'")
                         self.note_carriers(node.layer, [channels])
                         known[id(outputs[0])] = channels
                     continue
                 inputs = [known[id(tensor)] for tensor in node.keras_inputs]
+                self._call = (node.call_args, node.call_kwargs)
                 results = self.visit(node.layer, inputs, [tuple(t.shape) for t in outputs])
                 known.update({id(tensor): channels for tensor, channels in zip(outputs, results)})
         return [known[id(tensor)] for tensor in model.outputs]
@@ -461,15 +474,15 @@ class _Builder:
                 raise
             return self.opaque(inner, inputs, output_shapes)
         if excluded:
-            self.mark(inputs + results, f"excluded: {inner.name}")
+            self.freeze(inputs + results, f"excluded: {inner.name}")
         self.note_carriers(inner, results)
         return results
 
     def opaque(self, layer, inputs, output_shapes):
         """An excluded layer the graph cannot model: a wall, with fixed channels on both sides."""
         reason = f"excluded: {layer.name}"
-        self.mark(inputs, reason)
-        return [self.fresh_channels(shape, layer.name, reason=reason) for shape in output_shapes]
+        self.freeze(inputs, reason)
+        return [self._fresh_channels(shape, layer.name, reason=reason) for shape in output_shapes]
 
     def note_carriers(self, layer, results):
         relu = _is_relu_output(layer)
@@ -483,9 +496,10 @@ class _Builder:
                     self.note(segment.group, "relu_carrier", layer.name)
 
     def visit_known(self, layer, inputs, output_shapes):
-        handler = _handler(layer)
-        if handler is None:
+        spec = spec_for(layer)
+        if spec is None:
             raise _unsupported(layer, "tfprune does not know how it maps input channels to output channels")
+        handler = spec.map_channels
         if not layer.weights:
             return handler(self, layer, inputs, output_shapes)
         first = self.calls.get(layer.name)
@@ -496,28 +510,18 @@ class _Builder:
             return results
         first_inputs, first_results = first
         for now, then in zip(inputs, first_inputs):
-            self.unite(layer, [now, then], "is called on inputs with different channel structures")
-        return [self.channels(shape, then.segments, layer.name)
+            self.couple(layer, [now, then], "is called on inputs with different channel structures")
+        return [_Channels(then.segments, tuple(shape), layer.name)
                 for shape, then in zip(output_shapes, first_results)]
-
-    def unite(self, layer, tensors, problem):
-        """Couple tensors that must share one mask, position by position."""
-        first = tensors[0]
-        for other in tensors[1:]:
-            if len(other.segments) != len(first.segments) or not all(
-                    a.same_layout(b) for a, b in zip(first.segments, other.segments)):
-                raise _unsupported(layer, f"it {problem}: {_describe(first)} vs {_describe(other)}")
-            for a, b in zip(first.segments, other.segments):
-                self.union(a.group, b.group)
 
     def finish(self, outputs):
         for tensor in outputs:
-            self.mark([tensor], f"reaches model output via layer '{tensor.source}'")
+            self.freeze([tensor], f"reaches model output via layer '{tensor.source}'")
         for name, count in self.call_counts.items():
             if count > 1:
                 inputs, results = self.calls[name]
                 layer = self.layers[name]
-                self.mark(inputs + results, f"layer '{name}' ({type(layer).__name__}) is shared "
+                self.freeze(inputs + results, f"layer '{name}' ({type(layer).__name__}) is shared "
                                             f"(called {count} times)")
         roots = sorted({self.find(group) for group in range(len(self.parent))})
         groups = {}
@@ -540,220 +544,6 @@ class _Builder:
 
 def _describe(tensor):
     return "[" + ", ".join(f"{s.size} channels at offset {s.offset}" for s in tensor.segments) + "]"
-
-
-# --- layer handlers: (builder, layer, input channels, output shapes) -> output channels -------------
-
-def _single_input(layer, inputs):
-    if len(inputs) != 1:
-        raise _unsupported(layer, f"it takes {len(inputs)} tensor inputs; the graph handles one")
-    return inputs[0]
-
-
-def _check_producer(builder, layer, x):
-    _check_channels_last(layer)
-    if getattr(layer, "groups", 1) != 1:
-        raise _unsupported(layer, f"grouped convolution (groups={layer.groups}) couples channels in blocks")
-    if x.width is None:
-        raise _unsupported(layer, "its input has an unknown number of channels")
-
-
-def _produce(builder, layer, x, output_shapes, out_weights, in_weights):
-    """A layer that consumes x's channels (`in_weights`) and starts a new group (`out_weights`)."""
-    _check_producer(builder, layer, x)
-    for weight, axis, multiplier in in_weights:
-        for segment in x.segments:
-            builder.add_slice(layer, weight, axis, "in", segment, multiplier)
-    result = builder.fresh_channels(output_shapes[0], layer.name, producer=layer.name)
-    for segment in result.segments:
-        for weight, axis in out_weights:
-            builder.add_slice(layer, weight, axis, "out", segment)
-    _check_activation(builder, layer, result)
-    return [result]
-
-
-def _check_activation(builder, layer, result):
-    activation = getattr(layer, "activation", None)
-    if activation is None:
-        return
-    name = _activation_name(layer, activation)
-    if name in _CHANNEL_NORMALIZING_ACTIVATIONS:
-        builder.mark([result], f"normalized across channels by '{layer.name}' ({type(layer).__name__})")
-    elif name not in _ELEMENTWISE_ACTIVATIONS:
-        raise _unsupported(layer, f"activation '{name}' is not known to act on each channel separately")
-
-
-def _dense(builder, layer, inputs, output_shapes):
-    x = _single_input(layer, inputs)
-    return _produce(builder, layer, x, output_shapes, [("kernel", 1), ("bias", 0)], [("kernel", 0, 1)])
-
-
-def _conv(builder, layer, inputs, output_shapes):
-    x = _single_input(layer, inputs)
-    rank = len(layer.kernel.shape)
-    return _produce(builder, layer, x, output_shapes, [("kernel", rank - 1), ("bias", 0)],
-                    [("kernel", rank - 2, 1)])
-
-
-def _transposed_conv(builder, layer, inputs, output_shapes):
-    """Keras stores transposed kernels as (..., out, in): the output axis comes first."""
-    x = _single_input(layer, inputs)
-    rank = len(layer.kernel.shape)
-    return _produce(builder, layer, x, output_shapes, [("kernel", rank - 2), ("bias", 0)],
-                    [("kernel", rank - 1, 1)])
-
-
-def _separable_conv(builder, layer, inputs, output_shapes):
-    """The depthwise step repeats each input channel depth_multiplier times before the pointwise kernel."""
-    x = _single_input(layer, inputs)
-    rank = len(layer.pointwise_kernel.shape)
-    return _produce(builder, layer, x, output_shapes, [("pointwise_kernel", rank - 1), ("bias", 0)],
-                    [("depthwise_kernel", rank - 2, 1), ("pointwise_kernel", rank - 2, layer.depth_multiplier)])
-
-
-def _embedding(builder, layer, inputs, output_shapes):
-    """Token ids are not channels: whatever feeds them stays whole."""
-    x = _single_input(layer, inputs)
-    builder.mark([x], f"carries token ids into '{layer.name}' (Embedding)")
-    result = builder.fresh_channels(output_shapes[0], layer.name, producer=layer.name)
-    for segment in result.segments:
-        builder.add_slice(layer, "embeddings", 1, "out", segment)
-    return [result]
-
-
-def _depthwise_conv(builder, layer, inputs, output_shapes):
-    """Channel c's filters become outputs c*m .. c*m+m-1, so positions downstream scale by m."""
-    x = _single_input(layer, inputs)
-    _check_channels_last(layer)
-    multiplier = layer.depth_multiplier
-    rank = len(layer.depthwise_kernel.shape)
-    for segment in x.segments:
-        builder.add_slice(layer, "depthwise_kernel", rank - 2, "out", segment)
-        builder.add_slice(layer, "bias", 0, "out", segment, multiplier)
-    result = builder.channels(output_shapes[0], [s.scaled(multiplier) for s in x.segments], layer.name)
-    _check_activation(builder, layer, result)
-    return [result]
-
-
-def _normalization(builder, layer, inputs, output_shapes, weights):
-    x = _single_input(layer, inputs)
-    if _normalized_axes(layer.axis, x.rank) != [x.rank - 1]:
-        raise _unsupported(layer, f"it normalizes axis {list(layer.axis)}; the channel graph needs the last "
-                                  f"axis (channels_last, axis=-1)")
-    for segment in x.segments:
-        for weight in weights:
-            builder.add_slice(layer, weight, 0, "out", segment)
-    return [builder.channels(output_shapes[0], x.segments, layer.name)]
-
-
-def _batch_normalization(builder, layer, inputs, output_shapes):
-    renorm = ("moving_stddev", "renorm_mean", "renorm_stddev") if getattr(layer, "renorm", False) else ()
-    return _normalization(builder, layer, inputs, output_shapes,
-                          ("gamma", "beta", "moving_mean", "moving_variance") + renorm)
-
-
-def _layer_normalization(builder, layer, inputs, output_shapes):
-    """Channel-preserving in its weights (see the module note on its statistics)."""
-    return _normalization(builder, layer, inputs, output_shapes, ("gamma", "beta"))
-
-
-def _prelu(builder, layer, inputs, output_shapes):
-    x = _single_input(layer, inputs)
-    alpha_rank = len(layer.alpha.shape)
-    if layer.alpha.shape[-1] == x.width:  # not shared over the channel axis
-        for segment in x.segments:
-            builder.add_slice(layer, "alpha", alpha_rank - 1, "out", segment)
-    return [builder.channels(output_shapes[0], x.segments, layer.name)]
-
-
-def _passthrough(builder, layer, inputs, output_shapes):
-    x = _single_input(layer, inputs)
-    _check_channels_last(layer)
-    return [builder.channels(output_shapes[0], x.segments, layer.name)]
-
-
-def _activation(builder, layer, inputs, output_shapes):
-    x = _single_input(layer, inputs)
-    result = builder.channels(output_shapes[0], x.segments, layer.name)
-    _check_activation(builder, layer, result)
-    return [result]
-
-
-def _softmax(builder, layer, inputs, output_shapes):
-    """Over the channel axis a mask cannot match removal (the sum changes), so the groups stay whole."""
-    x = _single_input(layer, inputs)
-    result = builder.channels(output_shapes[0], x.segments, layer.name)
-    if x.rank - 1 in _normalized_axes(layer.axis, x.rank):
-        builder.mark([result], f"normalized across channels by '{layer.name}' (Softmax)")
-    return [result]
-
-
-def _flatten(builder, layer, inputs, output_shapes):
-    """Channels-last flatten repeats every channel position once per spatial position, width apart."""
-    x = _single_input(layer, inputs)
-    _check_channels_last(layer)
-    spatial = x.shape[1:-1]
-    if not spatial or all(size == 1 for size in spatial):
-        return [builder.channels(output_shapes[0], x.segments, layer.name)]
-    if any(size is None for size in x.shape[1:]):
-        raise _unsupported(layer, f"its input shape {x.shape} is not fully known")
-    if any(segment.stride for segment in x.segments):
-        raise _unsupported(layer, "its input was already flattened and reshaped")
-    fan_out = int(np.prod(spatial))
-    segments = [dataclasses.replace(s, stride=x.width, fan_out=fan_out) for s in x.segments]
-    return [builder.channels(output_shapes[0], segments, layer.name)]
-
-
-def _reshape(builder, layer, inputs, output_shapes):
-    x = _single_input(layer, inputs)
-    if x.width is None or output_shapes[0][-1] != x.width:
-        raise _unsupported(layer, f"it changes the last (channel) axis: {x.shape} -> {output_shapes[0]}")
-    return [builder.channels(output_shapes[0], x.segments, layer.name)]
-
-
-def _permute(builder, layer, inputs, output_shapes):
-    x = _single_input(layer, inputs)
-    if layer.dims[-1] != x.rank - 1:
-        raise _unsupported(layer, f"dims={tuple(layer.dims)} moves the last (channel) axis")
-    return [builder.channels(output_shapes[0], x.segments, layer.name)]
-
-
-def _merge(builder, layer, inputs, output_shapes):
-    """Element-wise merges add channel c of every input together, so all inputs share one mask."""
-    builder.unite(layer, inputs, "merges inputs with different channel structures")
-    return [builder.channels(output_shapes[0], inputs[0].segments, layer.name)]
-
-
-def _concatenate(builder, layer, inputs, output_shapes):
-    """Along the channel axis the segments line up, shifted; along any other axis it is a merge."""
-    rank = inputs[0].rank
-    if layer.axis % rank != rank - 1:
-        return _merge(builder, layer, inputs, output_shapes)
-    segments, shift = [], 0
-    for tensor in inputs:
-        if tensor.width is None:
-            raise _unsupported(layer, "an input has an unknown number of channels")
-        segments.extend(dataclasses.replace(s, offset=s.offset + shift) for s in tensor.segments)
-        shift += tensor.width
-    return [builder.channels(output_shapes[0], segments, layer.name)]
-
-
-_HANDLERS = (
-    (_DENSE, _dense), (_CONVS, _conv), (_TRANSPOSED_CONVS, _transposed_conv),
-    (_SEPARABLE_CONVS, _separable_conv), ((_L.Embedding,), _embedding), (_DEPTHWISE_CONVS, _depthwise_conv),
-    ((_L.BatchNormalization,), _batch_normalization), ((_L.LayerNormalization,), _layer_normalization),
-    ((_L.PReLU,), _prelu), (_ELEMENTWISE + _SPATIAL, _passthrough), ((_L.Activation,), _activation),
-    ((_L.Softmax,), _softmax), ((_L.Flatten,), _flatten), ((_L.Reshape,), _reshape),
-    ((_L.Permute,), _permute), (_MERGES, _merge), ((_L.Concatenate,), _concatenate),
-)
-
-
-def _handler(layer):
-    """Exact class match: a subclass may change `call`, so it is never assumed to behave like its base."""
-    for classes, handler in _HANDLERS:
-        if type(layer) in classes:
-            return handler
-    return None
 
 
 def build_channel_graph(model, exclude=()):

@@ -22,6 +22,7 @@ from tfprune import schedules
 from tfprune._keras import PruneLowMagnitude
 from tfprune._keras import check_model, keras, tf
 from tfprune.graph import kernel_attributes  # noqa: F401  (part of the mask API)
+from tfprune.registry import spec_for
 
 
 @keras.utils.register_keras_serializable(package="tfprune")
@@ -127,9 +128,9 @@ class MaskedLayer(keras.layers.Wrapper):
         the kernel, so masking it costs a fraction of masking the weight on every training step.
         """
         inner = self.layer
-        plain = type(inner) is keras.layers.Dense or (
-            type(inner) in (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-            and inner.groups == 1 and inner.data_format == "channels_last")
+        spec = spec_for(inner)
+        plain = (spec is not None and spec.masks_activations and getattr(inner, "groups", 1) == 1
+                 and getattr(inner, "data_format", "channels_last") == "channels_last")
         # An activity regularizer must see the activated output, which this path computes outside the layer.
         if "kernel" not in self.channel_masked or not plain or inner.activity_regularizer is not None:
             return None, None

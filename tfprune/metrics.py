@@ -10,12 +10,10 @@ import warnings
 import numpy as np
 
 from tfprune._keras import PruneLowMagnitude, keras
+from tfprune.registry import resolve_weight, spec_for
 
 __all__ = ["count_params", "count_nonzero", "count_macs", "layer_table", "format_table"]
 
-_L = keras.layers
-# Layers whose weights cost no multiply-accumulates (lookups, affine normalisation folded at inference).
-_NO_MAC_LAYERS = (_L.Embedding, _L.BatchNormalization, _L.LayerNormalization)
 
 
 def _leaves(model, prefix=""):
@@ -29,7 +27,7 @@ def _leaves(model, prefix=""):
             yield from _leaves(layer, f"{prefix}{layer.name}/")
             continue
         inner = layer
-        while isinstance(inner, _L.Wrapper) and _is_mask_wrapper(inner):
+        while isinstance(inner, keras.layers.Wrapper) and _is_mask_wrapper(inner):
             inner = inner.layer
         yield prefix + inner.name, layer, inner  # the name `strip` gives back
 
@@ -58,18 +56,11 @@ def _effective_weights(outer, inner):
 
 
 def _kernels(inner, weights):
-    """(output-channel axis, kernel array) of a Dense/Conv-family layer, or None for other layers."""
-    if isinstance(inner, (_L.SeparableConv1D, _L.SeparableConv2D)):
-        return -1, weights[id(inner.pointwise_kernel)]
-    if isinstance(inner, (_L.DepthwiseConv1D, _L.DepthwiseConv2D)):
-        kernel = weights[id(inner.depthwise_kernel)]
-        # Output channel c*multiplier + m comes from kernel[..., c, m].
-        return -1, kernel.reshape(kernel.shape[:-2] + (-1,))
-    if isinstance(inner, (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose)):
-        return -2, weights[id(inner.kernel)]
-    if isinstance(inner, (_L.Dense, _L.Conv1D, _L.Conv2D, _L.Conv3D)):
-        return -1, weights[id(inner.kernel)]
-    return None
+    """(entries, units) view of a layer's output kernel per its registry spec, or None."""
+    spec = spec_for(inner)
+    if spec is None or spec.output_units is None:
+        return None
+    return spec.output_units(inner, lambda attribute: weights[id(resolve_weight(inner, attribute))])
 
 
 def _shape(outer, which):
@@ -91,24 +82,14 @@ def _shape(outer, which):
 
 
 def _layer_macs(outer, inner):
-    """Multiply-accumulates for one example; shared layers are counted once, elementwise ops not at all."""
-    if isinstance(inner, (_L.SeparableConv1D, _L.SeparableConv2D)):
-        out = _shape(outer, "output")
-        positions = math.prod(out[1:]) // inner.filters
-        depthwise, pointwise = inner.depthwise_kernel.shape, inner.pointwise_kernel.shape
-        return positions * (math.prod(depthwise) + math.prod(pointwise))
-    if isinstance(inner, (_L.DepthwiseConv1D, _L.DepthwiseConv2D)):
-        # Each output value sums one spatial window of one input channel.
-        return math.prod(_shape(outer, "output")[1:]) * math.prod(inner.depthwise_kernel.shape[:-2])
-    if isinstance(inner, (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose)):
-        # Every input value is scattered through the whole (spatial x filters) kernel.
-        return math.prod(_shape(outer, "input")[1:]) * math.prod(inner.kernel.shape[:-1])
-    if isinstance(inner, (_L.Dense, _L.Conv1D, _L.Conv2D, _L.Conv3D)):
-        # Every output value is one dot product over the kernel's input extent (data-format independent).
-        return math.prod(_shape(outer, "output")[1:]) * math.prod(inner.kernel.shape[:-1])
-    if not isinstance(inner, _NO_MAC_LAYERS) and any("kernel" in w.name for w in inner.trainable_weights):
+    """Multiply-accumulates for one example, by the layer's registry spec; shared layers are counted once,
+    element-wise ops and normalisations not at all."""
+    spec = spec_for(inner)
+    if spec is not None and spec.macs is not None:
+        return spec.macs(inner, _shape(outer, "input"), _shape(outer, "output"))
+    if spec is None and any("kernel" in w.name for w in inner.trainable_weights):
         warnings.warn(f"count_macs: no MAC formula for {type(inner).__name__} layer {outer.name!r}; it counts "
-                      "as 0.", stacklevel=3)
+                      "as 0. Register one with tfprune.register_layer.", stacklevel=3)
     return 0
 
 
@@ -131,10 +112,8 @@ def layer_table(model):
         params = sum(int(w.size) for w in weights.values())
         nonzero = sum(int(np.count_nonzero(w)) for w in weights.values())
         units = live = None
-        kernel = _kernels(inner, weights)
-        if kernel is not None:
-            axis, array = kernel
-            per_unit = np.moveaxis(array, axis, -1).reshape(-1, array.shape[axis])
+        per_unit = _kernels(inner, weights)
+        if per_unit is not None:
             units, live = int(per_unit.shape[1]), int(np.count_nonzero(np.any(per_unit != 0, axis=0)))
         rows.append({
             "name": name, "class": type(inner).__name__, "params": params, "nonzero": nonzero,

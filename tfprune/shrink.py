@@ -7,20 +7,18 @@ outside the graph's slices.
 The rule. Masks are first stripped into the weights (`tfprune.strip`). A channel of a prunable group is
 removed when nothing downstream can see it, which holds in either of two cases:
 
-1. Its value is exactly zero for every input: every producer's kernel column and bias are zero (in every
-   branch of an Add-coupled group), every depthwise bias on its path is zero, every BatchNormalization on its
-   path has beta = 0 and gamma = 0 or moving mean = 0 (then it outputs 0 in inference and in training), every
-   LayerNormalization has gamma = beta = 0, and every activation on its path maps 0 to 0 (ReLU, ReLU6, tanh,
-   ...; not sigmoid, softplus or exp). Depthwise kernels and PReLU slopes only scale the zero, so they may
-   hold anything.
+1. Its value is exactly zero for every input: every layer on its path says so through its registry spec's
+   `silent` rule (`tfprune.registry`): a producer's kernel column and bias are zero, a BatchNormalization has
+   beta = 0 and gamma = 0 or moving mean = 0, a LayerNormalization gamma = beta = 0, an activation maps 0 to
+   0 (ReLU, tanh; not sigmoid or softplus); depthwise kernels and PReLU slopes only scale the zero.
 2. No consumer reads it: every consumer row (Dense/Conv input rows, separable depthwise and pointwise rows)
    is zero, whatever its value.
 
 `tfprune.prune_units` zeroes both sides, group lasso (`threshold_groups`) the producer side. A group always
 keeps at least one channel, and a multiple of `round_to` where it can (the extra channels are the dead ones
-with the largest L2 norm; keeping a dead channel is exact too). LayerNormalization is the one exception to
-equality: its statistics run over the channels, so removing channels (even zero ones) changes them; a
-warning says so (fine-tune briefly after shrinking).
+with the largest L2 norm; keeping a dead channel is exact too). Layers whose spec carries a `shrink_warning`
+(LayerNormalization: its statistics run over the channels) make shrink warn that outputs change; fine-tune
+briefly after shrinking. Narrowed layers take their new config from their spec (`width_key`, `narrow`).
 """
 import warnings
 
@@ -31,31 +29,11 @@ from tfprune._keras import check_model, keras
 from tfprune.graph import build_channel_graph, combined_keeps
 from tfprune.mask import has_wrappers, iter_layers, strip
 from tfprune.metrics import format_table, layer_table
+from tfprune.registry import spec_for, resolve_weight
 from tfprune.unit import kept_count
 from tfprune.validation import check_finite
 
 __all__ = ["shrink", "shrink_report"]
-
-_L = keras.layers
-# Config key that sets the output width, per exact layer class (a subclass may change `call`).
-_WIDTH_KEYS = {_L.Dense: "units", _L.Embedding: "output_dim", **{cls: "filters" for cls in (
-    _L.Conv1D, _L.Conv2D, _L.Conv3D, _L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose,
-    _L.SeparableConv1D, _L.SeparableConv2D)}}
-# 'out' weights that only multiply the channel's own (zero) input, so they cannot make it non-zero.
-_SCALES_ONLY = {(_L.DepthwiseConv1D, "depthwise_kernel"), (_L.DepthwiseConv2D, "depthwise_kernel"),
-                (_L.PReLU, "alpha")}
-_ZERO = np.zeros((1, 1), dtype=np.float32)
-
-
-def _maps_zero_to_zero(layer):
-    """Whether the layer's channel-wise activation keeps a zero channel at zero (checked numerically)."""
-    activation = getattr(layer, "activation", None)
-    if activation is not None:
-        return not np.any(np.asarray(activation(_ZERO)))
-    if type(layer) in (_L.ReLU, _L.LeakyReLU, _L.ELU, _L.ThresholdedReLU):
-        return not np.any(np.asarray(layer(_ZERO)))
-    return True
-
 
 def _dead_channels(group, tensors, tolerance):
     """Boolean (group.size,): the channels of `group` nothing downstream can see (module rule; |w| <= tolerance is 0).
@@ -69,18 +47,14 @@ def _dead_channels(group, tensors, tolerance):
         zero[key] = zero.get(key, True) & np.all(np.abs(entries) <= tolerance, axis=1)
     consumers = [channels for (_, _, role), channels in zero.items() if role == "in"]
     unread = np.logical_and.reduce(consumers) if consumers else np.zeros(group.size, dtype=bool)
-    silent = np.ones(group.size, dtype=bool)
+    by_layer = {}
     for (name, weight, role), channels in zero.items():
-        kind = type(tensors.layers[name])
-        if role == "out" and kind is not _L.BatchNormalization and (kind, weight) not in _SCALES_ONLY:
-            silent &= channels
-    for name in {piece.layer for piece in group.slices}:
-        if type(tensors.layers[name]) is _L.BatchNormalization:
-            beta = zero.get((name, "beta", "out"), True)  # center=False: no beta
-            scaled_to_zero = zero.get((name, "gamma", "out"), False) | zero.get((name, "moving_mean", "out"), False)
-            silent &= beta & scaled_to_zero
-    if not all(_maps_zero_to_zero(tensors.layers[name]) for name in group.carriers):
-        silent[:] = False
+        if role == "out":
+            by_layer.setdefault(name, {})[weight] = channels
+    silent = np.ones(group.size, dtype=bool)
+    for name in dict.fromkeys([piece.layer for piece in group.slices] + list(group.carriers)):
+        layer = tensors.layers[name]
+        silent &= spec_for(layer).is_silent(layer, by_layer.get(name, {}))
     return silent | unread
 
 
@@ -98,7 +72,7 @@ def _axis_keeps(groups, keeps, tensors):
     """{layer: {weight: {axis: bool vector}}}: a position survives when no group on that axis drops it."""
     def axis_length(piece):
         layer = tensors.layers[piece.layer]
-        return layer.output_shape[-1] if piece.weight == "output" else getattr(layer, piece.weight).shape[piece.axis]
+        return layer.output_shape[-1] if piece.weight == "output" else resolve_weight(layer, piece.weight).shape[piece.axis]
 
     pairs = [(piece, keep) for group, keep in zip(groups, keeps) for piece in group.slices + group.carrier_slices]
     result = {}
@@ -116,16 +90,6 @@ def _nested_owner(model):
     return owners
 
 
-def _narrowed(layer, width):
-    """A copy of `layer` whose output has `width` channels."""
-    config = layer.get_config()
-    if type(layer) in _WIDTH_KEYS:
-        config[_WIDTH_KEYS[type(layer)]] = width
-    elif type(layer) is _L.Reshape and config["target_shape"][-1] != -1:
-        config["target_shape"] = tuple(config["target_shape"][:-1]) + (width,)
-    return type(layer).from_config(config)
-
-
 def _copy_cut_weights(source_model, target_model, cuts):
     """Copy every weight, keeping only the surviving positions on each axis the graph slices."""
     targets = {layer.name: layer for layer in target_model.layers}
@@ -134,7 +98,7 @@ def _copy_cut_weights(source_model, target_model, cuts):
         if isinstance(source, keras.Model):
             target.set_weights(source.get_weights())
             continue
-        by_variable = {id(getattr(source, weight)): axes for weight, axes in cuts.get(source.name, {}).items()
+        by_variable = {id(resolve_weight(source, weight)): axes for weight, axes in cuts.get(source.name, {}).items()
                        if weight != "output"}
         values = []
         for variable, expected in zip(source.weights, target.weights):
@@ -190,20 +154,19 @@ def shrink(model, exclude=(), round_to=1, tolerance=0.0):
             raise ValueError(f"shrink: channels of '{group.producers[0]}' to be removed reach layer '{inside[0]}' "
                              f"of nested model '{owners[inside[0]]}'; shrink rebuilds flat models only. Pass "
                              f"exclude=['{owners[inside[0]]}'] to keep its channels, or flatten the model.")
-        normalized = sorted({piece.layer for piece in group.slices
-                             if type(tensors.layers[piece.layer]) is _L.LayerNormalization})
-        if normalized:
-            warnings.warn(f"shrink: removing channels normalized by LayerNormalization {normalized} "
-                          f"changes its mean and variance, so outputs differ from the masked model; fine-tune "
-                          f"briefly after shrinking.", stacklevel=2)
+        for name in dict.fromkeys(piece.layer for piece in group.slices):
+            note = spec_for(tensors.layers[name]).shrink_warning
+            if note:
+                warnings.warn(f"shrink: removing channels of '{name}' ({type(tensors.layers[name]).__name__}) "
+                              f"{note}, so outputs differ from the masked model; fine-tune briefly after "
+                              f"shrinking.", stacklevel=2)
     cuts = _axis_keeps(groups, keeps, tensors)
-    widths = {name: int(next(iter(axes["output"].values())).sum()) for name, axes in cuts.items() if "output" in axes}
 
     def clone(layer):
         if isinstance(layer, keras.Model):
             return keras.models.clone_model(layer)
-        if layer.name in widths:
-            return _narrowed(layer, widths[layer.name])
+        if layer.name in cuts:
+            return type(layer).from_config(spec_for(layer).narrowed_config(layer, cuts[layer.name]))
         return type(layer).from_config(layer.get_config())
 
     shrunk = keras.models.clone_model(stripped, clone_function=clone)

@@ -1,0 +1,516 @@
+"""The one layer registry: everything tfprune knows about a layer type, as one `LayerSpec` per type.
+
+The channel graph asks a layer's spec how it maps input channels to output channels; `shrink` asks which
+config key to narrow and whether a zeroed channel stays zero through it; the counts ask its MAC formula;
+weight pruning asks which kernels it masks. The built-in Keras layers are registered below through
+`register_layer`, the same call a user makes for a custom layer, so adding a type means writing one spec.
+
+Lookups match the exact class: a subclass may change `call`, so it is never assumed to behave like its base.
+A layer with no spec raises `UnsupportedLayerError` naming the two ways out (``exclude=``, `register_layer`).
+
+A custom per-channel-scale layer, for example, needs one line::
+
+    @tfprune.register_layer(tfprune.registry.channel_wise(scales=["scale"], width_key="channels"))
+    class ChannelScale(keras.layers.Layer):   # y = x * scale, scale of shape (channels,)
+        ...
+
+`map_channels` functions receive the graph builder (`tfprune.graph` documents its methods: `same`, `slice`,
+`new_channels`, `couple`, `freeze`, `scaled`, `concatenated`, `flattened`, `call_arguments`).
+"""
+import dataclasses
+import math
+from typing import Callable, Optional
+
+import numpy as np
+
+from tfprune._keras import keras, tf
+
+__all__ = ["LayerSpec", "UnsupportedLayerError", "register_layer", "spec_for", "producer", "channel_wise",
+           "merge", "passthrough", "registered_types", "resolve_weight"]
+
+
+class UnsupportedLayerError(ValueError):
+    """A layer whose effect on channels the graph cannot model; the message names it and the fix."""
+
+
+def unsupported(layer, why):
+    return UnsupportedLayerError(
+        f"Layer '{layer.name}' ({type(layer).__name__}) is not supported by the channel graph: {why}. "
+        f"Pass exclude=['{layer.name}'] to leave the channels around it unpruned, or describe the layer to "
+        f"tfprune with tfprune.register_layer({type(layer).__name__}, spec) (see tfprune.registry).")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """What tfprune knows about one layer type.
+
+    Attributes:
+      map_channels: ``(graph, layer, inputs, output_shapes) -> outputs``: the channel structure of each output
+        given each input's (the graph handler). Slices registered here are what masking and `shrink` cut.
+      width_key: config key that sets the output width (``"units"``, ``"filters"``), set by `shrink` to the
+        number of channels kept.
+      narrow: ``(layer, config, cuts) -> config`` for layers where more than one key changes; `cuts` maps
+        ``weight -> {axis: keep vector}`` (``"output"`` for the layer's output channels).
+      silent: ``(layer, zero) -> bool or per-channel bool array``: whether a channel stays exactly zero
+        through this layer given ``zero[weight]``, the channels whose entries of that (output-side) weight are
+        all zero. `shrink` removes a channel only when every layer on its path says so (or no one reads it).
+      macs: ``(layer, input_shape, output_shape) -> int``: multiply-accumulates for one example.
+      prunable_kernels: weight attributes that weight pruning, PaI and IMP mask (TFMOT's rule).
+      masks_activations: channel keeps of ``kernel`` may act on the input and pre-activation output instead of
+        the kernel (true for Dense and channels-last convolutions: the same result for less work).
+      output_units: ``(layer, value) -> (entries, units)`` array whose all-zero columns are dead output units,
+        for per-layer tables; ``value(attribute)`` is that weight's (masked) array.
+      shrink_warning: why removing channels here changes outputs even when they are zero (said by `shrink`).
+    """
+    map_channels: Callable
+    width_key: Optional[str] = None
+    narrow: Optional[Callable] = None
+    silent: Optional[Callable] = None
+    macs: Optional[Callable] = None
+    prunable_kernels: tuple = ()
+    masks_activations: bool = False
+    output_units: Optional[Callable] = None
+    shrink_warning: str = ""
+
+    def narrowed_config(self, layer, cuts):
+        """The config of `layer` narrowed to the channels `cuts` keeps."""
+        config = layer.get_config()
+        if self.width_key is not None and "output" in cuts:
+            config[self.width_key] = int(next(iter(cuts["output"].values())).sum())
+        return self.narrow(layer, config, cuts) if self.narrow is not None else config
+
+    def is_silent(self, layer, zero):
+        if self.silent is not None:
+            return self.silent(layer, zero)
+        return maps_zero_to_zero(layer)
+
+
+_REGISTRY = {}
+
+
+def register_layer(layer_class, spec=None):
+    """Describe `layer_class` to tfprune (graph, shrink, counts, weight pruning); returns the class.
+
+    Also a decorator: ``@register_layer(spec)`` above the class. Registering a class again replaces its spec.
+
+    Raises:
+      TypeError: `layer_class` is not a Keras layer class, or `spec` is not a `LayerSpec`.
+    """
+    if spec is None and isinstance(layer_class, LayerSpec):
+        return lambda cls: register_layer(cls, layer_class)
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+        raise TypeError(f"register_layer: `layer_class` must be a Keras layer class, got {layer_class!r}.")
+    if not isinstance(spec, LayerSpec):
+        raise TypeError(f"register_layer({layer_class.__name__}, spec): `spec` must be a tfprune.registry.LayerSpec "
+                        f"(e.g. channel_wise(...), producer(...)), got {type(spec).__name__}.")
+    _REGISTRY[layer_class] = spec
+    return layer_class
+
+
+def resolve_weight(layer, path):
+    """The weight at attribute `path` of `layer`; dotted paths reach sublayers (``"_query_dense.kernel"``)."""
+    owner = layer
+    for name in path.split("."):
+        owner = getattr(owner, name, None)
+    return owner
+
+
+def spec_for(layer):
+    """The spec registered for `layer`'s exact class, or None."""
+    return _REGISTRY.get(type(layer))
+
+
+def registered_types():
+    return tuple(_REGISTRY)
+
+
+# --- shared facts ---------------------------------------------------------------------------------
+
+_ZERO = np.zeros((1, 1), dtype=np.float32)
+
+_ELEMENTWISE_ACTIVATIONS = frozenset({
+    "linear", "relu", "relu6", "elu", "selu", "sigmoid", "hard_sigmoid", "tanh", "softplus", "softsign",
+    "swish", "silu", "gelu", "mish", "exponential", "leaky_relu", "hard_swish", "hard_silu"})
+_CHANNEL_NORMALIZING_ACTIVATIONS = frozenset({"softmax", "log_softmax"})
+
+
+def maps_zero_to_zero(layer):
+    """Whether the layer's channel-wise activation keeps a zero channel at zero (checked numerically)."""
+    activation = getattr(layer, "activation", None)
+    if callable(activation):
+        return not np.any(np.asarray(activation(_ZERO)))
+    return True
+
+
+def single_input(layer, inputs):
+    if len(inputs) != 1:
+        raise unsupported(layer, f"it takes {len(inputs)} tensor inputs; the graph handles one")
+    return inputs[0]
+
+
+def check_channels_last(layer):
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        raise unsupported(layer, f"data_format='{layer.data_format}'; the channel graph needs channels_last")
+
+
+def check_activation(graph, layer, result):
+    """Channel-wise activations pass; softmax over channels freezes the group; anything else raises."""
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return
+    name = keras.activations.serialize(activation)
+    if not isinstance(name, str):
+        raise unsupported(layer, f"its activation {getattr(activation, '__name__', activation)!r} is not a "
+                                 f"built-in Keras activation, so it may mix channels")
+    if name in _CHANNEL_NORMALIZING_ACTIVATIONS:
+        graph.freeze([result], f"normalized across channels by '{layer.name}' ({type(layer).__name__})")
+    elif name not in _ELEMENTWISE_ACTIVATIONS:
+        raise unsupported(layer, f"activation '{name}' is not known to act on each channel separately")
+
+
+def _all_zero(*weights):
+    """A `silent` rule: the channel is zero when these weights are zero for it (and the activation keeps 0)."""
+    def silent(layer, zero):
+        result = maps_zero_to_zero(layer)
+        for weight in weights:
+            result = result & zero.get(weight, True)
+        return result
+    return silent
+
+
+def normalized_axes(axes, rank):
+    axes = [axes] if isinstance(axes, int) else list(axes)
+    return sorted(axis % rank for axis in axes)
+
+
+# --- spec factories -------------------------------------------------------------------------------
+
+def producer(out_weights, in_weights, width_key, macs=None, prunable_kernels=("kernel",),
+             masks_activations=False, output_units=None):
+    """A layer that reads its input's channels through `in_weights` and starts new ones (Dense, Conv).
+
+    `out_weights`/`in_weights` are ``(attribute, axis)`` pairs (``(attribute, axis, multiplier)`` when each
+    input channel owns `multiplier` consecutive positions); negative axes count from the weight's last axis.
+    """
+    def map_channels(graph, layer, inputs, output_shapes):
+        x = single_input(layer, inputs)
+        check_channels_last(layer)
+        if x.width is None:
+            raise unsupported(layer, "its input has an unknown number of channels")
+        for weight, axis, *multiplier in in_weights:
+            graph.slice(layer, weight, axis, "in", x, *multiplier)
+        result = graph.new_channels(output_shapes[0], layer)
+        for weight, axis in out_weights:
+            graph.slice(layer, weight, axis, "out", result)
+        check_activation(graph, layer, result)
+        return [result]
+
+    return LayerSpec(map_channels, width_key=width_key, silent=_all_zero(*(w for w, _ in out_weights)),
+                     macs=macs, prunable_kernels=tuple(prunable_kernels), masks_activations=masks_activations,
+                     output_units=output_units)
+
+
+def channel_wise(scales=(), shifts=(), width_key=None, keeps_zero=None, narrow=None, check=None):
+    """A layer whose output channel c depends only on input channel c: its per-channel weights (their last
+    axis) follow the channel.
+
+    Args:
+      scales: weights that multiply a channel (a zero channel stays zero whatever they hold).
+      shifts: weights that can make a zero channel non-zero (it stays zero only where they are zero).
+      width_key: config key holding the channel count, if any.
+      keeps_zero: ``layer -> bool`` for zero-keeping that the weights do not show (default: its activation).
+      narrow: as in `LayerSpec`.
+      check: ``(graph, layer, x)`` extra validation before mapping (raise `unsupported` or call `graph.freeze`).
+    """
+    def map_channels(graph, layer, inputs, output_shapes):
+        x = single_input(layer, inputs)
+        check_channels_last(layer)
+        if check is not None:
+            check(graph, layer, x)
+        for weight in tuple(scales) + tuple(shifts):
+            graph.slice(layer, weight, -1, "out", x)
+        result = graph.same(x, output_shapes[0], layer)
+        check_activation(graph, layer, result)
+        return [result]
+
+    def silent(layer, zero):
+        result = maps_zero_to_zero(layer) if keeps_zero is None else keeps_zero(layer)
+        for weight in shifts:
+            result = result & zero.get(weight, True)
+        return result
+
+    return LayerSpec(map_channels, width_key=width_key, narrow=narrow, silent=silent)
+
+
+def passthrough(keeps_zero=None):
+    """A layer without weights that maps channel c to channel c (pooling, dropout, padding, ...)."""
+    return channel_wise(keeps_zero=keeps_zero)
+
+
+def merge(keeps_zero=None):
+    """An element-wise combination of its inputs: channel c of every input meets channel c of the others, so
+    all inputs share one mask (Add, Multiply, ...)."""
+    def map_channels(graph, layer, inputs, output_shapes):
+        graph.couple(layer, inputs, "merges inputs with different channel structures")
+        return [graph.same(inputs[0], output_shapes[0], layer)]
+
+    return LayerSpec(map_channels, silent=None if keeps_zero is None else lambda layer, zero: keeps_zero(layer))
+
+
+# --- MAC formulas and unit views ------------------------------------------------------------------
+
+def _dot_macs(kernel="kernel"):
+    """Every output value is one dot product over the kernel's input extent."""
+    return lambda layer, input_shape, output_shape: (
+        math.prod(output_shape[1:]) * math.prod(getattr(layer, kernel).shape[:-1]))
+
+
+def _transposed_macs(layer, input_shape, output_shape):
+    """Every input value is scattered through the whole (spatial x filters) kernel."""
+    return math.prod(input_shape[1:]) * math.prod(layer.kernel.shape[:-1])
+
+
+def _depthwise_macs(layer, input_shape, output_shape):
+    """Each output value sums one spatial window of one input channel."""
+    return math.prod(output_shape[1:]) * math.prod(layer.depthwise_kernel.shape[:-2])
+
+
+def _separable_macs(layer, input_shape, output_shape):
+    positions = math.prod(output_shape[1:]) // layer.filters
+    return positions * (math.prod(layer.depthwise_kernel.shape) + math.prod(layer.pointwise_kernel.shape))
+
+
+def _units_on(attribute, axis=-1):
+    def view(layer, value):
+        array = value(attribute)
+        return np.moveaxis(array, axis, -1).reshape(-1, array.shape[axis])
+    return view
+
+
+def _depthwise_units(layer, value):
+    """Output channel c*multiplier + m comes from kernel[..., c, m]."""
+    kernel = value("depthwise_kernel")
+    return kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1])
+
+
+# --- built-in layers ------------------------------------------------------------------------------
+_L = keras.layers
+
+
+def _dense_spec():
+    return producer([("kernel", -1), ("bias", 0)], [("kernel", 0)], "units", macs=_dot_macs(),
+                    masks_activations=True, output_units=_units_on("kernel"))
+
+
+def _conv(graph, layer, inputs, output_shapes):
+    """Plain, depthwise-style (groups == input channels) and grouped convolutions."""
+    groups = getattr(layer, "groups", 1)
+    if groups == 1:
+        return _CONV_SPEC.map_channels(graph, layer, inputs, output_shapes)
+    x = single_input(layer, inputs)
+    check_channels_last(layer)
+    if x.width != groups:
+        # Channel blocks of size width/groups meet only their own filters: a keep vector cannot express that.
+        graph.freeze([x], f"grouped convolution '{layer.name}' (groups={groups}) couples channels in blocks")
+        result = graph.new_channels(output_shapes[0], layer,
+                                    reason=f"made by grouped convolution '{layer.name}' (groups={groups})")
+        check_activation(graph, layer, result)
+        return [result]
+    # One input channel per group: input channel c makes outputs c*m .. c*m+m-1, as a depthwise convolution.
+    multiplier = layer.filters // groups
+    result = graph.scaled(x, multiplier, output_shapes[0], layer)
+    graph.slice(layer, "kernel", -1, "out", x, multiplier)
+    graph.slice(layer, "bias", 0, "out", x, multiplier)
+    check_activation(graph, layer, result)
+    return [result]
+
+
+def _narrow_grouped(layer, config, cuts):
+    if config.get("groups", 1) > 1 and "output" in cuts:
+        config["groups"] = config["filters"] // (layer.filters // layer.groups)
+    return config
+
+
+_CONV_SPEC = producer([("kernel", -1), ("bias", 0)], [("kernel", -2)], "filters", macs=_dot_macs(),
+                      masks_activations=True, output_units=_units_on("kernel"))
+
+
+def _transposed_spec():
+    """Keras stores transposed kernels as (..., out, in): the output axis comes first."""
+    return producer([("kernel", -2), ("bias", 0)], [("kernel", -1)], "filters", macs=_transposed_macs,
+                    output_units=_units_on("kernel", -2))
+
+
+def _separable(graph, layer, inputs, output_shapes):
+    """The depthwise step repeats each input channel depth_multiplier times before the pointwise kernel."""
+    spec = producer([("pointwise_kernel", -1), ("bias", 0)],
+                    [("depthwise_kernel", -2), ("pointwise_kernel", -2, layer.depth_multiplier)], "filters")
+    return spec.map_channels(graph, layer, inputs, output_shapes)
+
+
+def _embedding(graph, layer, inputs, output_shapes):
+    """Token ids are not channels: whatever feeds them stays whole."""
+    x = single_input(layer, inputs)
+    graph.freeze([x], f"carries token ids into '{layer.name}' (Embedding)")
+    result = graph.new_channels(output_shapes[0], layer)
+    graph.slice(layer, "embeddings", 1, "out", result)
+    return [result]
+
+
+def _depthwise(graph, layer, inputs, output_shapes):
+    """Channel c's filters become outputs c*m .. c*m+m-1, so positions downstream scale by m."""
+    x = single_input(layer, inputs)
+    check_channels_last(layer)
+    multiplier = layer.depth_multiplier
+    graph.slice(layer, "depthwise_kernel", -2, "out", x)
+    graph.slice(layer, "bias", 0, "out", x, multiplier)
+    result = graph.scaled(x, multiplier, output_shapes[0], layer)
+    check_activation(graph, layer, result)
+    return [result]
+
+
+def _check_last_axis(graph, layer, x):
+    if normalized_axes(layer.axis, x.rank) != [x.rank - 1]:
+        raise unsupported(layer, f"it normalizes axis {list(layer.axis) if not isinstance(layer.axis, int) else layer.axis}; "
+                                 f"the channel graph needs the last axis (channels_last, axis=-1)")
+
+
+def _batch_normalization(graph, layer, inputs, output_shapes):
+    renorm = ("moving_stddev", "renorm_mean", "renorm_stddev") if getattr(layer, "renorm", False) else ()
+    spec = channel_wise(scales=("gamma", "beta", "moving_mean", "moving_variance") + renorm,
+                        check=_check_last_axis)
+    return spec.map_channels(graph, layer, inputs, output_shapes)
+
+
+def _bn_silent(layer, zero):
+    """Beta = 0 and (gamma = 0 or moving mean = 0): zero in inference and in training."""
+    return zero.get("beta", True) & (zero.get("gamma", False) | zero.get("moving_mean", False))
+
+
+def _prelu(graph, layer, inputs, output_shapes):
+    """PReLU's slopes follow the channel unless they are shared over the channel axis."""
+    x = single_input(layer, inputs)
+    if layer.alpha.shape[-1] == x.width:
+        graph.slice(layer, "alpha", -1, "out", x)
+    return [graph.same(x, output_shapes[0], layer)]
+
+
+def _softmax(graph, layer, inputs, output_shapes):
+    """Over the channel axis a mask cannot match removal (the sum changes), so the groups stay whole."""
+    x = single_input(layer, inputs)
+    result = graph.same(x, output_shapes[0], layer)
+    if x.rank - 1 in normalized_axes(layer.axis, x.rank):
+        graph.freeze([result], f"normalized across channels by '{layer.name}' (Softmax)")
+    return [result]
+
+
+def _flatten(graph, layer, inputs, output_shapes):
+    x = single_input(layer, inputs)
+    check_channels_last(layer)
+    return [graph.flattened(x, output_shapes[0], layer)]
+
+
+def _reshape(graph, layer, inputs, output_shapes):
+    x = single_input(layer, inputs)
+    if x.width is None or output_shapes[0][-1] != x.width:
+        raise unsupported(layer, f"it changes the last (channel) axis: {x.shape} -> {output_shapes[0]}")
+    return [graph.same(x, output_shapes[0], layer)]
+
+
+def _narrow_reshape(layer, config, cuts):
+    if "output" in cuts and config["target_shape"][-1] != -1:
+        width = int(next(iter(cuts["output"].values())).sum())
+        config["target_shape"] = tuple(config["target_shape"][:-1]) + (width,)
+    return config
+
+
+def _permute(graph, layer, inputs, output_shapes):
+    x = single_input(layer, inputs)
+    if layer.dims[-1] != x.rank - 1:
+        raise unsupported(layer, f"dims={tuple(layer.dims)} moves the last (channel) axis")
+    return [graph.same(x, output_shapes[0], layer)]
+
+
+def _concatenate(graph, layer, inputs, output_shapes):
+    """Along the channel axis the inputs' channels line up, shifted; along any other axis it is a merge."""
+    rank = inputs[0].rank
+    if layer.axis % rank != rank - 1:
+        return merge().map_channels(graph, layer, inputs, output_shapes)
+    return [graph.concatenated(inputs, output_shapes[0], layer)]
+
+
+def _relu_keeps_zero(layer):
+    return not np.any(np.asarray(layer(_ZERO)))
+
+
+def _frozen_if_per_channel(*config_keys):
+    """A check: per-channel constants held in the config would have to be narrowed too; keep those channels."""
+    def check(graph, layer, x):
+        config = layer.get_config()
+        if any(np.size(config.get(key)) > 1 for key in config_keys if config.get(key) is not None):
+            graph.freeze([x], f"per-channel constants in the config of '{layer.name}' ({type(layer).__name__})")
+    return check
+
+
+def _rescaling_keeps_zero(layer):
+    return not np.any(np.asarray(layer.offset))
+
+
+_SPATIAL = (
+    _L.MaxPooling1D, _L.MaxPooling2D, _L.MaxPooling3D, _L.AveragePooling1D, _L.AveragePooling2D,
+    _L.AveragePooling3D, _L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D, _L.GlobalMaxPooling3D,
+    _L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D, _L.GlobalAveragePooling3D, _L.ZeroPadding1D,
+    _L.ZeroPadding2D, _L.ZeroPadding3D, _L.Cropping1D, _L.Cropping2D, _L.Cropping3D, _L.UpSampling1D,
+    _L.UpSampling2D, _L.UpSampling3D, _L.Dropout, _L.SpatialDropout1D, _L.SpatialDropout2D,
+    _L.SpatialDropout3D, _L.GaussianNoise, _L.GaussianDropout, _L.AlphaDropout)
+
+
+def _register_builtins():
+    for cls in (_L.Conv1D, _L.Conv2D, _L.Conv3D):
+        register_layer(cls, dataclasses.replace(_CONV_SPEC, map_channels=_conv, narrow=_narrow_grouped))
+    register_layer(_L.Dense, _dense_spec())
+    for cls in (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose):
+        register_layer(cls, _transposed_spec())
+    for cls in (_L.SeparableConv1D, _L.SeparableConv2D):
+        register_layer(cls, LayerSpec(_separable, width_key="filters", silent=_all_zero("pointwise_kernel", "bias"),
+                                      macs=_separable_macs, prunable_kernels=("pointwise_kernel",),
+                                      output_units=_units_on("pointwise_kernel")))
+    for cls in (_L.DepthwiseConv1D, _L.DepthwiseConv2D):
+        # The depthwise kernel only scales a channel's own (zero) input, so only the bias can make it non-zero.
+        register_layer(cls, LayerSpec(_depthwise, silent=_all_zero("bias"), macs=_depthwise_macs,
+                                      output_units=_depthwise_units))
+    register_layer(_L.Embedding, LayerSpec(_embedding, width_key="output_dim", prunable_kernels=("embeddings",),
+                                           silent=_all_zero("embeddings")))
+    register_layer(_L.BatchNormalization, LayerSpec(_batch_normalization, silent=_bn_silent))
+    # (x - mean) / std of a zero channel is not zero: only gamma = beta = 0 silences it.
+    register_layer(_L.LayerNormalization, dataclasses.replace(
+        channel_wise(shifts=("gamma", "beta"), check=_check_last_axis),
+        shrink_warning="changes the mean and variance LayerNormalization computes over the channels"))
+    register_layer(_L.PReLU, LayerSpec(_prelu))
+    for cls in (_L.ReLU, _L.LeakyReLU, _L.ELU, _L.ThresholdedReLU):
+        register_layer(cls, passthrough(keeps_zero=_relu_keeps_zero))
+    for cls in _SPATIAL:
+        register_layer(cls, passthrough())
+    register_layer(_L.Activation, channel_wise())
+    register_layer(_L.Rescaling, channel_wise(keeps_zero=_rescaling_keeps_zero,
+                                              check=_frozen_if_per_channel("scale", "offset")))
+    register_layer(_L.Normalization, channel_wise(keeps_zero=lambda layer: False,
+                                                  check=_frozen_if_per_channel_stats))
+    register_layer(_L.Softmax, LayerSpec(_softmax, silent=lambda layer, zero: False))  # softmax(0) = 1/n
+    register_layer(_L.Flatten, LayerSpec(_flatten))
+    register_layer(_L.Reshape, LayerSpec(_reshape, narrow=_narrow_reshape))
+    register_layer(_L.Permute, LayerSpec(_permute))
+    for cls in (_L.Add, _L.Subtract, _L.Average, _L.Maximum, _L.Minimum):
+        register_layer(cls, merge())
+    register_layer(_L.Multiply, merge(keeps_zero=lambda layer: True))
+    register_layer(_L.Concatenate, LayerSpec(_concatenate))
+
+
+def _frozen_if_per_channel_stats(graph, layer, x):
+    """Normalization holds per-channel statistics that tf_keras derives from its weights at build time;
+    narrowing them is not worth the risk for a layer that sits at the model input, so its channels stay."""
+    if x.width is not None and x.width > 1:
+        graph.freeze([x], f"per-channel statistics of '{layer.name}' (Normalization)")
+
+
+_register_builtins()

@@ -1,10 +1,12 @@
 """shrink: a unit-pruned (or group-lasso zeroed) model and its shrunk copy compute the same outputs, while
 channels, params and MACs really drop; the rule keeps channels that are not provably dead; files load as plain
 Keras and convert to LiteRT."""
+import warnings
+
 import numpy as np
 import pytest
 
-from tfprune import ConstantSparsity, UpdatePruningStep, prune_units
+from tfprune import ConstantSparsity, UpdatePruningStep, prune_units, strip
 from tfprune._keras import keras
 from tfprune.bench import predict
 from tfprune.export import save
@@ -193,7 +195,7 @@ def test_shrunk_model_saves_loads_plain_and_matches_litert(tmp_path):
     np.testing.assert_allclose(litert, _outputs(shrunk, x)[0], atol=1e-4)
 
 
-def test_unsupported_layers_and_nested_models_raise():
+def test_unsupported_layers_raise_and_nested_models_shrink():
     inputs = keras.Input((6,))
     x = L.Dense(8, name="dense")(inputs)
     x = L.Lambda(lambda t: t * 2, name="doubler")(x)
@@ -205,16 +207,31 @@ def test_unsupported_layers_and_nested_models_raise():
     outer = L.Dense(6, name="outer")
     model = keras.Model(inputs, L.Dense(2, name="out")(block(outer(inputs))))
     outer.kernel.assign(outer.kernel.numpy() * (np.arange(6) < 3))
-    with pytest.raises(ValueError, match="exclude=\\['block'\\]"):
-        shrink(model)
-    _assert_same_outputs(model, shrink(model, exclude=["block"]), _inputs(model))
+    inner = block.get_layer("inner")
+    inner.kernel.assign(inner.kernel.numpy() * (np.arange(5) < 4))
+    inner.bias.assign(inner.bias.numpy() * (np.arange(5) < 4))
+    shrunk = shrink(model)  # the nested model is rebuilt narrower on its narrowed input
+    assert shrunk.get_layer("block").get_layer("inner").kernel.shape == (3, 4)
+    _assert_same_outputs(model, shrunk, _inputs(model))
+    assert shrink(model, exclude=["block"]).get_layer("block").get_layer("inner").kernel.shape == (6, 5)
     with pytest.raises(ValueError, match="round_to"):
         shrink(model, round_to=0)
 
 
-def test_layer_normalization_warns():
+def test_layer_normalization_masked_by_tfprune_shrinks_exactly_else_warns():
+    """tfprune's mask normalizes over the kept channels, so the shrunk model matches; zeros made any other way
+    change LayerNormalization's statistics when removed, and shrink says so."""
     inputs = keras.Input((6,))
     x = L.LayerNormalization(name="norm")(L.Dense(8, name="dense")(inputs))
     model = keras.Model(inputs, L.Dense(2, name="out")(x))
+    model.get_layer("norm").beta.assign(np.linspace(-1.0, 1.0, 8))
+    pruned = _unit_pruned(model, sparsity=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        shrunk = shrink(pruned)
+    assert shrunk.get_layer("norm").gamma.shape == (4,)
+    _assert_same_outputs(pruned, shrunk, _inputs(model))
     with pytest.warns(UserWarning, match="LayerNormalization"):
-        shrink(_unit_pruned(model, sparsity=0.5))
+        shrink(strip(pruned))
+
+

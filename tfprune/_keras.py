@@ -14,8 +14,17 @@ import tensorflow_model_optimization as tfmot  # noqa: E402
 # TFMOT's pruning wrapper class is not in its public API; tfprune recognises it through this one name.
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (  # noqa: E402
     PruneLowMagnitude)
+# Layer classes tf_keras does not export that the layer registry describes: the op layers tf_keras makes from
+# `x + 3` or `tf.nn.relu6(x)`, and the custom layers inside keras.applications models.
+from tf_keras.src.layers.core.tf_op_layer import TFOpLambda  # noqa: E402
+from tf_keras.src.applications.convnext import LayerScale, StochasticDepth  # noqa: E402
+from tf_keras.src.applications.inception_resnet_v2 import CustomScaleLayer  # noqa: E402
+import types  # noqa: E402
+applications = types.SimpleNamespace(LayerScale=LayerScale, StochasticDepth=StochasticDepth,
+                                     CustomScaleLayer=CustomScaleLayer)
 
-__all__ = ["tf", "keras", "tfmot", "PruneLowMagnitude", "check_model", "check_layer", "unwrap_layer"]
+__all__ = ["tf", "keras", "tfmot", "PruneLowMagnitude", "TFOpLambda", "applications", "check_model", "check_layer",
+           "unwrap_layer"]
 
 # Files saved from models that TFMOT wraps name the wrapper 'PruneLowMagnitude'. Registering that name (all that
 # `tfmot.sparsity.keras.prune_scope()` does) lets plain `keras.models.load_model` read them. The wrapper

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from tfprune._keras import keras, tf
+from tfprune._keras import TFOpLambda, applications, keras, tf
 
 __all__ = ["LayerSpec", "UnsupportedLayerError", "register_layer", "spec_for", "producer", "channel_wise",
            "merge", "passthrough", "registered_types", "resolve_weight"]
@@ -60,7 +60,11 @@ class LayerSpec:
         the kernel (true for Dense and channels-last convolutions: the same result for less work).
       output_units: ``(layer, value) -> (entries, units)`` array whose all-zero columns are dead output units,
         for per-layer tables; ``value(attribute)`` is that weight's (masked) array.
-      shrink_warning: why removing channels here changes outputs even when they are zero (said by `shrink`).
+      shrink_warning: why removing channels here changes outputs even when they are zero (said by `shrink`
+        unless tfprune's mask computed the layer over the kept channels, see `masked_call`).
+      masked_call: ``(layer, inputs, keep) -> outputs``: the layer's call with its channels masked by `keep`,
+        for layers whose result depends on how many channels there are (statistics over channels), so a
+        masked model computes what the shrunk one will.
     """
     map_channels: Callable
     width_key: Optional[str] = None
@@ -71,6 +75,7 @@ class LayerSpec:
     masks_activations: bool = False
     output_units: Optional[Callable] = None
     shrink_warning: str = ""
+    masked_call: Optional[Callable] = None
 
     def narrowed_config(self, layer, cuts):
         """The config of `layer` narrowed to the channels `cuts` keeps."""
@@ -387,6 +392,20 @@ def _bn_silent(layer, zero):
     return zero.get("beta", True) & (zero.get("gamma", False) | zero.get("moving_mean", False))
 
 
+def _layer_norm_over_kept(layer, inputs, keep):
+    """LayerNormalization over the last axis, with mean and variance taken over the kept channels only."""
+    keep = tf.cast(keep, inputs.dtype)
+    count = tf.reduce_sum(keep)
+    mean = tf.reduce_sum(inputs * keep, axis=-1, keepdims=True) / count
+    variance = tf.reduce_sum(keep * tf.square(inputs - mean), axis=-1, keepdims=True) / count
+    outputs = (inputs - mean) * tf.math.rsqrt(variance + layer.epsilon)
+    if layer.gamma is not None:
+        outputs = outputs * tf.cast(layer.gamma, inputs.dtype)
+    if layer.beta is not None:
+        outputs = outputs + tf.cast(layer.beta, inputs.dtype)
+    return outputs * keep
+
+
 def _prelu(graph, layer, inputs, output_shapes):
     """PReLU's slopes follow the channel unless they are shared over the channel axis."""
     x = single_input(layer, inputs)
@@ -465,6 +484,49 @@ _SPATIAL = (
     _L.SpatialDropout3D, _L.GaussianNoise, _L.GaussianDropout, _L.AlphaDropout)
 
 
+# TFOpLambda layers that tf_keras makes from Python operators and tf.* calls on Keras tensors.
+_TF_ELEMENTWISE_UNARY = frozenset({
+    "nn.relu", "nn.relu6", "nn.elu", "nn.selu", "nn.silu", "nn.swish", "nn.gelu", "nn.leaky_relu",
+    "math.sigmoid", "nn.sigmoid", "math.tanh", "nn.tanh", "math.negative", "math.abs", "math.square",
+    "math.sqrt", "math.exp", "math.softplus", "identity", "cast"})
+_TF_ELEMENTWISE_BINARY = frozenset({
+    "__operators__.add", "__operators__.radd", "math.add", "__operators__.sub", "math.subtract",
+    "math.multiply", "__operators__.mul", "math.truediv", "math.divide", "math.maximum", "math.minimum"})
+
+
+def _constants(graph):
+    """The call's non-tensor arguments that take part in the computation (names and dtypes excluded)."""
+    args, kwargs = graph.call_arguments()
+    values = list(args) + [value for key, value in kwargs.items() if key not in ("name", "dtype")]
+    return [value for value in tf.nest.flatten(values) if not tf.is_tensor(value)]
+
+
+def _tf_op(graph, layer, inputs, output_shapes):
+    """Element-wise TensorFlow ops: with one tensor and constants they keep channels (a constant that varies
+    along the channels freezes them); between tensors they couple them like Add. Anything else raises."""
+    symbol = layer.symbol
+    if symbol not in _TF_ELEMENTWISE_UNARY | _TF_ELEMENTWISE_BINARY:
+        raise unsupported(layer, f"tf.{symbol} is not an element-wise op the channel graph knows")
+    if len(inputs) > 1:
+        return merge().map_channels(graph, layer, inputs, output_shapes)
+    x = inputs[0]
+    result = graph.same(x, output_shapes[0], layer)
+    if output_shapes[0][-1] != x.width:
+        raise unsupported(layer, f"tf.{symbol} broadcasts the channel axis: {x.shape} -> {output_shapes[0]}")
+    if any(np.ndim(value) and np.shape(value)[-1] != 1 for value in _constants(graph)):
+        graph.freeze([result], f"'{layer.name}' (tf.{symbol}) applies a constant that varies along the channels")
+    return [result]
+
+
+def _tf_op_keeps_zero(layer, zero):
+    """Evaluate the op with zeros in place of its tensors: 0 + 3 is not 0, 0 * 3 is."""
+    node = layer.inbound_nodes[0]
+    args, kwargs = tf.nest.map_structure(
+        lambda value: tf.zeros([1]) if tf.is_tensor(value) else value,
+        (node.call_args, node.call_kwargs))
+    return not np.any(np.asarray(layer.function(*args, **kwargs)))
+
+
 def _register_builtins():
     for cls in (_L.Conv1D, _L.Conv2D, _L.Conv3D):
         register_layer(cls, dataclasses.replace(_CONV_SPEC, map_channels=_conv, narrow=_narrow_grouped))
@@ -484,7 +546,7 @@ def _register_builtins():
     register_layer(_L.BatchNormalization, LayerSpec(_batch_normalization, silent=_bn_silent))
     # (x - mean) / std of a zero channel is not zero: only gamma = beta = 0 silences it.
     register_layer(_L.LayerNormalization, dataclasses.replace(
-        channel_wise(shifts=("gamma", "beta"), check=_check_last_axis),
+        channel_wise(shifts=("gamma", "beta"), check=_check_last_axis), masked_call=_layer_norm_over_kept,
         shrink_warning="changes the mean and variance LayerNormalization computes over the channels"))
     register_layer(_L.PReLU, LayerSpec(_prelu))
     for cls in (_L.ReLU, _L.LeakyReLU, _L.ELU, _L.ThresholdedReLU):
@@ -504,6 +566,12 @@ def _register_builtins():
         register_layer(cls, merge())
     register_layer(_L.Multiply, merge(keeps_zero=lambda layer: True))
     register_layer(_L.Concatenate, LayerSpec(_concatenate))
+    register_layer(TFOpLambda, LayerSpec(_tf_op, silent=_tf_op_keeps_zero))
+    # Custom layers of keras.applications: ConvNeXt's per-channel scale and stochastic depth, and
+    # InceptionResNetV2's a + b * scale.
+    register_layer(applications.LayerScale, channel_wise(scales=("gamma",), width_key="projection_dim"))
+    register_layer(applications.StochasticDepth, passthrough())
+    register_layer(applications.CustomScaleLayer, merge())
 
 
 def _frozen_if_per_channel_stats(graph, layer, x):
@@ -514,3 +582,4 @@ def _frozen_if_per_channel_stats(graph, layer, x):
 
 
 _register_builtins()
+from tfprune import layers_attention  # noqa: E402,F401  (registers its specs)

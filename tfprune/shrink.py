@@ -27,7 +27,7 @@ import numpy as np
 from tfprune import criteria
 from tfprune._keras import check_model, keras
 from tfprune.graph import build_channel_graph, combined_keeps
-from tfprune.mask import has_wrappers, iter_layers, strip
+from tfprune.mask import has_wrappers, masked_layers, strip
 from tfprune.metrics import format_table, layer_table
 from tfprune.registry import spec_for, resolve_weight
 from tfprune.unit import kept_count
@@ -81,13 +81,24 @@ def _axis_keeps(groups, keeps, tensors):
     return result
 
 
-def _nested_owner(model):
-    """{layer name: top-level nested model name} for every layer inside a nested model."""
-    owners = {}
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            owners.update({inner.name: layer.name for inner in iter_layers(layer)})
-    return owners
+def _kept_width(tensor, cuts):
+    """Channels of a Keras tensor that survive the cuts (a nested model's output: its inner output's)."""
+    layer, _, index = tensor._keras_history
+    if isinstance(layer, keras.Model):
+        return _kept_width(layer.outputs[index], cuts)
+    axes = cuts.get(layer.name, {}).get("output")
+    return int(next(iter(axes.values())).sum()) if axes else tensor.shape[-1]
+
+
+def _nested_input_shapes(model, cuts):
+    """{nested model name: its narrowed input shapes}: a nested model is rebuilt on narrower inputs."""
+    shapes = {}
+    for nodes in model._nodes_by_depth.values():
+        for node in nodes:
+            if isinstance(node.layer, keras.Model):
+                shapes[node.layer.name] = [tuple(t.shape[:-1]) + (_kept_width(t, cuts),) for t in node.keras_inputs]
+                shapes.update(_nested_input_shapes(node.layer, cuts))
+    return shapes
 
 
 def _copy_cut_weights(source_model, target_model, cuts):
@@ -96,7 +107,7 @@ def _copy_cut_weights(source_model, target_model, cuts):
     for source in source_model.layers:
         target = targets[source.name]
         if isinstance(source, keras.Model):
-            target.set_weights(source.get_weights())
+            _copy_cut_weights(source, target, cuts)
             continue
         by_variable = {id(resolve_weight(source, weight)): axes for weight, axes in cuts.get(source.name, {}).items()
                        if weight != "output"}
@@ -126,11 +137,11 @@ def shrink(model, exclude=(), round_to=1, tolerance=0.0):
       tolerance: weights with |w| <= tolerance count as zero; above 0 the outputs may differ slightly.
 
     The result holds only built-in Keras layers (it loads without `custom_objects`) and is not compiled.
-    Nested models are copied unchanged; a group that reaches into one raises (exclude the nested model).
+    Nested models are rebuilt on their narrowed inputs, with their own layers narrowed.
 
     Raises:
       UnsupportedLayerError: a layer the channel graph cannot model (the message names it and the fix).
-      ValueError: bad arguments, or channels to remove inside a nested model.
+      ValueError: bad arguments.
     """
     check_model(model)
     if not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
@@ -147,24 +158,21 @@ def shrink(model, exclude=(), round_to=1, tolerance=0.0):
         if not keep.all():
             groups.append(group)
             keeps.append(keep)
-    owners = _nested_owner(stripped)
+    masked_channels = {layer.layer.name for layer in masked_layers(model) if layer.channel_masked}
     for group in groups:
-        inside = sorted({piece.layer for piece in group.slices + group.carrier_slices} & set(owners))
-        if inside:
-            raise ValueError(f"shrink: channels of '{group.producers[0]}' to be removed reach layer '{inside[0]}' "
-                             f"of nested model '{owners[inside[0]]}'; shrink rebuilds flat models only. Pass "
-                             f"exclude=['{owners[inside[0]]}'] to keep its channels, or flatten the model.")
         for name in dict.fromkeys(piece.layer for piece in group.slices):
             note = spec_for(tensors.layers[name]).shrink_warning
-            if note:
+            if note and (name not in masked_channels or spec_for(tensors.layers[name]).masked_call is None):
                 warnings.warn(f"shrink: removing channels of '{name}' ({type(tensors.layers[name]).__name__}) "
                               f"{note}, so outputs differ from the masked model; fine-tune briefly after "
                               f"shrinking.", stacklevel=2)
     cuts = _axis_keeps(groups, keeps, tensors)
+    nested_inputs = _nested_input_shapes(stripped, cuts)
 
     def clone(layer):
         if isinstance(layer, keras.Model):
-            return keras.models.clone_model(layer)
+            inputs = [keras.Input(batch_shape=shape) for shape in nested_inputs[layer.name]]
+            return keras.models.clone_model(layer, input_tensors=inputs, clone_function=clone)
         if layer.name in cuts:
             return type(layer).from_config(spec_for(layer).narrowed_config(layer, cuts[layer.name]))
         return type(layer).from_config(layer.get_config())

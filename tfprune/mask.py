@@ -22,7 +22,7 @@ from tfprune import schedules
 from tfprune._keras import PruneLowMagnitude
 from tfprune._keras import check_model, keras, tf
 from tfprune.graph import kernel_attributes  # noqa: F401  (part of the mask API)
-from tfprune.registry import spec_for
+from tfprune.registry import resolve_weight, spec_for
 
 
 @keras.utils.register_keras_serializable(package="tfprune")
@@ -31,7 +31,8 @@ class MaskedLayer(keras.layers.Wrapper):
 
     Args:
       layer: the Keras layer to wrap.
-      element_masked: weight attribute names (e.g. ``("kernel",)``) that get an element-wise mask.
+      element_masked: weight attribute names (e.g. ``("kernel",)``) that get an element-wise mask; dotted
+        paths reach weights of sublayers (``"_query_dense.kernel"`` of a MultiHeadAttention).
       channel_masked: ``{attribute: [axis, ...]}`` weights that get a keep vector per axis.
       plan: JSON-serialisable settings of the pruning methods driving this layer (read by callbacks).
         Every wrapper a method drives holds the same copy: Keras saves, loads and clones layers, not
@@ -55,25 +56,32 @@ class MaskedLayer(keras.layers.Wrapper):
         self._schedules = [schedules.deserialize(self.plan[kind]["schedule"]) for kind in ("weight", "unit")
                            if kind in self.plan]
         self._starts = [self.plan[kind].get("start", 0) for kind in ("weight", "unit") if kind in self.plan]
-        self._supports_training = "training" in inspect.signature(layer.call).parameters
+        parameters = inspect.signature(layer.call).parameters
+        self._supports_training = "training" in parameters
+        self._supports_mask = "mask" in parameters
+        self.masks = None  # made with the rest of the mask state once the masked weights exist
 
     def build(self, input_shape):
         if not self.layer.built:
             self.layer.build(input_shape)
+        if all(isinstance(self._weight(name), tf.Variable) for name in self.masked_attributes()):
+            self._build_state()
+        super().build(input_shape)
+
+    def _build_state(self):
         for name in self.masked_attributes():
-            weight = getattr(self.layer, name, None)
-            if not isinstance(weight, tf.Variable):
+            if not isinstance(self._weight(name), tf.Variable):
                 raise ValueError(
                     f"MaskedLayer '{self.name}': layer '{self.layer.name}' ({type(self.layer).__name__}) has "
                     f"no weight '{name}'. Mask only weights the layer owns.")
         self.masks = {}
         self.keeps = {}
         for name in self.element_masked:
-            shape = getattr(self.layer, name).shape
-            self.masks[name] = self.add_weight(f"{name}_mask", shape=shape, initializer="ones",
+            shape = self._weight(name).shape
+            self.masks[name] = self.add_weight(f"{_variable_name(name)}_mask", shape=shape, initializer="ones",
                                                trainable=False, dtype=tf.float32)
         for name, axes in self.channel_masked.items():
-            shape = getattr(self.layer, name).shape
+            shape = self._weight(name).shape
             for axis in axes:
                 self.keeps[keep_name(name, axis)] = self.add_weight(
                     keep_name(name, axis), shape=(shape[axis],), initializer="ones", trainable=False,
@@ -85,7 +93,10 @@ class MaskedLayer(keras.layers.Wrapper):
         self.mask_step = self.add_weight("mask_step", shape=(), initializer=keras.initializers.Constant(-1),
                                          trainable=False, dtype=tf.int64,
                                          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        super().build(input_shape)
+
+    def _weight(self, name):
+        """The inner layer's weight at attribute path `name` (None if it has none)."""
+        return resolve_weight(self.layer, name)
 
     def keep(self, name, axis):
         """The keep vector of weight `name` along `axis`."""
@@ -98,7 +109,7 @@ class MaskedLayer(keras.layers.Wrapper):
         """Product of weight `name`'s keep vectors (with `channel`, each shaped to broadcast along its axis) and
         (with `element`) its element mask: what the weight is multiplied by, without a full-size ones tensor.
         None when nothing applies."""
-        rank = len(getattr(self.layer, name).shape)
+        rank = len(self._weight(name).shape)
         factor = self.masks[name] if element and name in self.masks else None
         for axis in self.channel_masked.get(name, ()) if channel else ():
             shape = [1] * rank
@@ -116,7 +127,7 @@ class MaskedLayer(keras.layers.Wrapper):
         return self._broadcast(name, self._mask_factor(name))
 
     def _broadcast(self, name, factor):
-        shape = getattr(self.layer, name).shape
+        shape = self._weight(name).shape
         return tf.ones(shape) if factor is None else tf.broadcast_to(factor, shape)
 
     def _activation_keeps(self):
@@ -164,36 +175,60 @@ class MaskedLayer(keras.layers.Wrapper):
         with tf.control_dependencies([self._count_step()]):
             return tf.constant(True)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, *args, training=None, **kwargs):
+        """The inner layer's call with masked weights; further arguments (MultiHeadAttention's value, key,
+        attention_mask) pass through unchanged."""
+        if not self._supports_mask:
+            kwargs.pop("mask", None)  # Keras passes the inputs' masks to a wrapper that takes **kwargs
+        if self._supports_training:
+            kwargs["training"] = training
+        if self.masks is None:
+            # The layer makes its weights on its first call (MultiHeadAttention's sublayers), so build could
+            # not see them: make them now, then the mask state, outside any graph being traced.
+            self.layer(inputs, *args, **kwargs)
+            with tf.init_scope():
+                self._build_state()
         if self._schedules and training is not None and training is not False:
             if training is True:
                 self._count_step()
             else:  # a symbolic learning phase
                 tf.cond(tf.cast(training, tf.bool), self._counted_step, lambda: tf.constant(False))
         keep_in, keep_out = self._activation_keeps()
-        originals = {}
+        originals = []
         for name in self.masked_attributes():
-            if not getattr(self.layer, name).trainable:
+            variable = self._weight(name)
+            if not variable.trainable:
                 continue  # moving statistics are updated by the layer itself; apply_masks zeroes them
             on_weight = self._mask_factor(name, channel=keep_in is None and keep_out is None or name != "kernel")
             if on_weight is None:
                 continue
-            originals[name] = getattr(self.layer, name)
+            parent, _, attribute = name.rpartition(".")
+            owner = resolve_weight(self.layer, parent) if parent else self.layer
+            originals.append((owner, attribute, variable))
             # object.__setattr__ avoids Keras attribute tracking: the variable stays the tracked weight.
-            object.__setattr__(self.layer, name, originals[name] * on_weight)
+            object.__setattr__(owner, attribute, variable * on_weight)
         activation = self.layer.activation if keep_out is not None else None
         if activation is not None:
             object.__setattr__(self.layer, "activation", keras.activations.linear)
         try:
             if keep_in is not None:
                 inputs = inputs * tf.cast(keep_in, inputs.dtype)
-            outputs = self.layer(inputs, training=training) if self._supports_training else self.layer(inputs)
+            outputs = self._inner_call(inputs, args, kwargs)
             return outputs if keep_out is None else activation(outputs * tf.cast(keep_out, outputs.dtype))
         finally:
-            for name, variable in originals.items():
-                object.__setattr__(self.layer, name, variable)
+            for owner, attribute, variable in originals:
+                object.__setattr__(owner, attribute, variable)
             if activation is not None:
                 object.__setattr__(self.layer, "activation", activation)
+
+    def _inner_call(self, inputs, args, kwargs):
+        """The wrapped layer's call; layers whose spec has a `masked_call` (statistics over the channels) compute
+        it over the kept channels only, so the masked model equals the shrunk one."""
+        spec = spec_for(self.layer)
+        if spec is not None and spec.masked_call is not None and self.channel_masked:
+            keep = self._mask_factor(next(iter(self.channel_masked)), element=False)
+            return spec.masked_call(self.layer, inputs, tf.reshape(keep, [-1]))
+        return self.layer(inputs, *args, **kwargs)
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
@@ -205,12 +240,12 @@ class MaskedLayer(keras.layers.Wrapper):
 
     def masked_weights(self):
         """``{attribute: weight * mask}``: what the layer computes with."""
-        return {name: getattr(self.layer, name).numpy() * mask for name, mask in self.mask_values().items()}
+        return {name: self._weight(name).numpy() * mask for name, mask in self.mask_values().items()}
 
     def apply_masks(self):
         """Write masked values into the variables, so the zeros are visible in the weights too."""
         for name in self.masked_attributes():
-            weight = getattr(self.layer, name)
+            weight = self._weight(name)
             factor = self._mask_factor(name)
             if factor is not None:
                 weight.assign(weight * factor)
@@ -242,7 +277,12 @@ def shared_plan(layers, kind):
 
 def keep_name(name, axis):
     """The key (and variable name) of weight `name`'s keep vector along `axis`."""
-    return f"{name}_keep{axis}"
+    return f"{_variable_name(name)}_keep{axis}"
+
+
+def _variable_name(name):
+    """A weight path as one name segment: sublayer paths' '.' becomes '__' (old names stay as they were)."""
+    return name.replace(".", "__")
 
 
 def inner_layer(layer):
@@ -314,7 +354,7 @@ def _unwrapped_weights(layer):
     inner = layer.layer
     if isinstance(layer, MaskedLayer):
         masked = layer.masked_weights()
-        by_id = {id(getattr(inner, name)): value for name, value in masked.items()}
+        by_id = {id(resolve_weight(inner, name)): value for name, value in masked.items()}
     else:
         by_id = {id(weight): weight.numpy() * mask.numpy() for weight, mask, _ in layer.pruning_vars}
     return [by_id.get(id(weight), weight.numpy()) for weight in inner.weights]
@@ -431,7 +471,7 @@ def with_masks(model, layer_masks, plan=None):
         layer = by_layer[name]
         value = value if isinstance(value, dict) else {kernel_attributes(layer)[0]: value}
         for attribute, mask in value.items():
-            weight = getattr(layer, attribute, None)
+            weight = resolve_weight(layer, attribute)
             if not isinstance(weight, tf.Variable) or tuple(weight.shape) != np.shape(mask):
                 raise ValueError(f"with_masks: layer '{name}' weight '{attribute}' has shape "
                                  f"{None if weight is None else tuple(weight.shape)}, mask has {np.shape(mask)}.")

@@ -95,11 +95,34 @@ def test_interrupted_study_resumes_without_recomputing(tmp_path, monkeypatch):
     assert lines[0] == f"3 of 4 cells finished earlier in {tmp_path}; running the other 1."
     assert rows[:3] == finished
 
-    # A changed setting reruns only the cells it affects: one-shot cells do not depend on fine-tuning.
+    # A changed setting, replacing the folder's study, reruns only the cells it affects: one-shot cells do not
+    # depend on fine-tuning. The gradual rows of the old settings are deleted, so no table mixes the two.
     calls.clear()
-    rows = tiny_study(tmp_path, finetune_epochs=2).run(print_fn=lambda line: None)
-    assert len(calls) == 2 and rows[:2] == finished[:2]
-    assert len(read_results(tmp_path)) == 6 and len(tiny_study(tmp_path).results()) == 4
+    lines.clear()
+    changed = tiny_study(tmp_path, finetune_epochs=2)
+    rows = changed.run(print_fn=lines.append, replace=True)
+    assert len(calls) == 2 and [r["key"] for r in rows[:2]] == [r["key"] for r in finished[:2]]
+    assert [r["accuracy"] for r in rows[:2]] == [r["accuracy"] for r in finished[:2]]
+    assert lines[0].endswith(f"replaces: 2 finished cells kept, 2 rows deleted.")
+    assert read_results(tmp_path) == rows and {r["study"] for r in rows} == {changed.digest()}
+
+
+@pytest.mark.slow
+def test_a_folder_holds_one_configuration(tmp_path):
+    fast = tiny_study(tmp_path, methods=["oneshot_weight"], sparsities=[0.5], epochs=1)
+    first = fast.run(print_fn=lambda line: None)
+    assert first[0]["study"] == fast.digest() != tiny_study(tmp_path).digest()
+    with open(tmp_path / "results.csv") as handle:
+        assert next(csv.DictReader(handle))["study"] == fast.digest()
+    # The same settings resume, whatever the folder is called; others are refused, naming both and the fix.
+    assert tiny_study(tmp_path / "elsewhere", methods=["oneshot_weight"], sparsities=[0.5], epochs=1).digest() \
+        == fast.digest()
+    full = tiny_study(tmp_path, methods=["oneshot_weight"], sparsities=[0.5], epochs=3)
+    message = (rf"holds another study \({fast.digest()}, settings in .*study.json\); this one \({full.digest()}\) "
+               r"differs in epochs \(1 there, 3 here\)\. .*another folder .*replace=True")
+    with pytest.raises(ValueError, match=message):
+        full.run(print_fn=lambda line: None)
+    assert read_results(tmp_path) == first and json.loads((tmp_path / "study.json").read_text())["epochs"] == 1
 
 
 @pytest.mark.slow

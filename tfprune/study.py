@@ -5,7 +5,9 @@ the output folder), then for every cell prunes, trains where the method needs it
 the sparsity actually reached, parameter and non-zero counts, the zipped file size and optionally latency.
 Experiments are long and machines get interrupted, so each finished cell is committed to ``results.jsonl`` (and
 its ``results.csv`` view) the moment it ends, keyed by a hash of everything that determines it: a rerun skips
-finished cells, and changing one setting reruns only the cells it affects.
+finished cells. An output folder holds one study, recorded in ``study.json``, and every row names it by the
+digest of those settings (column ``study``), so two configurations' rows never mix: another configuration in
+the folder is refused, or with ``run(replace=True)`` takes it over and reruns only the cells its changes affect.
 
 Conventions shared by all methods, so their sparsities compare: the layers producing the model's outputs are
 never pruned (as in the seeds' exercise), `sparsity` is the fraction of each hidden layer's weights or units
@@ -60,7 +62,8 @@ SIZE_FORMATS = ("h5", "keras", "tflite", "tflite_sparse")
 LATENCY_BACKENDS = (None, "keras", "litert")
 RESULTS_FILE = "results.jsonl"
 CSV_FILE = "results.csv"
-CSV_COLUMNS = ("key", "method", "sparsity", "seed", "accuracy", "dense_accuracy", "actual_sparsity",
+CONFIG_FILE = "study.json"
+CSV_COLUMNS = ("key", "study", "method", "sparsity", "seed", "accuracy", "dense_accuracy", "actual_sparsity",
                "model_sparsity", "params", "nonzero", "macs", "size_format", "bytes", "zipped_bytes", "latency_ms",
                "seconds", "finished")
 # Bumped when a change to the code makes earlier results incomparable; part of every cell's key.
@@ -135,6 +138,11 @@ def _gradual_schedule(sparsity, steps):
 
 def _digest(value):
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _config_digest(config):
+    """The digest of a study's settings; where its results lie (`output`) is not one of them."""
+    return _digest({name: value for name, value in config.items() if name != "output"})
 
 
 # -- files ------------------------------------------------------------------------------------------------------
@@ -341,6 +349,10 @@ class Study:
         config["methods"], config["seeds"] = list(self.methods), list(self.seeds)
         return config
 
+    def digest(self):
+        """The short hash of `config` (without `output`) that every row of this study carries as ``study``."""
+        return _config_digest(self.config())
+
     # -- cells ---------------------------------------------------------------------------------------------
     def _dense_settings(self, seed):
         return {"version": _KEY_VERSION, "model": self._model_id, "dataset": self.dataset, "epochs": self.epochs,
@@ -371,12 +383,24 @@ class Study:
         return [stored[cell["key"]] for cell in self.cells() if cell["key"] in stored]
 
     # -- running -------------------------------------------------------------------------------------------
-    def run(self, print_fn=print):
-        """Run the cells not finished yet, committing each row as it ends; returns this study's rows."""
+    def run(self, print_fn=print, replace=False):
+        """Run the cells not finished yet, committing each row as it ends.
+
+        Args:
+          print_fn: called with each progress line (``lambda line: None`` silences them).
+          replace: let this study take over an `output` folder that holds another configuration: rows of cells
+            whose settings did not change are kept, the other rows are deleted.
+
+        Returns:
+          this study's rows, in cell order (see `results`).
+
+        Raises:
+          ValueError: `output` holds another configuration and `replace` is False.
+        """
         os.makedirs(self.output, exist_ok=True)
-        _write_text(os.path.join(self.output, "study.json"), json.dumps(self.config(), indent=1) + "\n")
+        stored = self._claim_output(replace, print_fn)
         cells = self.cells()
-        stored = read_results(self.output)
+        digest = self.digest()
         done = {row["key"] for row in stored}
         todo = [cell for cell in cells if cell["key"] not in done]
         if len(todo) < len(cells):
@@ -388,7 +412,7 @@ class Study:
             if cell["seed"] not in dense:
                 dense[cell["seed"]] = self._dense(cell["seed"], print_fn)
             model, extra = _RUNNERS[cell["method"]](self, cell, dense[cell["seed"]][0])
-            row = {**cell, **self._measure(model), "dense_accuracy": dense[cell["seed"]][1],
+            row = {**cell, "study": digest, **self._measure(model), "dense_accuracy": dense[cell["seed"]][1],
                    "seconds": round(time.perf_counter() - started, 2),
                    "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                    "extra": extra}
@@ -398,6 +422,39 @@ class Study:
                      f"accuracy {row['accuracy']:.4f}, sparsity {row['actual_sparsity']:.3f}, "
                      f"{row['zipped_bytes'] / 1024:.0f} KiB zipped {self.size_format} ({row['seconds']:.1f} s)")
         return self.results()
+
+    def _claim_output(self, replace, print_fn):
+        """Record this study in ``output/study.json``; returns the rows stored there, all of this configuration.
+
+        A folder holding another configuration is refused, or with `replace` keeps the rows of the cells both
+        share. The rows are committed before the settings, so a kill in between leaves the old settings,
+        which the next run compares again.
+        """
+        path = os.path.join(self.output, CONFIG_FILE)
+        stored = read_results(self.output)
+        ours, digest = json.loads(json.dumps(self.config())), self.digest()  # tuples as lists, as read back
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                recorded = json.load(handle)
+            theirs = _config_digest(recorded)
+            if theirs != digest:
+                changed = ", ".join(f"{name} ({recorded.get(name)!r} there, {value!r} here)"
+                                    for name, value in ours.items() if name != "output" and recorded.get(name) != value)
+                if not replace:
+                    raise ValueError(
+                        f"Study: output folder {self.output!r} holds another study ({theirs}, settings in {path}); "
+                        f"this one ({digest}) differs in {changed}. Their rows would mix in one results "
+                        "table: give this study another folder (`output`, tfprune study --out DIR), or pass "
+                        "replace=True (tfprune study --replace) to make the folder this study's, keeping the "
+                        "finished cells whose settings did not change and deleting the other rows.")
+                keys = {cell["key"] for cell in self.cells()}
+                kept = [dict(row, study=digest) for row in stored if row["key"] in keys]
+                print_fn(f"{self.output} held study {theirs}, which this one ({digest}) replaces: "
+                         f"{len(kept)} finished cells kept, {len(stored) - len(kept)} rows deleted.")
+                stored = kept
+                _commit(self.output, stored)
+        _write_text(path, json.dumps(ours, indent=1) + "\n")
+        return stored
 
     def data(self, model=None):
         """``(x_train, y_train), (x_test, y_test)`` of the dataset (loaded once), reshaped to `model`'s input."""

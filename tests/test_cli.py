@@ -1,5 +1,5 @@
-"""The command line end to end (in process through main, once as a real subprocess), its error exits, and the
-checksummed pretrained models it is usually pointed at.
+"""The command line end to end (in process through main, as real subprocesses for speed and a quiet console),
+its error exits, and the checksummed pretrained models it is usually pointed at.
 
 The small CNN here has random weights: the commands are checked for what they do to files, not for accuracy.
 """
@@ -8,17 +8,22 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
+import time
 import zipfile
 
 import numpy as np
 import pytest
 
-from tfprune import models
+import tfprune_cli
+from tfprune import bench, export, models, pai, study
 from tfprune._keras import keras
-from tfprune.cli import main
 from tfprune.metrics import count_params
 from tfprune.schedules import ConstantSparsity
 from tfprune.weight import prune_weights
+from tfprune_cli import main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +45,49 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_help_runs_as_a_real_command():
-    result = subprocess.run([sys.executable, "-m", "tfprune.cli", "--help"], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0
-    for command in ("study", "report", "export", "bench", "prune"):
+def _command(*argv, env=None):
+    """`python -m tfprune_cli ARGV` from the repository root: (completed process, seconds)."""
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "tfprune_cli", *argv], cwd=REPO, capture_output=True, text=True,
+                            timeout=300, env=env)
+    return result, time.perf_counter() - started
+
+
+def test_help_and_argument_errors_answer_before_tensorflow_loads(tmp_path):
+    result, seconds = _command("--help")
+    assert result.returncode == 0 and seconds < 3, seconds  # about 0.05 s; TensorFlow alone takes seconds
+    for command in ("study", "report", "export", "bench", "prune", "demo"):
         assert command in result.stdout
+    result, seconds = _command("bench", str(tmp_path))  # a folder that is not a SavedModel
+    assert result.returncode == 2 and seconds < 3, seconds
+    assert result.stderr.startswith("tfprune bench: error: MODEL") and len(result.stderr.splitlines()) == 1
+    checked = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import sys
+        from tfprune_cli import main
+        codes = [main(["prune", "m.keras", "--method", "unit", "--sparsity", "1.5"]),
+                 main(["export", "missing.keras", "--formats", "onnx", "--out", "x"]), main(["report", "m.txt"])]
+        assert codes == [2, 2, 2], codes
+        assert "tensorflow" not in sys.modules and "tfprune" not in sys.modules
+        """)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_the_parser_offers_the_library_choices():
+    assert tfprune_cli.FORMATS == tuple(export.FORMATS) and tfprune_cli.BACKENDS == bench.BACKENDS
+    assert tfprune_cli.PRESETS == tuple(sorted(study.PRESETS)) and tfprune_cli.DATASETS == study.DATASETS
+    assert tfprune_cli.PAI_SCORERS == pai.METHODS and tfprune_cli.PAI_ABLATIONS == pai.ABLATIONS[1:]
+    assert tfprune_cli.STUDY_METHODS == tuple(m for m in study.METHODS if not m.startswith("pai_"))
+
+
+def test_a_command_prints_no_tensorflow_start_up_lines(cnn_file):
+    env = {name: value for name, value in os.environ.items() if name != "TF_CPP_MIN_LOG_LEVEL"}
+    result, _ = _command("report", cnn_file, env=env)
+    assert result.returncode == 0 and "TOTAL" in result.stdout
+    # TensorFlow's C++ lines: 'I0000 00:00:... port.cc:153] oneDNN custom operations are on', 'E0000 ... failed
+    # call to cuInit', and the 'All log messages before absl::InitializeLog()' banner.
+    noise = [line for line in result.stderr.splitlines() if "absl::" in line or "cuInit" in line
+             or line[:1] in "IWEF" and line[1:5].isdigit()]
+    assert noise == [], result.stderr
 
 
 def test_report_and_export(capsys, cnn_file, tmp_path):

@@ -91,7 +91,7 @@ def test_tfmot_wrapped_files_load_with_plain_load_model_and_in_the_cli(tmp_path)
         import numpy as np
         import tfprune
         import tf_keras
-        from tfprune.cli import main
+        from tfprune_cli import main
         for path in sys.argv[1:]:
             np.savez(path + ".npz", *tf_keras.models.load_model(path).get_weights())
             print("exit code", main(["report", path]))

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from tfprune import models
-from tfprune.cli import build_parser, main
+from tfprune_cli import build_parser, main
 
 README = os.path.join(os.path.dirname(__file__), os.pardir, "README.md")
 

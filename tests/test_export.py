@@ -112,7 +112,7 @@ def test_failed_conversion_leaves_previous_file_intact(tmp_path, monkeypatch):
     model = _mlp()
     path = export.save(model, tmp_path, formats=("tflite",))["artifacts"]["tflite"]["path"]
     before = open(path, "rb").read()
-    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model", lambda model: _FailingConverter())
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_saved_model", lambda path: _FailingConverter())
     with pytest.raises(RuntimeError, match="converter broke"):
         export.save(model, tmp_path, formats=("tflite", "tflite_sparse"))
     assert open(path, "rb").read() == before

@@ -5,6 +5,7 @@ pipeline overhead and eager mode adds Python dispatch per layer, neither of whic
 because on CPU it was several times slower for convnets. TensorFlow fixes its thread pools when it runs its first
 op, so a benchmark script calls `set_threads` at its start; results record the pool size actually in force.
 """
+import functools
 import os
 import time
 
@@ -74,12 +75,14 @@ class _KerasRunner(_TFRunner):
             model = keras.models.load_model(os.fspath(model), compile=False)
         self.device = device
         self.specs = [(tuple(t.shape[1:]), t.dtype.as_numpy_dtype) for t in model.inputs]
-        self._fn = tf.function(lambda xs: model(xs[0] if len(xs) == 1 else xs, training=False),
-                               jit_compile=False, reduce_retracing=True)
+        # A function object of this model's own: TensorFlow counts traces per Python function (a lambda's code
+        # is shared by every runner), so one trace per model would read as retracing after five models.
+        self._fn = tf.function(functools.partial(model, training=False), jit_compile=False, reduce_retracing=True)
+        self._single = len(model.inputs) == 1
 
     def __call__(self, tensors):
         with tf.device(self.device):
-            return [t.numpy() for t in tf.nest.flatten(self._fn(tensors))]
+            return [t.numpy() for t in tf.nest.flatten(self._fn(tensors[0] if self._single else tensors))]
 
 
 class _SavedModelRunner(_TFRunner):

@@ -9,6 +9,7 @@ Custom training loop (gives the same masks as `fit`)::
     callback.set_model(model)
     callback.on_train_begin()
     for epoch in range(epochs):
+        callback.on_epoch_begin(epoch)            # the first step's pruning, outside any timed batch
         for batch, (x, y) in enumerate(dataset):
             callback.on_train_batch_begin(batch)  # masks change here when a schedule fires
             train_step(x, y)                      # model(x, training=True) computes with weight * mask
@@ -41,6 +42,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
                              f"'apoz'), got a {type(data).__name__}.")
         self.data = None if data is None else tuple(data)
         self.step = 0
+        self._pruned_step = None
         self.layers = []
         self.pruners = []
         self._prepared_for = None
@@ -58,14 +60,27 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self._prepared_for = self.model
         self._tfmot.set_model(self.model)
         self._tfmot.on_train_begin(logs)
-        self.step = None  # read at the first batch, after any callback (BackupAndRestore) restored the model
+        self.step = None  # read later, after any callback (BackupAndRestore) restored the model
+        self._pruned_step = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Keras times batch hooks and warns when they outlast the batch; the step read and a first update (which
+        # also runs the compiled updates for the first time) are one-off costs, paid here when the epoch starts.
+        self._prune_due()
 
     def on_train_batch_begin(self, batch, logs=None):
+        self._prune_due()
+
+    def _prune_due(self):
+        """Update the masks whose schedules fire at the current step, once per step."""
         if self.step is None:
             self.step = current_step(self.model)
             for layer in self.layers:  # wrappers added later start at the model's step
                 if int(layer.pruning_step.numpy()) != self.step:
                     layer.pruning_step.assign(self.step, read_value=False)
+        if self._pruned_step == self.step:
+            return
+        self._pruned_step = self.step
         for pruner in self.pruners:
             fires, sparsity = schedules.evaluate(pruner.schedule, self.step - pruner.start)
             if fires:

@@ -5,6 +5,7 @@ the zip-deflated size), the sparse TFLite format or physically narrower layers d
 raw and zipped. Each file appears under its final name only once complete, so an interrupted export never
 leaves a truncated artifact that a later step could mistake for a good one.
 """
+import contextlib
 import io
 import os
 import tempfile
@@ -68,8 +69,8 @@ def _representative(data):
     return examples
 
 
-def _tflite_bytes(model, fmt, representative_data):
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+def _tflite_bytes(saved_model, fmt, representative_data):
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
     if fmt == "tflite_sparse":
         converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     elif fmt == "tflite_int8":
@@ -83,23 +84,43 @@ def _tflite_bytes(model, fmt, representative_data):
         return converter.convert()
 
 
-def _write(model, fmt, temp, representative_data):
+@contextlib.contextmanager
+def _tf_log_dropped(prefix):
+    """TensorFlow's Python log records starting with `prefix` are dropped while the block runs."""
+    logger = tf.get_logger()
+
+    def keep(record):
+        return not record.getMessage().startswith(prefix)
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
+def _export_saved_model(model, path):
+    """`model.export`: the inference graph only; its endpoint listing is kept off stdout."""
+    interactive = keras.utils.is_interactive_logging_enabled()
+    keras.utils.disable_interactive_logging()
+    try:
+        model.export(path)
+    finally:
+        if interactive:
+            keras.utils.enable_interactive_logging()
+
+
+def _write(model, fmt, temp, saved_model, representative_data):
+    """Write `fmt` (not saved_model) to `temp`; TFLite formats convert the SavedModel at `saved_model`."""
     if fmt in ("keras", "h5"):
-        with warnings.catch_warnings():
-            # The caller asked for this format; Keras' advice that HDF5 is legacy is noise here.
+        # The caller asked for this format: Keras' advice that HDF5 is legacy is noise here, and so is the
+        # warning its HDF5 writer gives for every uncompiled model ("Compiled the loaded model, but the compiled
+        # metrics have yet to be built").
+        with warnings.catch_warnings(), _tf_log_dropped("Compiled the loaded model"):
             warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy", category=UserWarning)
             model.save(temp, save_format=fmt)
-    elif fmt == "saved_model":
-        # `model.export` writes only the inference graph; keep its endpoint listing off stdout.
-        interactive = keras.utils.is_interactive_logging_enabled()
-        keras.utils.disable_interactive_logging()
-        try:
-            model.export(temp)
-        finally:
-            if interactive:
-                keras.utils.enable_interactive_logging()
     else:
-        content = _tflite_bytes(model, fmt, representative_data)
+        content = _tflite_bytes(saved_model, fmt, representative_data)
         with open(temp, "wb") as handle:
             handle.write(content)
 
@@ -160,10 +181,20 @@ def save(model, directory, formats=("keras", "saved_model", "tflite"), represent
     report = {"name": name, "params": count_params(model), "nonzero": count_nonzero(model), "macs": _macs(model),
               "artifacts": {}}
     os.makedirs(directory, exist_ok=True)
-    for fmt in formats:
-        path = os.path.join(os.fspath(directory), name + FORMATS[fmt])
-        atomic_write(path, lambda temp, fmt=fmt: _write(model, fmt, temp, representative_data))
-        report["artifacts"][fmt] = {"path": path, **artifact_size(path)}
+    paths = {fmt: os.path.join(os.fspath(directory), name + FORMATS[fmt]) for fmt in formats}
+    with tempfile.TemporaryDirectory() as scratch:
+        # TFLite converts a SavedModel; Keras' converter would write one of its own for every TFLite format, so
+        # one SavedModel (the one asked for, written first, or a scratch one) serves them all.
+        saved_model = paths.get("saved_model", os.path.join(scratch, "saved_model"))
+        if "saved_model" in formats:
+            atomic_write(saved_model, lambda temp: _export_saved_model(model, temp))
+        elif any(fmt.startswith("tflite") for fmt in formats):
+            _export_saved_model(model, saved_model)
+        for fmt in formats:
+            if fmt != "saved_model":
+                atomic_write(paths[fmt], lambda temp, fmt=fmt: _write(model, fmt, temp, saved_model,
+                                                                       representative_data))
+            report["artifacts"][fmt] = {"path": paths[fmt], **artifact_size(paths[fmt])}
     return report
 
 

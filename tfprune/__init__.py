@@ -1,12 +1,13 @@
 """tfprune: pruning for tf_keras models that really shrinks them, and says honestly by how much.
 
 The public API on one screen. Modules, bottom to top (imports only point down):
-  _keras (the one tf_keras import) · graph, metrics, pqi, validation (model analysis) · criteria, pai scorers ·
+  _keras (the one tf_keras import) · registry, graph, metrics, pqi, validation (model analysis) · criteria, pai scorers ·
   mask, schedules, weight, unit, callbacks, regularizers (masking) · oneshot, lottery, adaptive, pai
   (procedures) · shrink, export, bench (deployment) · report, study, cli, data, models (faces).
 """
 from tfprune._keras import check_model
-from tfprune import models, data, graph, criteria, metrics
+from tfprune import models, data, registry, graph, criteria, metrics
+from tfprune.registry import LayerSpec, register_layer
 from tfprune.schedules import ConstantSparsity, PolynomialDecay
 from tfprune.mask import MaskedLayer, masks, strip, with_masks
 from tfprune.weight import prune_weights
@@ -25,7 +26,7 @@ from tfprune.report import report
 from tfprune import plots, study
 
 __all__ = [
-    "check_model", "models", "data", "graph", "criteria", "metrics",
+    "check_model", "models", "data", "registry", "LayerSpec", "register_layer", "graph", "criteria", "metrics",
     "ConstantSparsity", "PolynomialDecay",
     "MaskedLayer", "masks", "strip", "with_masks",
     "prune_weights", "prune_units", "UpdatePruningStep", "PruningSummaries",

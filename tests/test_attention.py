@@ -117,6 +117,29 @@ def test_embedding_dim_is_pruned_through_the_residual_stream():
     assert_same_outputs(masked(x, training=False).numpy(), shrunk(x).numpy())
 
 
+def test_cross_attention_reads_each_argument_through_its_projection():
+    """Query and value from different tensors (value by keyword, key defaulting to it), an attention mask input."""
+    query, value, attention_mask = keras.Input((6, 12)), keras.Input((5, 10)), keras.Input((6, 5))
+    attended = L.MultiHeadAttention(4, 8, value_dim=6, name="mha")(
+        L.Dense(16, name="to_query")(query), value=L.Dense(20, name="to_value")(value), attention_mask=attention_mask)
+    model = keras.Model([query, value, attention_mask], L.Dense(3, name="logits")(L.Flatten()(attended)))
+    graph = build_channel_graph(model)
+    reads = {(p.weight, group.producers[0]) for group in graph.prunable_groups() for p in group.slices
+             if p.role == "in"}
+    assert {("_query_dense.kernel", "to_query"), ("_key_dense.kernel", "to_value"),
+            ("_value_dense.kernel", "to_value")} <= reads
+    assert any("attention mask of 'mha'" in group.reason for group in graph.groups)
+    masked = pruned(model)
+    shrunk = shrink(masked)
+    config = shrunk.get_layer("mha").get_config()
+    assert (config["num_heads"], config["query_shape"][-1], config["value_shape"][-1], config["key_shape"][-1],
+            config["output_shape"]) == (2, 8, 10, 10, 8)
+    rng = np.random.default_rng(2)
+    x = [rng.normal(size=(2, 6, 12)), rng.normal(size=(2, 5, 10)), rng.random((2, 6, 5)) > 0.3]
+    x = [array.astype("float32") for array in x]
+    assert_same_outputs(masked(x, training=False).numpy(), shrunk(x).numpy())
+
+
 def test_masked_block_trains_and_round_trips_a_keras_file(tmp_path):
     masked = pruned(encoder())
     masked.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -330,14 +330,20 @@ class _Custom(L.Layer):
         return inputs[..., ::-1]
 
 
-def test_mismatched_merge_and_layouts_raise():
+def test_mismatched_merges_freeze_and_bad_layouts_raise():
     inputs = keras.Input((4, 4, 3))
     a = L.Conv2D(2, 1, name="a")(inputs)
     b = L.Conv2D(2, 1, name="b")(inputs)
     c = L.Conv2D(4, 1, name="c")(inputs)
     added = L.Add(name="mixed_add")([L.Concatenate(name="cat")([a, b]), c])
-    with pytest.raises(UnsupportedLayerError, match=r"'mixed_add' \(Add\).*different channel structures"):
-        build_channel_graph(keras.Model(inputs, added))
+    pooled = L.GlobalAveragePooling2D(name="pool")(added)
+    graph = build_channel_graph(keras.Model(inputs, L.Dense(2, name="logits")(pooled)))
+    for name in "abc":  # split differently on the two sides: one keep vector cannot follow both
+        (group,) = [g for g in graph.groups if g.producers == [name]]
+        assert not group.prunable and "'mixed_add' joins channels split differently" in group.reason
+    gate = L.Conv2D(1, 1, name="gate")(inputs)
+    with pytest.raises(UnsupportedLayerError, match=r"'broadcast' \(Multiply\).*different channel structures"):
+        build_channel_graph(keras.Model(inputs, L.Multiply(name="broadcast")([a, gate])))
     with pytest.raises(UnsupportedLayerError, match=r"'cf' \(Conv2D\).*channels_first"):
         build_channel_graph(keras.Model(inputs, L.Conv2D(2, 1, data_format="channels_first", name="cf")(inputs)))
     with pytest.raises(UnsupportedLayerError, match=r"'bn1' \(BatchNormalization\).*axis"):

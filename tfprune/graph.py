@@ -413,7 +413,13 @@ class _Builder:
         for other in tensors[1:]:
             if len(other.segments) != len(first.segments) or not all(
                     a.same_layout(b) for a, b in zip(first.segments, other.segments)):
-                raise _unsupported(layer, f"it {problem}: {_describe(first)} vs {_describe(other)}")
+                if first.width is None or other.width != first.width:
+                    raise _unsupported(layer, f"it {problem}: {_describe(first)} vs {_describe(other)}")
+                # Equal widths split into different groups (NASNet adds one 44-channel tensor to two
+                # concatenated 22-channel ones): one keep vector cannot follow both splits, so they stay whole.
+                self.freeze(tensors, f"'{layer.name}' joins channels split differently: {_describe(first)} vs "
+                                     f"{_describe(other)}")
+                continue
             for a, b in zip(first.segments, other.segments):
                 self.union(a.group, b.group)
 

@@ -69,12 +69,7 @@ def test_heads_are_one_group_and_the_input_stream_stays_whole():
     assert [g.size for g in graph.prunable_groups()] == [4, 32]
 
 
-@pytest.mark.parametrize("criterion", [
-    "random", "taylor",
-    *(pytest.param(name, marks=pytest.mark.xfail(
-        strict=True, raises=ValueError,
-        reason="criteria._kernel_slices matches weight names exactly ('kernel'), not the last part of a "
-               "sublayer path ('_query_dense.kernel')")) for name in ("l1", "l2"))])
+@pytest.mark.parametrize("criterion", ["random", "taylor", "l1", "l2"])
 def test_prune_units_masks_whole_heads(criterion):
     model = encoder()
     result = pruned(model, criterion, data=(inputs(model), np.arange(4) % 3) if criterion == "taylor" else None)
@@ -174,3 +169,18 @@ def test_mac_formula_counts_projections_and_attention():
     projections = 3 * 6 * 16 * 4 * 8 + 6 * 4 * 8 * 16
     attention = 4 * 6 * 6 * (8 + 8)
     assert attention_spec().macs(layer, (None, 6, 16), (None, 6, 16)) == projections + attention
+
+
+def test_weight_pruning_and_counts_reach_attention_kernels():
+    """TFMOT prunes MultiHeadAttention kernels element-wise; so does global weight pruning here, and the counts
+    see the attention layer."""
+    model = encoder()
+    assert tfprune.metrics.count_macs(model) > 0
+    weighted = tfprune.prune_weights(model, tfprune.ConstantSparsity(0.5, 0, frequency=1), scope="global")
+    callback = tfprune.UpdatePruningStep()
+    callback.set_model(weighted)
+    callback.on_train_begin()
+    callback.on_train_batch_begin(0)
+    attention = {name: mask for (layer, name), mask in masks(weighted).items() if layer == "mha"}
+    assert set(attention) == {f"{p}.kernel" for p in PROJECTIONS} | {"_output_dense.kernel"}
+    assert 0.3 < 1 - np.mean(np.concatenate([m.ravel() for m in attention.values()])) < 0.7

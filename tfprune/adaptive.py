@@ -16,6 +16,7 @@ import numpy as np
 
 from tfprune._keras import check_model, keras
 from tfprune.graph import output_width_layers, prunable_kernels
+from tfprune.registry import resolve_weight
 from tfprune.callbacks import ScalarLogger
 from tfprune.lottery import iterative_pruning
 from tfprune.mask import inner_layer, iter_layers, masked_layers, masks, with_masks
@@ -36,7 +37,19 @@ def retained_bound(weights, p=0.5, q=1.0, eta_r=0.0, mask=None):
 
     r = d · (1 + η_r)^{−q/(q−p)} · (1 − I_{p,q})^{pq/(q−p)}. For an equal-magnitude k-sparse vector (η_r = 0)
     r = k exactly, which is why SAP reads r as the size of the part worth keeping; η_r ≥ 0 shrinks r (prunes
-    more). `weights` and `mask` are as in `pq_index`.
+    more).
+
+    Args:
+      weights: an array (the group's weights).
+      p, q: the PQ Index exponents, 0 < p < q.
+      eta_r: η_r ≥ 0.
+      mask: optional 0/1 array of `weights`' shape; masked entries are left out.
+
+    Returns:
+      r, a float in [0, d].
+
+    Raises:
+      ValueError: bad exponents, a negative `eta_r`, or a mask of another shape.
     """
     check_pq(p, q)
     check_number(eta_r, "eta_r", "retained_bound", 0)
@@ -80,7 +93,7 @@ def _targets(model, exclude):
         for attribute in prunable_kernels(inner):
             if inner.name in exclude:
                 continue
-            weight = getattr(inner, attribute).numpy()
+            weight = resolve_weight(inner, attribute).numpy()
             mask = current.get((inner.name, attribute))
             alive = np.ones(weight.shape, bool) if mask is None else np.asarray(mask) > 0
             axis = -2 if isinstance(inner, _TRANSPOSED) else -1
@@ -122,9 +135,20 @@ def sap_round(model, p=0.5, q=1.0, eta_r=0.0, gamma=1.0, beta=0.9, scope="layer"
     survivors. γ scales how much of the estimated redundancy goes per round; β caps the fraction so no group is
     emptied in one round. Pruned weights never come back; layers in `exclude` are left as they are.
 
+    Args:
+      model: a trained tf_keras model, masked or not (not changed).
+      p, q, eta_r: as in `retained_bound`.
+      gamma: γ > 0.
+      beta: β in (0, 1).
+      scope: ``"layer"``, ``"global"`` or ``"neuron"``.
+      exclude: names of layers left as they are.
+
     Returns:
       ``(model, info)``; info holds ``scope``, ``pruned`` (total c), ``remaining`` (fraction of the targeted
       kernels still alive) and ``groups``: one dict per group with ``d``, ``pqi``, ``r`` and ``pruned``.
+
+    Raises:
+      ValueError: a bad argument, an unknown name in `exclude`, or weights holding NaN or inf.
     """
     new_masks, info = _sap_masks(model, p, q, eta_r, gamma, beta, scope, exclude)
     plan = {"sap": {"p": p, "q": q, "eta_r": eta_r, "gamma": gamma, "beta": beta, "scope": scope}}
@@ -180,8 +204,14 @@ def sap(model_fn, data, compile_fn=None, fit_kwargs=None, *, directory, rounds=5
       compile_fn: default Adam(1e-3) and sparse cross-entropy from logits.
       fit_kwargs: default ``{"epochs": 1, "batch_size": 128}``.
       rewind: default ``"init"``, the paper's rewinding to initialization.
+      p, q, eta_r, gamma, beta, scope, exclude: `sap_round`'s.
+      model_fn, directory, rounds, rewind_step, seed, verbose: as in `iterative_pruning`.
 
-    The other arguments, the files and the ``(model, rows)`` result are `iterative_pruning`'s.
+    Returns:
+      ``(model, rows)``, as `iterative_pruning`; the files are its files.
+
+    Raises:
+      as `iterative_pruning` and `sap_round`.
     """
     try:
         train, test = data
@@ -206,6 +236,13 @@ class PQIndexMonitor(ScalarLogger):
     Keys ``pqi_global`` and ``pqi/<layer>`` land in `history.history`; with `log_dir` the same values are written
     to TensorBoard as ``pqi/global`` and ``pqi/<layer>``. A rising index shows training concentrating the
     weights, i.e. what SAP would prune more of. Put it before callbacks that read the logs (e.g. CSVLogger).
+
+    Args:
+      p, q: the PQ Index exponents, 0 < p < q.
+      log_dir: a TensorBoard folder, or None for the logs only.
+
+    Raises:
+      ValueError: bad exponents.
     """
 
     def __init__(self, p=0.5, q=1.0, log_dir=None):
@@ -262,8 +299,15 @@ class DynamicPruner(keras.callbacks.Callback):
 
     Args:
       every_steps: None to check at epoch ends, or a step interval.
+      unit_cv_threshold, unit_fraction_of_mean, weight_step, stable_tolerance, max_sparsity: the rule's
+        settings, as above.
+      tolerance, monitor: the guard's settings, as above.
       exclude: layer names never pruned; None means the model's output layers (pruning output units deletes
         classes). Pass ``()`` to prune every managed layer.
+
+    Raises:
+      ValueError: a setting outside its range; at train begin, a model without masked Dense/Conv kernels (use
+        `prepare`) or an unknown name in `exclude`.
 
     ``pruner.history`` lists one dict per layer per check (``check``, ``epoch``, ``step``, ``layer``,
     ``decision``, ``mean_norm``, ``trend``, ``cv``, ``removed``, ``sparsity``) and one ``"stop"`` dict when the
@@ -291,7 +335,14 @@ class DynamicPruner(keras.callbacks.Callback):
 
     @staticmethod
     def prepare(model):
-        """A copy of `model` whose Dense/Conv kernels carry all-ones fixed masks, ready for this callback."""
+        """A copy of `model` whose Dense/Conv kernels carry all-ones fixed masks, ready for this callback.
+
+        Args:
+          model: a tf_keras model (not changed).
+
+        Returns:
+          the masked copy, uncompiled.
+        """
         check_model(model)
         ones = {}
         for layer in iter_layers(model):

@@ -95,7 +95,8 @@ def normalize_scores(scores):
 
 def _kernel_slices(group):
     """The producer/channel-preserving kernel slices of a group: what weight-norm criteria read."""
-    pieces = [piece for piece in group.slices if piece.role == "out" and piece.weight in KERNEL_WEIGHTS]
+    pieces = [piece for piece in group.slices
+              if piece.role == "out" and piece.weight.rsplit(".", 1)[-1] in KERNEL_WEIGHTS]  # "_query_dense.kernel" too
     if not pieces:
         raise ValueError(f"Group {group.id} has no producer kernel ({group.reason or 'no producer'}); "
                          f"weight-norm criteria need one.")

@@ -177,7 +177,7 @@ def kernel_attributes(layer):
 def prunable_kernels(layer):
     """Kernel attributes that weight pruning, PaI and IMP mask on `layer` (its registry spec says which)."""
     spec = spec_for(layer)
-    return [name for name in spec.prunable_kernels if getattr(layer, name, None) is not None] if spec else []
+    return [name for name in spec.prunable_kernels if resolve_weight(layer, name) is not None] if spec else []
 
 
 #: Config keys of layers that set their output width.

@@ -18,6 +18,7 @@ import numpy as np
 from tfprune._io import atomic_write_file
 from tfprune._keras import check_model, keras, tf
 from tfprune.graph import kernel_attributes, prunable_kernels
+from tfprune.registry import resolve_weight
 from tfprune.mask import has_wrappers, inner_layer, iter_layers, masked_layers, masks, with_masks
 from tfprune.pqi import layer_pq_indices
 from tfprune.validation import check_choice, check_exclude, check_finite, check_int, check_number
@@ -98,7 +99,19 @@ def _weighted_layers(model):
 
 
 def save_rewind_point(model, directory):
-    """Atomically write `model`'s weights, optimizer variables and global step to ``directory/rewind_point.npz``."""
+    """Atomically write `model`'s weights, optimizer variables and global step to ``directory/rewind_point.npz``.
+
+    Args:
+      model: a compiled tf_keras model.
+      directory: an existing folder.
+
+    Returns:
+      the file's path.
+
+    Raises:
+      ValueError: the model is not compiled, or two of its layers share a name.
+      TypeError: a legacy optimizer (``keras.optimizers.legacy``).
+    """
     check_model(model)
     optimizer = _built_optimizer(model, "a rewind point holds its optimizer state")
     layers = _weighted_layers(model)
@@ -112,7 +125,17 @@ def save_rewind_point(model, directory):
 
 
 def load_rewind_point(directory):
-    """The `RewindPoint` stored in `directory` by `RewindCheckpoint` (or `save_rewind_point`)."""
+    """The rewind point that `RewindCheckpoint` (or `save_rewind_point`) stored.
+
+    Args:
+      directory: the folder holding ``rewind_point.npz``.
+
+    Returns:
+      a `RewindPoint`.
+
+    Raises:
+      FileNotFoundError: there is no rewind point in `directory`.
+    """
     path = os.path.join(os.fspath(directory), REWIND_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_rewind_point: no {REWIND_FILE} in '{directory}'. Train with "
@@ -130,6 +153,19 @@ def restore(model, rewind_point, optimizer=True):
 
     Layers are matched by unwrapped name, so a dense point restores into a masked model; MaskedLayers then
     re-apply their masks, so pruned weights read zero. Everything is checked before anything is assigned.
+
+    Args:
+      model: the tf_keras model to restore into (the architecture that saved the point).
+      rewind_point: from `load_rewind_point`.
+      optimizer: also restore the optimizer's variables and step (the model must be compiled).
+
+    Returns:
+      `model`.
+
+    Raises:
+      ValueError: the point's layers or weight shapes do not fit the model, or its optimizer variables do not
+        fit the model's optimizer.
+      TypeError: `rewind_point` is not a `RewindPoint`.
     """
     check_model(model)
     if not isinstance(rewind_point, RewindPoint):
@@ -175,6 +211,11 @@ class RewindCheckpoint(keras.callbacks.Callback):
         equals `step`; 0 saves at ``on_train_begin`` if no batch was trained yet.
       epoch: save at the end of epoch `epoch`, counted from 1 as Keras prints it; 0 means before the first
         batch (initialization). Pass exactly one of `step` and `epoch`.
+
+    Raises:
+      ValueError: neither or both of `step` and `epoch`, or a negative one.
+      TypeError: `directory` is not a path.
+      RuntimeError: during training, the step jumped past `step` (``steps_per_execution`` > 1).
     """
 
     def __init__(self, directory, step=None, epoch=None):
@@ -228,6 +269,9 @@ class ConstantLearningRate(keras.optimizers.schedules.LearningRateSchedule):
     """A schedule that always returns `value`: how fine-tuning replaces an optimizer's own schedule.
 
     tf_keras cannot set a float learning rate on an optimizer built with a schedule, only another schedule.
+
+    Args:
+      value: the learning rate.
     """
 
     def __init__(self, value):
@@ -272,7 +316,12 @@ def magnitude_masks(model_or_weights, fraction_of_survivors, scope="global", cur
       current_masks: ``{(layer_name, attribute): 0/1 array}``; a key left out means nothing pruned yet.
       exclude: names of layers left out of the ranking and of the result.
 
-    Returns ``{(layer_name, attribute): float32 0/1 array}`` for every ranked weight.
+    Returns:
+      ``{(layer_name, attribute): float32 0/1 array}`` for every ranked weight.
+
+    Raises:
+      ValueError: a bad argument, a mask that names no weight or has another shape, or weights holding NaN or
+        inf.
     """
     owner = "magnitude_masks"
     if isinstance(model_or_weights, dict):
@@ -280,7 +329,7 @@ def magnitude_masks(model_or_weights, fraction_of_survivors, scope="global", cur
     else:
         model = check_model(model_or_weights, "model_or_weights")
         check_finite(model, owner)
-        weights = {(inner_layer(layer).name, name): getattr(inner_layer(layer), name).numpy()
+        weights = {(inner_layer(layer).name, name): resolve_weight(inner_layer(layer), name).numpy()
                    for layer in iter_layers(model) for name in prunable_kernels(inner_layer(layer))}
         if current_masks is None:
             current_masks = {key: value for key, value in masks(model).items() if key in weights}
@@ -323,7 +372,17 @@ def _save_masks(directory, layer_masks):
 
 
 def load_masks(checkpoint):
-    """``{(layer_name, attribute): 0/1 mask}`` of an IMP round, from the round's `checkpoint` folder."""
+    """The masks of a round of `iterative_pruning`, `imp` or `sap`.
+
+    Args:
+      checkpoint: the round's ``checkpoint`` folder (a column of the rows).
+
+    Returns:
+      ``{(layer_name, attribute): 0/1 mask}``.
+
+    Raises:
+      FileNotFoundError: the folder holds no masks.
+    """
     path = os.path.join(os.fspath(checkpoint), MASKS_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_masks: no {MASKS_FILE} in '{checkpoint}'; pass a round's `checkpoint` "
@@ -414,7 +473,7 @@ def _prune(model, prune_fn, round_index):
     for name, by_attribute in new.items():
         for attribute, mask in by_attribute.items():
             mask = (np.asarray(mask) > 0).astype(np.float32)
-            weight = getattr(layers.get(name), attribute, None)
+            weight = resolve_weight(layers.get(name), attribute)
             if not isinstance(weight, tf.Variable) or tuple(weight.shape) != mask.shape:
                 have = "does not have" if weight is None else f"has as {tuple(weight.shape)}"
                 raise ValueError(f"{_LOOP}: prune_fn returned a mask of shape {mask.shape} for layer '{name}' weight "
@@ -527,12 +586,18 @@ def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prun
         run resumes; 0 is silent. Keras' own epoch lines follow ``fit_kwargs["verbose"]``, each round's
         preceded by its label.
 
-    Returns ``(model, rows)``: the last round's trained model (masked, uncompiled; the same whether or not the
-    run was resumed) and one row per round: ``round``, ``remaining`` (fraction of all kernel weights
-    unmasked), ``accuracy``, ``loss``, ``pqi_global`` (PQ Index I_{0.5,1} of all surviving kernel weights, see
-    `tfprune.pqi`), ``steps`` (trained that round) and ``checkpoint`` (folder with the round's final
-    ``rewind_point.npz`` and ``masks.npz``; see `load_rewind_point`, `load_masks`). The rows are also
-    written to ``results.json`` and ``results.csv`` in `directory`.
+    Returns:
+      ``(model, rows)``: the last round's trained model (masked, uncompiled; the same whether or not the
+      run was resumed) and one row per round: ``round``, ``remaining`` (fraction of all kernel weights
+      unmasked), ``accuracy``, ``loss``, ``pqi_global`` (PQ Index I_{0.5,1} of all surviving kernel weights, see
+      `tfprune.pqi`), ``steps`` (trained that round) and ``checkpoint`` (folder with the round's final
+      ``rewind_point.npz`` and ``masks.npz``; see `load_rewind_point`, `load_masks`). The rows are also
+      written to ``results.json`` and ``results.csv`` in `directory`.
+
+    Raises:
+      ValueError: a bad argument, `directory` holding a run with other settings, or a `prune_fn` result that
+        names no weight of the model or has another shape.
+      TypeError: a callable argument that is not callable, or a `directory` that is not a path.
     """
     if not all(callable(function) for function in (model_fn, compile_fn, prune_fn)):
         raise TypeError(f"{_LOOP}: `model_fn`, `compile_fn` and `prune_fn` must be callables: model_fn() -> model, "
@@ -552,7 +617,7 @@ def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prun
 
     probe = _fresh_model(model_fn, seed)
     _prune(probe, prune_fn, 1)
-    kernels = {(inner_layer(layer).name, name): tuple(getattr(inner_layer(layer), name).shape)
+    kernels = {(inner_layer(layer).name, name): tuple(resolve_weight(inner_layer(layer), name).shape)
                for layer in iter_layers(probe) for name in kernel_attributes(inner_layer(layer))}
     config = json.loads(json.dumps({
         "rewind": rewind, "rewind_step": step, "seed": seed, "epochs": epochs, "batch_size": batch_size,
@@ -616,7 +681,20 @@ def imp(model_fn, data, compile_fn, fit_kwargs, *, directory, rounds=5, prune_fr
 
     Ranked across layers with ``scope="global"`` (IMP's rule) or per layer with ``"layer"``; the output layer
     is pruned too unless listed in `exclude`. After `rounds` rounds about (1 - prune_fraction)**rounds of the
-    kernels are left. The other arguments, the files and the ``(model, rows)`` result are `iterative_pruning`'s.
+    kernels are left.
+
+    Args:
+      model_fn, data, compile_fn, fit_kwargs, directory, rounds, rewind, rewind_step, seed, eval_data, verbose:
+        as in `iterative_pruning`.
+      prune_fraction: the fraction of surviving kernel weights each round removes, in (0, 1).
+      scope: ``"global"`` or ``"layer"``.
+      exclude: names of layers never pruned.
+
+    Returns:
+      ``(model, rows)``, as `iterative_pruning`.
+
+    Raises:
+      as `iterative_pruning`, and ValueError for a bad `prune_fraction`, `scope` or `exclude`.
     """
     fraction = check_number(prune_fraction, "prune_fraction", "imp", 0, 1, low_open=True, high_open=True)
     exclude = sorted([exclude] if isinstance(exclude, str) else exclude)

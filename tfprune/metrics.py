@@ -64,7 +64,8 @@ def _kernels(inner, weights):
 
 
 def _shape(outer, which):
-    """Input or output shape (first call) of a layer in a graph model; MACs need it."""
+    """Input or output shape (first call; the first tensor's when there are several) of a layer in a graph
+    model; MACs need it."""
     try:
         shape = outer.get_input_shape_at(0) if which == "input" else outer.get_output_shape_at(0)
     except (RuntimeError, ValueError) as error:
@@ -72,9 +73,8 @@ def _shape(outer, which):
             f"count_macs: layer {outer.name!r} has no known {which} shape; pass a functional or Sequential "
             "model built with an input shape (e.g. `keras.Input(...)` or `model.build((None, ...))`)."
         ) from error
-    if isinstance(shape, list):
-        raise ValueError(f"count_macs: layer {outer.name!r} has several {which}s; only single-tensor layers "
-                         "have a MAC formula here.")
+    if isinstance(shape, list):  # several inputs (attention): the first; such specs read the rest off the layer
+        shape = shape[0]
     if any(d is None for d in shape[1:]):
         raise ValueError(f"count_macs: layer {outer.name!r} has an unknown {which} dimension {shape}; give the "
                          "model's Input a fixed shape (apart from the batch) to count MACs.")

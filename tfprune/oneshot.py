@@ -9,6 +9,7 @@ import numpy as np
 
 from tfprune._keras import check_model
 from tfprune.graph import output_width_layers
+from tfprune.registry import resolve_weight
 from tfprune.mask import freeze, inner_layer, iter_layers, masked_layers, strip, with_masks
 from tfprune.schedules import ConstantSparsity
 from tfprune.unit import UnitPruner, prune_units
@@ -17,10 +18,25 @@ from tfprune.weight import prunable_kernels, smallest_to_mask
 
 
 def oneshot(model, method="weight", sparsity=0.5, exclude=()):
-    """A new model with `sparsity` (0..1) of each hidden layer's weights or units masked, in one step.
+    """A new model with `sparsity` of each hidden layer's weights or units masked, in one step.
 
     The masks are fixed: fine-tune the result with a plain `fit`, `strip` it for plain weights with zeros, or
-    `shrink` it (unit method). `exclude` names layers left whole. The new model is not compiled.
+    `shrink` it (unit method). Example: ``tfprune.shrink(tfprune.oneshot(model, "unit", 0.5))``.
+
+    Args:
+      model: a trained tf_keras model (not changed).
+      method: ``"weight"`` (smallest-magnitude kernel entries of each layer) or ``"unit"`` (weakest channels by
+        L2 norm, with every coupled tensor).
+      sparsity: the fraction in [0, 1) of each hidden layer's weights or units to mask.
+      exclude: names of layers to leave whole (the layers producing the outputs always are).
+
+    Returns:
+      a new, uncompiled model of masked layers (`tfprune.MaskedLayer`).
+
+    Raises:
+      ValueError: an unknown `method`, `sparsity` outside [0, 1), an unknown name in `exclude`, or weights holding
+        NaN or inf.
+      TypeError: `model` is not a tf_keras model.
     """
     check_model(model)
     if method not in ("weight", "unit"):
@@ -38,7 +54,7 @@ def oneshot(model, method="weight", sparsity=0.5, exclude=()):
     skip = output_width_layers(model) | check_exclude(exclude, prunable, "oneshot")
     layer_masks = {}
     for layer in iter_layers(strip(model)):  # the weights as the model computes with them
-        kernels = {name: getattr(layer, name).numpy() for name in prunable_kernels(layer)}
+        kernels = {name: resolve_weight(layer, name).numpy() for name in prunable_kernels(layer)}
         if kernels and layer.name not in skip:
             layer_masks[layer.name] = {name: smallest_to_mask(np.abs(kernel), int(round(sparsity * kernel.size)))
                                        for name, kernel in kernels.items()}

@@ -18,6 +18,7 @@ import numpy as np
 
 from tfprune._keras import check_model, keras, tf
 from tfprune.graph import prunable_kernels
+from tfprune.registry import resolve_weight
 from tfprune.mask import inner_layer, iter_layers, masks, strip, with_masks
 from tfprune.validation import check_finite
 from tfprune.weight import smallest_to_mask
@@ -53,10 +54,18 @@ def score(model, method, data=None, loss=None, batches=1, temperature=200.0, tra
       train_mode: run SNIP/GraSP forwards with ``training=True`` (BatchNorm on batch statistics). The default
         False scores the network as it would answer at initialization (moving statistics, no dropout).
       exclude: layer names left unscored (and unpruned); the output layer is scored unless listed here.
+      batches: how many batches of `data` SNIP and GraSP read.
+      temperature: GraSP's logit temperature.
+      seed: the random scores' seed.
+      batch_size: examples per batch when `data` is arrays.
 
     Returns:
       ``{layer_name: float64 array shaped like the kernel}``; a layer with several kernels (SeparableConv)
       maps to ``{attribute: array}``, the same layout `tfprune.with_masks` takes.
+
+    Raises:
+      ValueError: an unknown method, a data-driven method without `data` or with data that do not fit the
+        model, an unknown name in `exclude`, or weights holding NaN or inf.
     """
     check_model(model)
     check_finite(model, "score")
@@ -87,11 +96,29 @@ def prune_at_init(model, method, sparsity, data=None, rounds=None, schedule="exp
 
     A layer left with no weights at all (layer collapse) is named in a warning and in the info. With more than
     one round, ``verbose=1`` shows a progress bar over the rounds (time left included); 0 is silent.
-    `score_kwargs` go to the scorer: ``loss``, ``batches``, ``batch_size``, ``temperature``, ``train_mode``.
+    Example: ``tfprune.prune_at_init(tfprune.models.lenet5(), "synflow", sparsity=0.99)``.
+
+    Args:
+      model: a built, untrained tf_keras model (not changed).
+      method: a scorer of `METHODS` (see `score`).
+      sparsity: the fraction in [0, 1) of the scored entries to prune.
+      data: the scorer's data (see `score`).
+      rounds, schedule, scope, ablation: as above; `ablation` one of `ABLATIONS`.
+      seed: seeds the scores, shuffles and fresh weights.
+      exclude: layer names left unpruned.
+      return_info: also return the info dict.
+      verbose: 1 shows a progress bar over several rounds, 0 is silent.
+      **score_kwargs: for the scorer: ``loss``, ``batches``, ``batch_size``, ``temperature``, ``train_mode``.
 
     Returns:
       the masked model, or ``(model, info)`` with ``return_info=True``; `info` holds the settings,
       ``achieved_sparsity``, ``layer_density``, ``collapsed_layers`` and ``seconds`` per phase.
+
+    Raises:
+      ValueError: a bad argument, or as `score`.
+
+    Warns:
+      UserWarning: a layer lost all its weights (layer collapse).
     """
     check_model(model)
     if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not 0.0 <= sparsity < 1.0:
@@ -172,7 +199,7 @@ class _Scorer:
             self.loss = _loss_fn(loss, network, method)
         layers = {inner_layer(layer).name: layer for layer in iter_layers(network)}
         self.network = network
-        self.variables = [getattr(layers[name], attribute) for name, attribute in targets]
+        self.variables = [resolve_weight(layers[name], attribute) for name, attribute in targets]
         self.weights = [variable.numpy() for variable in self.variables]
         self.names = [name for name, _ in targets]
         self.start_masks = [np.asarray(existing.get(target, np.ones(w.shape)), dtype=np.float32)

@@ -12,6 +12,7 @@ import numpy as np
 from tfprune import schedules
 from tfprune._keras import check_model, keras, tf, tfmot
 from tfprune.graph import prunable_kernels
+from tfprune.registry import resolve_weight
 from tfprune.mask import MaskedLayer, current_step, has_wrappers, iter_layers, rewrap, shared_plan
 from tfprune.validation import check_finite
 
@@ -39,7 +40,7 @@ def erk_sparsities(model, sparsity, layers):
     for layer in iter_layers(model):
         inner = layer.layer if isinstance(layer, MaskedLayer) else layer
         if inner.name in layers:
-            shapes[inner.name] = tuple(getattr(inner, prunable_kernels(inner)[0]).shape)
+            shapes[inner.name] = tuple(resolve_weight(inner, prunable_kernels(inner)[0]).shape)
     sizes = {name: float(np.prod(shape)) for name, shape in shapes.items()}
     raw = {name: sum(shape) / sizes[name] for name, shape in shapes.items()}
     dense = set()
@@ -267,7 +268,7 @@ class WeightPruner:
         non_finite = self._compiled(tf.constant(sparsity, tf.float64), tf.constant(step, tf.int64))
         if int(non_finite):
             bad = [f"{layer.layer.name}.{name}" for layer, name in self._entries
-                   if not np.all(np.isfinite(getattr(layer.layer, name).numpy()))]
+                   if not np.all(np.isfinite(resolve_weight(layer.layer, name).numpy()))]
             raise ValueError(f"Weight pruning cannot rank {', '.join(bad)}: they hold inf or NaN values, which "
                              f"training produced (lower the learning rate or check the loss). Masks are unchanged.")
         # No apply_masks here: the forward pass already computes with w ⊙ m, scores read w ⊙ m, and
@@ -277,7 +278,7 @@ class WeightPruner:
         """|w ⊙ m| per masked weight; -1 where unit pruning removed an entry (ranked first, not counted)."""
         scores = []
         for layer, name in self._entries:
-            score = tf.abs(getattr(layer.layer, name) * layer.masks[name])
+            score = tf.abs(resolve_weight(layer.layer, name) * layer.masks[name])
             if name in layer.channel_masked:
                 score = tf.where(layer.channel_mask_tensor(name) > 0, score, -1.0)
             scores.append(score)
@@ -302,7 +303,7 @@ class WeightPruner:
     @staticmethod
     def _alive(layer, name):
         """Entries of weight `name` that its channel keeps leave in place: the product of the kept counts."""
-        shape = getattr(layer.layer, name).shape
+        shape = resolve_weight(layer.layer, name).shape
         count = tf.constant(1, tf.int64)
         for axis, size in enumerate(shape):
             if axis in layer.channel_masked.get(name, ()):

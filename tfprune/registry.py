@@ -583,3 +583,5 @@ def _frozen_if_per_channel_stats(graph, layer, x):
 
 _register_builtins()
 from tfprune import layers_attention  # noqa: E402,F401  (registers its specs)
+from tfprune import layers_recurrent  # noqa: E402,F401  (registers its specs)
+from tfprune import layers_normalization  # noqa: E402,F401  (registers its specs)

@@ -24,7 +24,15 @@ class DeviceUnavailableError(RuntimeError):
 
 
 def set_threads(n):
-    """Fix TensorFlow's intra- and inter-op pools to `n` threads; only possible before TF runs its first op."""
+    """Fix TensorFlow's intra- and inter-op pools to `n` threads; only possible before TF runs its first op.
+
+    Args:
+      n: threads per pool, >= 1.
+
+    Raises:
+      ValueError: `n` is not a positive int.
+      RuntimeError: TensorFlow has already run ops (the message says how many threads are in force).
+    """
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"set_threads: `n` must be a positive int, got {n!r}.")
     threading = tf.config.threading
@@ -224,8 +232,27 @@ def compare_latency(models, batch_size=1, backend=None, device="cpu", threads=No
                     input_data=None, seed=0):
     """Latency of several models, timed round robin so that machine drift hits every model alike.
 
-    `models` maps a name to a tf_keras Model or a path (.tflite, .keras, .h5, SavedModel directory). `backend`
-    None picks Keras for models and the natural backend for paths. Returns {name: latency result}.
+    Args:
+      models: ``{name: tf_keras Model or path}`` (.tflite, .keras, .h5, SavedModel directory).
+      batch_size: examples per call.
+      backend: ``"keras"``, ``"saved_model"``, ``"litert"``, or None: Keras for models, the natural backend for
+        paths.
+      device: ``"cpu"`` or ``"gpu"`` (TensorFlow backends only).
+      threads: LiteRT's `num_threads` (default 1); for TensorFlow backends `set_threads`, which fails once
+        TensorFlow has run ops, so set it at process start.
+      warmup: untimed calls first.
+      repeats: timed calls.
+      input_data: the inputs (one array per model input, `batch_size` rows); None: seeded random data.
+      seed: the random data's seed.
+
+    Returns:
+      ``{name: result}``; a result holds ``median_ms``, ``p10_ms``, ``p90_ms``, ``mean_ms``, the settings and
+      ``threads``, the pool size in force (for TensorFlow, 0 means its default of one per core).
+
+    Raises:
+      ValueError: a bad argument, a path of no known kind, or inputs of no fixed shape without `input_data`.
+      DeviceUnavailableError: the device cannot run the backend here.
+      ImportError: ``litert`` without LiteRT installed.
     """
     if not isinstance(models, dict) or not models:
         raise ValueError("`models` must be a non-empty dict {name: model or path}.")
@@ -262,11 +289,17 @@ def compare_latency(models, batch_size=1, backend=None, device="cpu", threads=No
 
 def latency(model_or_path, batch_size=1, backend=None, device="cpu", threads=None, warmup=10, repeats=50,
             input_data=None, seed=0):
-    """Median and spread of one inference call, in ms.
+    """Median and spread of one inference call, in ms. Example: ``latency("out/model.tflite", threads=1)``.
 
-    `threads` is LiteRT's `num_threads` (default 1); for TensorFlow backends it calls `set_threads`, which fails
-    once TF has run ops, so set it at process start. The result's `threads` is the pool size in force
-    (for TensorFlow, 0 means its default of one per core).
+    Args:
+      model_or_path: a tf_keras Model or a path (.tflite, .keras, .h5, SavedModel directory).
+      batch_size, backend, device, threads, warmup, repeats, input_data, seed: as in `compare_latency`.
+
+    Returns:
+      the model's result, as in `compare_latency`.
+
+    Raises:
+      as `compare_latency`.
     """
     return compare_latency({"model": model_or_path}, batch_size=batch_size, backend=backend, device=device,
                            threads=threads, warmup=warmup, repeats=repeats, input_data=input_data,
@@ -274,7 +307,21 @@ def latency(model_or_path, batch_size=1, backend=None, device="cpu", threads=Non
 
 
 def predict(model_or_path, x, backend=None, batch_size=256, device="cpu", threads=None):
-    """Outputs of any backend over `x` in batches (quantized LiteRT outputs dequantized), for accuracy checks."""
+    """Outputs of any backend over `x` in batches, for accuracy checks.
+
+    Args:
+      model_or_path: a tf_keras Model or a path (.tflite, .keras, .h5, SavedModel directory).
+      x: the inputs, an array or one array per model input.
+      backend, device, threads: as in `compare_latency`.
+      batch_size: examples per call.
+
+    Returns:
+      the outputs as an array (a list for several outputs); quantized LiteRT outputs are dequantized.
+
+    Raises:
+      ValueError: a bad argument or a path of no known kind.
+      DeviceUnavailableError: the device cannot run the backend here.
+    """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
     _, runner = _runner(model_or_path, backend, device, threads)

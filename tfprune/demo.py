@@ -17,6 +17,16 @@ SWEEP = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
 
 
 def sweep(model, x_test, y_test, ks=SWEEP):
+    """The seeds' table: accuracy after one-shot weight and unit pruning at each k%, no retraining.
+
+    Args:
+      model: the trained dense model.
+      x_test, y_test: test data.
+      ks: the percentages to prune.
+
+    Returns:
+      ``[{"k": k, "weight": accuracy, "unit": accuracy}]``.
+    """
     rows = []
     for k in ks:
         row = {"k": k}
@@ -27,7 +37,17 @@ def sweep(model, x_test, y_test, ks=SWEEP):
 
 
 def gradual_units(x_train, y_train, x_test, y_test, dense, sparsity=0.8, epochs=10):
-    """Start from the trained dense model, prune units gradually while fine-tuning, then shrink it."""
+    """Start from the trained dense model, prune units gradually while fine-tuning, then shrink it.
+
+    Args:
+      x_train, y_train, x_test, y_test: the data.
+      dense: the trained dense model.
+      sparsity: the fraction of units pruned by the end.
+      epochs: fine-tuning epochs; pruning ends at 70% of them.
+
+    Returns:
+      ``(shrunk model, accuracy of the pruned model, accuracy of the shrunk one)``.
+    """
     steps = int(np.ceil(len(x_train) / 128)) * epochs
     end_step = int(steps * 0.7) // 10 * 10  # pruning ends on a step the schedule fires at
     schedule = tfprune.PolynomialDecay(0.0, sparsity, begin_step=0, end_step=end_step, frequency=10)

@@ -139,7 +139,17 @@ def _macs(model):
 
 
 def artifact_size(path):
-    """Raw bytes (a directory counts all its files) and the size after zip deflate, as TFMOT's docs measure."""
+    """Raw bytes and the size after zip deflate, as TFMOT's docs measure.
+
+    Args:
+      path: a file, or a directory (all its files count).
+
+    Returns:
+      ``{"bytes": raw, "zipped_bytes": deflated}``.
+
+    Raises:
+      FileNotFoundError: `path` does not exist.
+    """
     path = os.fspath(path)
     if os.path.isdir(path):
         files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names)
@@ -163,6 +173,23 @@ def save(model, directory, formats=("keras", "saved_model", "tflite"), represent
     atomically (`tfprune._io`), which also clears what a killed earlier save of the same names left. The report holds the model's
     params, nonzero and macs (None when an input shape is not fixed) and, per format, the path, raw bytes and
     zipped bytes.
+
+    Args:
+      model: a tf_keras model, wrapped or plain (not changed).
+      directory: the folder for the files (created if missing).
+      formats: names from `FORMATS`, or one name.
+      representative_data: calibration inputs for ``tflite_int8`` (see above).
+      name: the files' stem, a plain file name.
+      strip: the function turning pruning wrappers into plain layers (default `tfprune.strip`).
+
+    Returns:
+      the report described above: ``name``, ``params``, ``nonzero``, ``macs`` and ``artifacts`` (``{format:
+      {"path", "bytes", "zipped_bytes"}}``).
+
+    Raises:
+      ValueError: an unknown format, ``tflite_int8`` without `representative_data` or with arrays not shaped
+        like the model's inputs, or a `name` with a path separator or a leading '.'.
+      TypeError: `model` is not a tf_keras model.
     """
     check_model(model)
     formats = (formats,) if isinstance(formats, str) else tuple(formats)
@@ -199,7 +226,14 @@ def save(model, directory, formats=("keras", "saved_model", "tflite"), represent
 
 
 def format_report(report):
-    """A header line with the model's counts, then one line per artifact."""
+    """A header line with the model's counts, then one line per artifact.
+
+    Args:
+      report: what `save` returned.
+
+    Returns:
+      the text.
+    """
     params, nonzero = report["params"], report["nonzero"]
     zeros = f" ({1 - nonzero / params:.1%} zero)" if params else ""
     macs = "unknown" if report["macs"] is None else report["macs"]
@@ -242,6 +276,25 @@ def compare(models, data=None, representative_data=None, size_format="tflite", d
     at batch 1 with `threads` (default 1) on the row's TFLite file, or a float conversion of a Keras model.
     `data` = (x, y) adds accuracy: argmax of the outputs against labels (integers or one-hot). Variants run
     as given (a wrapped model is timed with its wrappers), and their latencies are interleaved.
+
+    Args:
+      models: ``{name: model or path}``.
+      data: optional ``(x, y)`` test data for an accuracy column.
+      representative_data: calibration inputs when `size_format` is ``tflite_int8``.
+      size_format: the format from `FORMATS` whose file size is reported.
+      directory: where the variants' files go (None: a temporary folder).
+      batch_size: the batch of the TensorFlow timings.
+      threads: LiteRT threads (None: 1).
+      warmup, repeats: untimed and timed calls per variant.
+      strip: as in `save`.
+
+    Returns:
+      ``(rows, text)``: one dict per variant (columns variant, format, bytes, zipped_bytes, params, nonzero,
+      macs, tf_ms, litert_ms and, with `data`, accuracy) and the notes plus the table as text.
+
+    Raises:
+      ValueError: an empty `models`, an unknown `size_format`, a path of no known format, or a multi-output
+        model with `data`.
     """
     if not isinstance(models, dict) or not models:
         raise ValueError("compare: `models` must be a non-empty dict {name: model or path}.")

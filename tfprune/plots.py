@@ -74,7 +74,17 @@ def _check(rows, caller):
 def accuracy_vs_sparsity(rows, path, title="Test accuracy against sparsity"):
     """One line per method; the dense models' mean accuracy, where rows hold one, is the dashed line.
 
-    `rows` need ``method``, ``sparsity``, ``seed`` and ``accuracy``, as a study's rows have. Returns `path`.
+    Args:
+      rows: dicts with ``method``, ``sparsity``, ``seed`` and ``accuracy`` (optionally ``dense_accuracy``), as a
+        study's rows have.
+      path: the image file to write; its suffix picks the format (default png).
+      title: the figure's title.
+
+    Returns:
+      `path`.
+
+    Raises:
+      ValueError: `rows` is empty.
     """
     _check(rows, "accuracy_vs_sparsity")
     figure = _figure(7, 4.5)
@@ -92,7 +102,17 @@ def accuracy_vs_sparsity(rows, path, title="Test accuracy against sparsity"):
 def layer_sparsity(rows, path, sparsity=None):
     """Grouped bars: each layer's fraction of zero weights per method, at one sparsity (first seed).
 
-    `sparsity` defaults to the largest one every method ran at (or the largest overall if they share none).
+    Args:
+      rows: study rows (with their ``layers``).
+      path: the image file to write.
+      sparsity: the sparsity to show; None takes the largest one every method ran at (or the largest overall
+        if they share none).
+
+    Returns:
+      `path`.
+
+    Raises:
+      ValueError: `rows` is empty or has no row at `sparsity`.
     """
     _check(rows, "layer_sparsity")
     methods = _methods(rows)
@@ -123,7 +143,18 @@ def layer_sparsity(rows, path, sparsity=None):
 
 
 def size_latency(rows, path):
-    """Zipped file size against sparsity and, where the rows hold latencies, latency against sparsity."""
+    """Zipped file size against sparsity and, where the rows hold latencies, latency against sparsity.
+
+    Args:
+      rows: study rows.
+      path: the image file to write.
+
+    Returns:
+      `path`.
+
+    Raises:
+      ValueError: `rows` is empty.
+    """
     _check(rows, "size_latency")
     timed = [row for row in rows if row.get("latency_ms") is not None]
     figure = _figure(12 if timed else 6.5, 4)
@@ -141,7 +172,18 @@ def size_latency(rows, path):
 
 
 def study_plots(rows, directory):
-    """All three figures as PNGs in `directory`; returns ``{"accuracy"|"layers"|"size_latency": path}``."""
+    """A study's three figures as PNGs.
+
+    Args:
+      rows: study rows.
+      directory: the folder for accuracy.png, layers.png and size_latency.png (created if missing).
+
+    Returns:
+      ``{"accuracy" | "layers" | "size_latency": path}``.
+
+    Raises:
+      ValueError: `rows` is empty.
+    """
     os.makedirs(directory, exist_ok=True)
     return {"accuracy": accuracy_vs_sparsity(rows, os.path.join(directory, "accuracy.png")),
             "layers": layer_sparsity(rows, os.path.join(directory, "layers.png")),
@@ -149,7 +191,19 @@ def study_plots(rows, directory):
 
 
 def imp(results_by_mode, path, title="Iterative magnitude pruning"):
-    """Accuracy against the kernel weights left, one line per entry of ``{label: imp() rows}``."""
+    """Accuracy against the kernel weights left, one line per run of `tfprune.imp`.
+
+    Args:
+      results_by_mode: ``{label: rows}``, the rows `imp` returned.
+      path: the image file to write.
+      title: the figure's title.
+
+    Returns:
+      `path`.
+
+    Raises:
+      ValueError: empty results, or rows without ``remaining`` and ``accuracy``.
+    """
     if not isinstance(results_by_mode, dict) or not results_by_mode:
         raise ValueError("plots.imp: `results_by_mode` must be a non-empty dict {label: imp() rows}.")
     for label, rows in results_by_mode.items():
@@ -161,7 +215,18 @@ def imp(results_by_mode, path, title="Iterative magnitude pruning"):
 
 
 def compare(rows, path):
-    """Bar charts of zipped size, MACs, latency and accuracy per variant of `export.compare`'s rows."""
+    """Bar charts of zipped size, MACs, latency and accuracy per variant.
+
+    Args:
+      rows: the rows `tfprune.export.compare` returned.
+      path: the image file to write.
+
+    Returns:
+      `path`.
+
+    Raises:
+      ValueError: `rows` is empty.
+    """
     _check(rows, "compare")
     names = [row["variant"] for row in rows]
     x = np.arange(len(names))

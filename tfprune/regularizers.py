@@ -111,7 +111,14 @@ class GroupLasso(keras.regularizers.Regularizer):
     """``strength * Σ_g c_g ‖w_g‖₂`` as a `kernel_regularizer` for Dense and Conv1D/2D/3D kernels.
 
     Exact at zero: a group that is exactly zero adds 0 and gets gradient 0 (the smallest subgradient).
-    See the module docstring for `groups` and `weighting`.
+
+    Args:
+      strength: the penalty's weight, >= 0.
+      groups: ``"filter"``, ``"channel"``, ``"shape"``, ``"unit"`` or ``"row"`` (see the module docstring).
+      weighting: ``"sqrt"`` (c_g = sqrt(|g|)) or None (c_g = 1).
+
+    Raises:
+      ValueError: an argument outside those values.
     """
 
     def __init__(self, strength, groups="filter", weighting="sqrt"):
@@ -216,11 +223,24 @@ def _with_kernel_regularizer(layer, config, regularizer):
 def apply_group_lasso(model, strength, groups="filter", layers=None, weighting="sqrt"):
     """A new model whose chosen Dense/Conv kernels carry `GroupLasso`; `model` itself is untouched.
 
-    ``layers=None`` takes every Conv layer (filter/channel/shape groups) or every Dense layer (unit/row),
-    except the layers producing the model's outputs, whose units are the outputs. A chosen layer that
-    already has another kernel regularizer raises (it would be dropped silently); a `GroupLasso` is
-    replaced. Wrapped layers get the regularizer on the inner layer. The new model is not compiled:
-    call `compile` on it before training.
+    A `GroupLasso` already there is replaced; wrapped layers get the regularizer on the inner layer.
+
+    Args:
+      model: a built tf_keras model (Sequential or functional).
+      strength: the penalty's weight, >= 0.
+      groups: ``"filter"``, ``"channel"``, ``"shape"``, ``"unit"`` or ``"row"`` (see the module docstring).
+      layers: names of the layers to regularize; None takes every Conv layer (filter/channel/shape groups) or
+        every Dense layer (unit/row), except the layers producing the model's outputs, whose units are the
+        outputs.
+      weighting: ``"sqrt"`` or None (see `GroupLasso`).
+
+    Returns:
+      a new model; not compiled, so call `compile` on it before training.
+
+    Raises:
+      ValueError: a bad argument, a name in `layers` the model lacks or whose kernel cannot be grouped, a chosen
+        layer with another kernel regularizer (it would be dropped silently), or a subclassed model.
+      TypeError: `layers` is not a list of names, or `model` is not a tf_keras model.
     """
     owner = "apply_group_lasso"
     regularizer = GroupLasso(strength, groups, weighting)
@@ -252,6 +272,16 @@ class ProximalGroupLasso(keras.callbacks.Callback):
     step. η is the rate of the step just taken (a schedule is evaluated at ``iterations − 1``). Layers are
     chosen as in `apply_group_lasso`; wrapped layers are thresholded on the inner kernel. With
     ``steps_per_execution=k`` Keras calls the callback, hence thresholds, once per k steps.
+
+    Args:
+      strength: the group-lasso strength, >= 0.
+      groups: ``"filter"``, ``"channel"``, ``"shape"``, ``"unit"`` or ``"row"`` (see the module docstring).
+      layers: names of the layers to threshold (None: as in `apply_group_lasso`).
+      weighting: ``"sqrt"`` or None (see `GroupLasso`).
+
+    Raises:
+      ValueError: a bad argument; at the start of training, a name in `layers` the model lacks.
+      TypeError: `layers` is not a list of names.
     """
 
     def __init__(self, strength, groups="filter", layers=None, weighting="sqrt"):
@@ -319,11 +349,22 @@ def _numpy_norms(layer, groups, owner):
 
 
 def group_sparsity_report(model, groups="filter", tolerance=1e-3, layers=None):
-    """One row per chosen layer: ``layer``, ``groups`` (count), ``zero``, ``near_zero``, ``fraction``.
+    """How many groups of each chosen layer are zero or nearly so.
 
-    ``zero`` counts groups that are exactly zero; ``near_zero`` those with ‖w_g‖ ≤ tolerance · (largest
-    ‖w_g‖ in that layer), exact zeros included. The tolerance is relative so one value fits layers of any
-    scale; ``fraction`` is near_zero / groups. Layers are chosen as in `apply_group_lasso`.
+    Args:
+      model: a tf_keras model.
+      groups: ``"filter"``, ``"channel"``, ``"shape"``, ``"unit"`` or ``"row"`` (see the module docstring).
+      tolerance: a group is near zero when ‖w_g‖ ≤ tolerance · (largest ‖w_g‖ in its layer); relative, so one
+        value fits layers of any scale. In [0, 1).
+      layers: names of the layers to count (None: as in `apply_group_lasso`).
+
+    Returns:
+      one row per layer: ``layer``, ``groups`` (count), ``zero`` (exactly zero), ``near_zero`` (exact zeros
+      included) and ``fraction`` (near_zero / groups).
+
+    Raises:
+      ValueError: a bad argument, a name in `layers` the model lacks, or weights holding NaN or inf.
+      TypeError: `layers` is not a list of names.
     """
     owner = "group_sparsity_report"
     _check_groups(groups, owner)
@@ -340,7 +381,14 @@ def group_sparsity_report(model, groups="filter", tolerance=1e-3, layers=None):
 
 
 def format_group_sparsity(rows):
-    """`group_sparsity_report` rows as a text table with a total line."""
+    """`group_sparsity_report` rows as a text table with a total line.
+
+    Args:
+      rows: the rows `group_sparsity_report` returned.
+
+    Returns:
+      the table, a string.
+    """
     total = {"layer": "total", "groups": sum(r["groups"] for r in rows), "zero": sum(r["zero"] for r in rows),
              "near_zero": sum(r["near_zero"] for r in rows)}
     total["fraction"] = total["near_zero"] / total["groups"] if total["groups"] else 0.0
@@ -352,12 +400,25 @@ def format_group_sparsity(rows):
 
 
 def threshold_groups(model, groups="filter", tolerance=1e-3, layers=None):
-    """A new model whose near-zero groups (as in `group_sparsity_report`) are masked: fixed masks, so the
-    zeros stay through fine-tuning, and `shrink` removes them.
+    """A new model whose near-zero groups are masked: fixed masks, so the zeros stay through fine-tuning, and
+    `shrink` removes them.
 
     Regularized training leaves dead groups small but not zero. For output groups ('filter', 'unit') the dead
     outputs' bias entries are masked too: otherwise a dead filter still emits its bias as a constant, which
-    `shrink` rightly refuses to drop. The new model is not compiled.
+    `shrink` rightly refuses to drop.
+
+    Args:
+      model: a trained tf_keras model (not changed).
+      groups: ``"filter"``, ``"channel"``, ``"shape"``, ``"unit"`` or ``"row"`` (see the module docstring).
+      tolerance: near zero as in `group_sparsity_report`.
+      layers: names of the layers to threshold (None: as in `apply_group_lasso`).
+
+    Returns:
+      a new, uncompiled model of masked layers.
+
+    Raises:
+      ValueError: a bad argument, a name in `layers` the model lacks, or weights holding NaN or inf.
+      TypeError: `layers` is not a list of names.
     """
     owner = "threshold_groups"
     _check_groups(groups, owner)

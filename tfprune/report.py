@@ -7,7 +7,21 @@ REPORT_COLUMNS = ("name", "class", "params", "nonzero", "sparsity", "units", "li
 
 
 def report(model, print_fn=print):
-    """Print (and return) the per-layer table plus a total line; works on wrapped or stripped models."""
+    """Print the per-layer table of params, non-zeros, sparsity, live units and MACs, plus a total line.
+
+    Works on wrapped (masked) and stripped models alike: masked weights count as zeros.
+
+    Args:
+      model: a tf_keras model.
+      print_fn: called with the table's text; None prints nothing.
+
+    Returns:
+      the rows, one dict per layer with parameters (columns `REPORT_COLUMNS`).
+
+    Raises:
+      ValueError: weights hold NaN or inf.
+      TypeError: `model` is not a tf_keras model.
+    """
     check_model(model)
     check_finite(model, "report")
     rows = [row for row in layer_table(model) if row["params"]]

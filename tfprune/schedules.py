@@ -15,6 +15,18 @@ _KNOWN = {"PolynomialDecay": PolynomialDecay, "ConstantSparsity": ConstantSparsi
 
 
 def check_schedule(schedule, argument="schedule"):
+    """Check that `schedule` is a TFMOT pruning schedule.
+
+    Args:
+      schedule: the object to check.
+      argument: the argument name the error message gives.
+
+    Returns:
+      `schedule`, unchanged.
+
+    Raises:
+      TypeError: `schedule` is not a `PruningSchedule`.
+    """
     if not isinstance(schedule, PruningSchedule):
         raise TypeError(
             f"`{argument}` must be a TFMOT PruningSchedule such as "
@@ -24,10 +36,29 @@ def check_schedule(schedule, argument="schedule"):
 
 
 def serialize(schedule):
+    """The JSON-serialisable ``{"class_name", "config"}`` of `schedule`, as wrappers store it in their plans.
+
+    Args:
+      schedule: a `PruningSchedule`.
+
+    Returns:
+      the dict `deserialize` reads back.
+    """
     return schedule.get_config()
 
 
 def deserialize(config):
+    """The schedule that `serialize` described.
+
+    Args:
+      config: ``{"class_name": ..., "config": {...}}``.
+
+    Returns:
+      a new `PolynomialDecay`, `ConstantSparsity` or registered custom schedule.
+
+    Raises:
+      ValueError: the class is neither built in nor registered with Keras.
+    """
     cls = _KNOWN.get(config["class_name"])
     if cls is None:
         from tfprune._keras import keras
@@ -43,8 +74,15 @@ def _params(schedule):
 
 
 def fires(schedule, step):
-    """Whether `schedule` prunes at `step`: a Python bool for an int step, a bool tensor for an int tensor
-    (the same arithmetic, so the graph's check and the callback agree)."""
+    """Whether `schedule` prunes at `step` (the same arithmetic in the graph's check and the callback).
+
+    Args:
+      schedule: a `PruningSchedule`.
+      step: the training step, an int or an int tensor.
+
+    Returns:
+      a Python bool for an int step, a bool tensor for a tensor.
+    """
     if not isinstance(schedule, (PolynomialDecay, ConstantSparsity)):
         return schedule(step)[0]
     c = _params(schedule)
@@ -54,7 +92,15 @@ def fires(schedule, step):
 
 
 def evaluate(schedule, step):
-    """``(should_prune, sparsity)`` at integer `step`, as Python values (no TF ops for built-ins)."""
+    """What `schedule` says at `step`, without TensorFlow ops for the built-in schedules.
+
+    Args:
+      schedule: a `PruningSchedule`.
+      step: the training step, an int.
+
+    Returns:
+      ``(should_prune, sparsity)`` as a Python bool and float.
+    """
     if isinstance(schedule, (PolynomialDecay, ConstantSparsity)):
         c = _params(schedule)
         begin, end = c["begin_step"], c["end_step"]
@@ -69,6 +115,17 @@ def evaluate(schedule, step):
 
 
 def final_sparsity(schedule):
+    """The sparsity a built-in schedule ends at.
+
+    Args:
+      schedule: a `PolynomialDecay` or `ConstantSparsity`.
+
+    Returns:
+      the final (or constant) sparsity, a float.
+
+    Raises:
+      ValueError: `schedule` is another kind of schedule.
+    """
     c = _params(schedule)
     if isinstance(schedule, ConstantSparsity):
         return float(c["target_sparsity"])
@@ -78,7 +135,14 @@ def final_sparsity(schedule):
 
 
 def last_firing_step(schedule):
-    """The last step at which a built-in schedule prunes (None when it prunes forever)."""
+    """The last step at which a built-in schedule prunes.
+
+    Args:
+      schedule: a `PolynomialDecay` or `ConstantSparsity`.
+
+    Returns:
+      the step, or None when it prunes forever (``end_step=-1``).
+    """
     c = _params(schedule)
     begin, end, frequency = c["begin_step"], c["end_step"], c["frequency"]
     if end == -1:
@@ -87,8 +151,17 @@ def last_firing_step(schedule):
 
 
 def warn_if_never_reaches_target(schedule):
-    """Warn when a schedule will not prune as it was likely meant to: it never reaches its final sparsity (e.g.
-    frequency 100 with end_step < 100), or its sparsity falls (initial and final swapped)."""
+    """Warn when a schedule will not prune as it was likely meant to.
+
+    It never reaches its final sparsity (e.g. frequency 100 with end_step < 100), or its sparsity falls
+    (initial and final swapped). Other schedules pass silently.
+
+    Args:
+      schedule: a `PruningSchedule`.
+
+    Warns:
+      UserWarning: naming the settings and a fix.
+    """
     if not isinstance(schedule, PolynomialDecay):
         return
     c = _params(schedule)
@@ -113,7 +186,18 @@ def warn_if_never_reaches_target(schedule):
 
 
 def with_target(schedule, target):
-    """The same schedule timing with a different final sparsity (for per-layer sparsity maps)."""
+    """The same schedule timing with a different final sparsity (for per-layer sparsity maps).
+
+    Args:
+      schedule: a `PolynomialDecay` or `ConstantSparsity`.
+      target: the new final sparsity; a `PolynomialDecay` starting above it starts at it instead.
+
+    Returns:
+      a new schedule of the same class.
+
+    Raises:
+      ValueError: `schedule` is another kind of schedule.
+    """
     c = dict(_params(schedule))
     if isinstance(schedule, ConstantSparsity):
         c["target_sparsity"] = target

@@ -99,7 +99,18 @@ _FAMILIES = (("oneshot_", "One-shot pruning, no retraining (the seeds' table)"),
 
 # -- training and measuring -----------------------------------------------------------------------------------
 def train(model, x, y, epochs, batch_size=128, learning_rate=1e-3, seed=0, callbacks=()):
-    """Compile with Adam and sparse cross-entropy on logits, then fit; the recipe of every study run."""
+    """Compile with Adam and sparse cross-entropy on logits, then fit quietly; the recipe of every study run.
+
+    Args:
+      model: a tf_keras model with logits.
+      x, y: training inputs and integer labels.
+      epochs, batch_size, learning_rate: the fit's settings.
+      seed: Keras' random seed (weights drawn later, batch order).
+      callbacks: Keras callbacks, e.g. ``[tfprune.UpdatePruningStep()]`` for a pruned model.
+
+    Returns:
+      `model`, compiled and trained.
+    """
     keras.utils.set_random_seed(seed)
     model.compile(keras.optimizers.Adam(learning_rate),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
@@ -108,7 +119,16 @@ def train(model, x, y, epochs, batch_size=128, learning_rate=1e-3, seed=0, callb
 
 
 def accuracy(model, x, y, batch_size=1000):
-    """Top-1 accuracy of a logits model; eager calls, so scoring many models never retraces a predict function."""
+    """Top-1 accuracy of a logits model; eager calls, so scoring many models never retraces a predict function.
+
+    Args:
+      model: a tf_keras model with logits.
+      x, y: test inputs and integer labels.
+      batch_size: examples per call.
+
+    Returns:
+      the fraction of `y` predicted, a float.
+    """
     predicted = [np.argmax(model(x[i:i + batch_size], training=False), axis=-1) for i in range(0, len(x), batch_size)]
     return float(np.mean(np.concatenate(predicted) == y))
 
@@ -151,7 +171,17 @@ def _write_text(path, text):
 
 
 def read_results(directory):
-    """Every row stored in ``directory/results.jsonl`` (finished cells of any study run there)."""
+    """Every row stored in ``directory/results.jsonl``: the finished cells of the study run there.
+
+    Args:
+      directory: a study's output folder.
+
+    Returns:
+      the rows, dicts, in the order they finished; [] when there are none.
+
+    Raises:
+      ValueError: a line is not JSON (the file is written atomically, so it was edited by hand).
+    """
     path = os.path.join(os.fspath(directory), RESULTS_FILE)
     if not os.path.isfile(path):
         return []
@@ -179,7 +209,16 @@ def _commit(directory, rows):
 
 # -- tables -----------------------------------------------------------------------------------------------------
 def pivot(rows, methods, value="accuracy"):
-    """``[{"k": percent, method: mean of `value` over seeds, ...}]``, one entry per sparsity, sorted."""
+    """Mean of a column over seeds, per sparsity and method.
+
+    Args:
+      rows: study rows.
+      methods: the methods to include.
+      value: the column to average.
+
+    Returns:
+      ``[{"k": percent, method: mean, ...}]``, one entry per sparsity, sorted.
+    """
     cells = {}
     for row in rows:
         if row["method"] in methods and row.get(value) is not None:
@@ -188,7 +227,15 @@ def pivot(rows, methods, value="accuracy"):
 
 
 def format_pivot(table, columns):
-    """The seeds' layout: ``k % | weight | unit`` with four decimals; `columns` maps method -> heading."""
+    """A `pivot` table in the seeds' layout, ``k % | weight | unit`` with four decimals.
+
+    Args:
+      table: what `pivot` returned.
+      columns: ``{method: heading}``, in column order.
+
+    Returns:
+      the table as text.
+    """
     widths = [max(len(heading), 6) for heading in columns.values()]
     lines = [" | ".join([f"{'k %':>5}"] + [f"{h:>{w}}" for h, w in zip(columns.values(), widths)])]
     lines.append("-" * len(lines[0]))
@@ -256,6 +303,12 @@ class Study:
       latency: None, ``"keras"`` (tf.function at batch 32) or ``"litert"`` (batch 1, one thread).
       shrink: measure accuracy, counts, size and latency on `tfprune.shrink`'s narrower copy (what unit
         pruning is for; weight-pruned models keep their shape); the sparsities are those of the pruned model.
+
+    Raises:
+      ValueError: a setting outside its choices or range (the message names it), e.g. an unknown method,
+        a sparsity of 50 for 0.5, or ``lenet5`` with the 8x8 digits.
+
+    Example: ``Study.preset("seeds-mnist", seeds=[0, 1]).run()``, or ``tfprune study --preset seeds-mnist``.
     """
     model: object = "mlp"
     dataset: str = "mnist_5k"
@@ -312,7 +365,18 @@ class Study:
     # -- construction --------------------------------------------------------------------------------------
     @classmethod
     def from_config(cls, config):
-        """A study from a dict or the path of a plain JSON file with the constructor's arguments."""
+        """A study from the constructor's arguments, as a dict or a plain JSON file.
+
+        Args:
+          config: a dict, or the path of a JSON object (``study.json`` of an output folder is one).
+
+        Returns:
+          the `Study`.
+
+        Raises:
+          FileNotFoundError: the path does not exist.
+          ValueError: invalid JSON, not an object, an unknown setting, or a bad value.
+        """
         if isinstance(config, (str, os.PathLike)):
             path = os.fspath(config)
             if not os.path.isfile(path):
@@ -333,24 +397,47 @@ class Study:
 
     @classmethod
     def preset(cls, name, **overrides):
-        """A named study from `PRESETS`, with any setting replaced by `overrides`."""
+        """A named study from `PRESETS`.
+
+        Args:
+          name: a key of `PRESETS`.
+          **overrides: settings replacing the preset's, e.g. ``seeds=[0, 1]``.
+
+        Returns:
+          the `Study`.
+
+        Raises:
+          ValueError: an unknown name or a bad override.
+        """
         if name not in PRESETS:
             raise ValueError(f"Study: unknown preset {name!r}; choose from {sorted(PRESETS)}.")
         return cls(**{**PRESETS[name], **overrides})
 
     def fast(self):
-        """The same grid with one dense and one fine-tune epoch: a smoke run, not results to report."""
+        """The same grid with one dense and one fine-tune epoch: a smoke run, not results to report.
+
+        Returns:
+          a new `Study` (another configuration, so give it another `output`).
+        """
         return dataclasses.replace(self, epochs=1, finetune_epochs=1)
 
     def config(self):
-        """The settings as plain JSON values (a callable model is named 'module:qualname')."""
+        """The settings as plain JSON values, as ``study.json`` records them.
+
+        Returns:
+          a dict of the constructor's arguments; a callable model is named ``"module:qualname"``.
+        """
         config = dataclasses.asdict(self)
         config["model"] = self._model_id
         config["methods"], config["seeds"] = list(self.methods), list(self.seeds)
         return config
 
     def digest(self):
-        """The short hash of `config` (without `output`) that every row of this study carries as ``study``."""
+        """The short hash of `config` (without `output`) that every row of this study carries as ``study``.
+
+        Returns:
+          16 hex digits.
+        """
         return _config_digest(self.config())
 
     # -- cells ---------------------------------------------------------------------------------------------
@@ -359,7 +446,11 @@ class Study:
                 "batch_size": self.batch_size, "learning_rate": self.learning_rate, "seed": seed}
 
     def cells(self):
-        """Every (method, sparsity, seed) with the key of its settings; finished cells are skipped by key."""
+        """Every cell of the grid; finished cells are recognised by key.
+
+        Returns:
+          ``[{"key", "method", "sparsity", "seed"}]``; the key hashes everything that determines the cell.
+        """
         cells = []
         for seed in self.seeds:
             for method in self.methods:
@@ -378,7 +469,11 @@ class Study:
         return cells
 
     def results(self):
-        """The finished rows of this study's cells, in cell order (rows of other settings are left out)."""
+        """The finished rows of this study's cells, in cell order.
+
+        Returns:
+          the rows stored in `output` whose keys are this study's.
+        """
         stored = {row["key"]: row for row in read_results(self.output)}
         return [stored[cell["key"]] for cell in self.cells() if cell["key"] in stored]
 
@@ -457,7 +552,17 @@ class Study:
         return stored
 
     def data(self, model=None):
-        """``(x_train, y_train), (x_test, y_test)`` of the dataset (loaded once), reshaped to `model`'s input."""
+        """The dataset, loaded once.
+
+        Args:
+          model: reshape the flat images to this model's input shape (None: leave them flat).
+
+        Returns:
+          ``(x_train, y_train), (x_test, y_test)``.
+
+        Raises:
+          ValueError: the images cannot be reshaped to the model's input.
+        """
         if getattr(self, "_data", None) is None:
             self._data = getattr(datasets, self.dataset)()
         (x_train, y_train), (x_test, y_test) = self._data
@@ -470,7 +575,14 @@ class Study:
         return (x_train.reshape((-1,) + shape), y_train), (x_test.reshape((-1,) + shape), y_test)
 
     def build(self, seed):
-        """A fresh, untrained model with the random state set from `seed`."""
+        """A fresh, untrained model of the study.
+
+        Args:
+          seed: sets Keras' random state first, so the weights depend on it alone.
+
+        Returns:
+          the model, uncompiled.
+        """
         keras.utils.set_random_seed(seed)
         return self._new_model(seed)
 
@@ -516,7 +628,14 @@ class Study:
 
     # -- reading -------------------------------------------------------------------------------------------
     def tables(self, rows=None):
-        """Mean test accuracy over seeds, one ``k % | ...`` table per method family, with the dense accuracy."""
+        """Mean test accuracy over seeds, one ``k % | ...`` table per method family, with the dense accuracy.
+
+        Args:
+          rows: the rows to tabulate (None: `results`).
+
+        Returns:
+          the tables as text.
+        """
         rows = self.results() if rows is None else rows
         if not rows:
             return "no finished cells yet"
@@ -530,7 +649,14 @@ class Study:
         return "\n\n".join(parts)
 
     def plot(self, rows=None):
-        """Write the study's figures into ``output/plots``; returns ``{figure: path}``."""
+        """Write the study's figures into ``output/plots``.
+
+        Args:
+          rows: the rows to draw (None: `results`).
+
+        Returns:
+          ``{figure: path}``.
+        """
         from tfprune import plots
         return plots.study_plots(self.results() if rows is None else rows, os.path.join(self.output, "plots"))
 

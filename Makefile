@@ -1,16 +1,16 @@
-# Two entry points: `make demo` and `make test`. Both create .venv on first use.
+# Entry points: `make demo`, `make test` and `make docs`. Each creates .venv on first use.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export TF_USE_LEGACY_KERAS = 1
 
-.PHONY: demo test install colab clean
+.PHONY: demo test docs install colab clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,demo]'
+	$(PY) -m pip install -q -e '.[test,demo,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,9 +21,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# The API reference (pdoc), the README's Tour as its first page: docs/html/index.html.
+docs: $(STAMP)
+	$(PY) docs/build.py docs/html
+
 # The repository as committed, pretrained models included, for the notebooks' Colab install cell.
 colab:
 	mkdir -p dist && git archive --format=zip -o dist/tfprune.zip HEAD
 
 clean:
-	rm -rf $(VENV) demo_output build dist *.egg-info
+	rm -rf $(VENV) demo_output docs/html build dist *.egg-info

@@ -33,6 +33,7 @@ def build(output):
       Warning: any warning pdoc gives, raised as an error.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.path.insert(0, str(ROOT))  # this checkout's tfprune, whatever is installed
     import tfprune
     modules = [f"tfprune.{module.name}" for module in pkgutil.iter_modules(tfprune.__path__)
                if not module.name.startswith("_")]

@@ -231,14 +231,10 @@ def mnist(split=None, **kwargs):
     """Full MNIST (60,000 train / 10,000 test, 28x28x1) from tfds.
 
     Args:
-      split: a split name or a tuple of names (None: as in ``load``).
-      **kwargs: the other arguments of ``load``.
+      split, **kwargs: as in ``load``.
 
     Returns:
-      as ``load``.
-
-    Raises:
-      as ``load``.
+      as ``load``, which says what it raises.
     """
     return load("mnist", split, **kwargs)
 
@@ -247,14 +243,10 @@ def fashion_mnist(split=None, **kwargs):
     """Full Fashion-MNIST (60,000 train / 10,000 test, 28x28x1) from tfds.
 
     Args:
-      split: a split name or a tuple of names (None: as in ``load``).
-      **kwargs: the other arguments of ``load``.
+      split, **kwargs: as in ``load``.
 
     Returns:
-      as ``load``.
-
-    Raises:
-      as ``load``.
+      as ``load``, which says what it raises.
     """
     return load("fashion_mnist", split, **kwargs)
 
@@ -263,14 +255,10 @@ def cifar10(split=None, **kwargs):
     """Full CIFAR-10 (50,000 train / 10,000 test, 32x32x3) from tfds.
 
     Args:
-      split: a split name or a tuple of names (None: as in ``load``).
-      **kwargs: the other arguments of ``load``.
+      split, **kwargs: as in ``load``.
 
     Returns:
-      as ``load``.
-
-    Raises:
-      as ``load``.
+      as ``load``, which says what it raises.
     """
     return load("cifar10", split, **kwargs)
 
@@ -281,14 +269,10 @@ def imagenet2012(split=None, **kwargs):
     The default splits are ``('train', 'validation')`` (1,281,167 / 50,000 images); pass ``image_size`` to batch.
 
     Args:
-      split: a split name or a tuple of names (None: as in ``load``).
-      **kwargs: the other arguments of ``load``.
+      split, **kwargs: as in ``load``.
 
     Returns:
-      as ``load``.
-
-    Raises:
-      as ``load``.
+      as ``load``, which says what it raises.
     """
     return load("imagenet2012", split, **kwargs)
 
@@ -376,16 +360,14 @@ def digits(test_fraction=0.2, seed=0, flatten=True, normalize=True):
     """The 1,797 real 8x8 handwritten digits (UCI) that ship with scikit-learn, split for quick tests.
 
     The split is stratified and fixed by ``seed``: with the defaults, 1,438 train and 359 test (35 to 37 per
-    class), each side shuffled.
+    class), each side shuffled. Images are (n, 64) rows, or (n, 8, 8, 1) with ``flatten=False``; raw pixels are
+    0..16.
 
     Args:
-      test_fraction: the held-out fraction of each class.
-      seed: fixes the split and the shuffles.
-      flatten: images as (n, 64) rows; False gives (n, 8, 8, 1).
-      normalize: pixels in [0, 1]; False keeps 0..16.
+      test_fraction, seed, flatten, normalize: as in `mnist_5k`.
 
     Returns:
-      ``(x_train, y_train), (x_test, y_test)``: float32 images and int64 labels 0..9.
+      as `mnist_5k`.
 
     Raises:
       ImportError: scikit-learn is not installed (``pip install tfprune[demo]``).

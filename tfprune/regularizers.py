@@ -348,6 +348,15 @@ def _numpy_norms(layer, groups, owner):
     return kernel, np.sqrt(np.square(kernel).sum(axis=_group_axes(groups, kernel.shape), keepdims=True))
 
 
+def _checked(model, groups, tolerance, layers, owner):
+    """The arguments of the group reports checked: ``(tolerance, [(layer, inner layer)])``."""
+    _check_groups(groups, owner)
+    tolerance = _check_tolerance(tolerance, owner)
+    chosen = _select(model, groups, _check_layers(layers, owner), owner)
+    check_finite(model, owner)
+    return tolerance, chosen
+
+
 def group_sparsity_report(model, groups="filter", tolerance=1e-3, layers=None):
     """How many groups of each chosen layer are zero or nearly so.
 
@@ -367,10 +376,7 @@ def group_sparsity_report(model, groups="filter", tolerance=1e-3, layers=None):
       TypeError: `layers` is not a list of names.
     """
     owner = "group_sparsity_report"
-    _check_groups(groups, owner)
-    tolerance = _check_tolerance(tolerance, owner)
-    chosen = _select(model, groups, _check_layers(layers, owner), owner)
-    check_finite(model, owner)
+    tolerance, chosen = _checked(model, groups, tolerance, layers, owner)
     rows = []
     for layer, inner in chosen:
         norms = _numpy_norms(inner, groups, owner)[1].ravel()
@@ -421,10 +427,7 @@ def threshold_groups(model, groups="filter", tolerance=1e-3, layers=None):
       TypeError: `layers` is not a list of names.
     """
     owner = "threshold_groups"
-    _check_groups(groups, owner)
-    tolerance = _check_tolerance(tolerance, owner)
-    chosen = _select(model, groups, _check_layers(layers, owner), owner)
-    check_finite(model, owner)
+    tolerance, chosen = _checked(model, groups, tolerance, layers, owner)
     layer_masks = {}
     for layer, inner in chosen:
         kernel, norms = _numpy_norms(inner, groups, owner)

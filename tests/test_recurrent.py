@@ -242,6 +242,18 @@ def test_tflite_export_unrolls_recurrent_layers(tmp_path, make):
     assert not any(getattr(layer, "unroll", False) for layer in loaded.layers)  # only the TFLite copy unrolls
 
 
+@pytest.mark.parametrize("groups", [8, 4, 1])
+def test_tflite_export_of_group_normalization(tmp_path, groups):
+    """tf_keras weights GroupNormalization's moments by a mask of ones, whose broadcasts fail in LiteRT: the
+    TFLite copy takes plain moments, with the same outputs."""
+    shrunk = shrink(unit_pruned(group_norm_model(groups)))
+    report = save(shrunk, tmp_path, formats=("tflite",))
+    assert "GroupNormalization 'norm'" in report["notes"][0]
+    x = inputs_for(shrunk)
+    litert = predict(report["artifacts"]["tflite"]["path"], x, backend="litert")
+    assert np.max(np.abs(litert - shrunk(x).numpy())) <= 1e-5
+
+
 def test_tflite_export_of_a_shrunk_model(tmp_path):
     shrunk = shrink(unit_pruned(stacked_model()))
     report = save(shrunk, tmp_path, formats=("tflite",))

@@ -17,7 +17,7 @@ import numpy as np
 from tfprune._keras import check_model, keras, tf
 from tfprune.bench import compare_latency, predict
 from tfprune.metrics import count_macs, count_nonzero, count_params, format_table
-from tfprune.mask import strip as strip_wrappers
+from tfprune.mask import iter_layers, strip as strip_wrappers
 from tfprune._io import atomic_write
 
 __all__ = ["FORMATS", "save", "artifact_size", "format_report", "compare"]
@@ -125,6 +125,84 @@ def _write(model, fmt, temp, saved_model, representative_data):
             handle.write(content)
 
 
+#: Recurrent layers that Keras can unroll (its convolutional recurrent layers cannot be).
+_CONVOLUTIONAL_RNNS = (keras.layers.ConvLSTM1D, keras.layers.ConvLSTM2D, keras.layers.ConvLSTM3D)
+
+
+class _GroupNormalizationForTFLite(keras.layers.GroupNormalization):
+    """GroupNormalization without Keras-mask support, for conversion only: without a mask tf_keras still weights
+    its moments by a tensor of ones, which the converter lowers to BROADCAST_TO ops that fail at run time
+    ("Output shape must be broadcastable") whatever the batch size."""
+
+    def call(self, inputs):
+        shape = tf.shape(inputs)
+        grouped = self._reshape_into_groups(inputs)
+        axes = list(range(1, grouped.shape.rank))
+        axes.pop(self.axis - 1)  # statistics per example and group, as tf_keras takes them
+        mean, variance = tf.nn.moments(grouped, axes=axes, keepdims=True)
+        gamma, beta = self._get_reshaped_weights(shape)
+        return tf.reshape(tf.nn.batch_normalization(grouped, mean, variance, beta, gamma, self.epsilon), shape)
+
+
+def _time_steps(layer):
+    """The fixed number of time steps a recurrent layer runs over; raises when the model leaves it open."""
+    shape = layer.get_input_shape_at(0)
+    shape = shape[0] if isinstance(shape, list) else shape  # initial states come after the sequence
+    steps = shape[0 if getattr(layer, "forward_layer", layer).time_major else 1]
+    if steps is None:
+        raise ValueError(f"save: {type(layer).__name__} layer '{layer.name}' has no fixed number of time steps "
+                         f"(input shape {shape}); TFLite runs recurrent layers unrolled over a known length. "
+                         f"Build the model on fixed-length sequences (e.g. keras.Input(shape=(steps, ...))), or "
+                         f"leave the TFLite formats out of `formats`.")
+    return steps
+
+
+def _for_tflite(model):
+    """(the model TFLite converts, notes for the report): `model` itself, or a copy whose layers convert to
+    builtin ops that run at any batch size, with a note per kind of change. The other formats keep `model`.
+
+    Recurrent layers are unrolled: TFLite has no builtin op for a Keras RNN's loop over a batch of unknown size
+    (the converter stops at "'tf.TensorListReserve' op requires element_shape to be static"); with a fixed batch
+    it fuses an LSTM into an op whose state carries over from one invocation to the next, and the select-TF-ops
+    route needs the Flex delegate, which LiteRT's pip package does not ship. Unrolled, the recurrence is plain
+    builtin ops: the same outputs, no state between calls. GroupNormalization layers that receive no Keras mask
+    take plain moments (`_GroupNormalizationForTFLite`), the same outputs.
+    """
+    layers = list(iter_layers(model))
+    recurrent = [layer for layer in layers if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))
+                 and not isinstance(getattr(layer, "forward_layer", layer), _CONVOLUTIONAL_RNNS)]
+    group_norms = [layer for layer in layers if type(layer) is keras.layers.GroupNormalization
+                   and layer.get_input_mask_at(0) is None]
+    if not recurrent and not group_norms:
+        return model, []
+    steps = [_time_steps(layer) for layer in recurrent]
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone)
+        config = layer.get_config()
+        if layer in group_norms:
+            return _GroupNormalizationForTFLite.from_config(config)
+        if layer in recurrent:  # a Bidirectional wrapper's directions are configs of their own
+            directions = [config[key]["config"] for key in ("layer", "backward_layer") if key in config]
+            for settings in directions or [config]:
+                settings["unroll"] = True
+        return type(layer).from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    notes = []
+    if recurrent:
+        names = ", ".join(f"'{layer.name}' ({count} steps)" for layer, count in zip(recurrent, steps))
+        notes.append(f"TFLite formats convert recurrent layers {names} unrolled: TFLite's builtin ops cannot run a "
+                     f"Keras RNN's loop over a batch of unknown size")
+    if group_norms:
+        names = ", ".join(f"'{layer.name}'" for layer in group_norms)
+        notes.append(f"TFLite formats convert GroupNormalization {names} with plain moments: tf_keras weights them "
+                     f"by a mask of ones, whose broadcasts fail in LiteRT")
+    return copy, notes
+
+
 def _stripped(model, strip):
     """The inference model: plain layers holding weight x mask (`tfprune.strip` unless `strip` is given)."""
     return check_model((strip or strip_wrappers)(model), "strip(model)")
@@ -171,8 +249,10 @@ def save(model, directory, formats=("keras", "saved_model", "tflite"), represent
     (a few hundred examples are enough) or a callable yielding lists of input arrays. `strip` (default
     `tfprune.strip`) first turns pruning wrappers into plain layers holding weight x mask. Files are written
     atomically (`tfprune._io`), which also clears what a killed earlier save of the same names left. The report holds the model's
-    params, nonzero and macs (None when an input shape is not fixed) and, per format, the path, raw bytes and
-    zipped bytes.
+    params, nonzero and macs (None when an input shape is not fixed), per format the path, raw bytes and
+    zipped bytes, and `notes` on how files were made: TFLite formats convert recurrent layers (LSTM, GRU,
+    SimpleRNN, Bidirectional) unrolled, which needs a fixed number of time steps, and GroupNormalization with
+    plain moments.
 
     Args:
       model: a tf_keras model, wrapped or plain (not changed).
@@ -183,12 +263,13 @@ def save(model, directory, formats=("keras", "saved_model", "tflite"), represent
       strip: the function turning pruning wrappers into plain layers (default `tfprune.strip`).
 
     Returns:
-      the report described above: ``name``, ``params``, ``nonzero``, ``macs`` and ``artifacts`` (``{format:
-      {"path", "bytes", "zipped_bytes"}}``).
+      the report described above: ``name``, ``params``, ``nonzero``, ``macs``, ``artifacts`` (``{format:
+      {"path", "bytes", "zipped_bytes"}}``) and ``notes`` (a list of sentences).
 
     Raises:
       ValueError: an unknown format, ``tflite_int8`` without `representative_data` or with arrays not shaped
-        like the model's inputs, or a `name` with a path separator or a leading '.'.
+        like the model's inputs, or a `name` with a path separator or a leading '.', or a TFLite format for a
+        recurrent layer without a fixed number of time steps.
       TypeError: `model` is not a tf_keras model.
     """
     check_model(model)
@@ -205,8 +286,10 @@ def save(model, directory, formats=("keras", "saved_model", "tflite"), represent
         raise ValueError(f"save: `name` must be a plain file name without '{os.sep}' or a leading '.', got "
                          f"{name!r}.")
     model = _stripped(model, strip)
+    tflite = any(fmt.startswith("tflite") for fmt in formats)
+    tflite_model, notes = _for_tflite(model) if tflite else (model, [])
     report = {"name": name, "params": count_params(model), "nonzero": count_nonzero(model), "macs": _macs(model),
-              "artifacts": {}}
+              "artifacts": {}, "notes": notes}
     os.makedirs(directory, exist_ok=True)
     paths = {fmt: os.path.join(os.fspath(directory), name + FORMATS[fmt]) for fmt in formats}
     with tempfile.TemporaryDirectory() as scratch:
@@ -215,7 +298,10 @@ def save(model, directory, formats=("keras", "saved_model", "tflite"), represent
         saved_model = paths.get("saved_model", os.path.join(scratch, "saved_model"))
         if "saved_model" in formats:
             atomic_write(saved_model, lambda temp: _export_saved_model(model, temp))
-        elif any(fmt.startswith("tflite") for fmt in formats):
+        if tflite_model is not model:  # TFLite converts a copy made for its builtin ops
+            saved_model = os.path.join(scratch, "tflite_saved_model")
+            _export_saved_model(tflite_model, saved_model)
+        elif tflite and "saved_model" not in formats:
             _export_saved_model(model, saved_model)
         for fmt in formats:
             if fmt != "saved_model":
@@ -226,7 +312,7 @@ def save(model, directory, formats=("keras", "saved_model", "tflite"), represent
 
 
 def format_report(report):
-    """A header line with the model's counts, then one line per artifact.
+    """A header line with the model's counts, then one line per artifact, then the report's notes.
 
     Args:
       report: what `save` returned.
@@ -239,7 +325,8 @@ def format_report(report):
     macs = "unknown" if report["macs"] is None else report["macs"]
     rows = [{"format": fmt, **artifact} for fmt, artifact in report["artifacts"].items()]
     return (f"{report['name']}: {params} params, {nonzero} non-zero{zeros}, {macs} MACs per example\n"
-            + format_table(rows, columns=["format", "bytes", "zipped_bytes", "path"]))
+            + format_table(rows, columns=["format", "bytes", "zipped_bytes", "path"])
+            + "".join(f"\nnote: {note}" for note in report.get("notes", ())))
 
 
 _COMPARE_COLUMNS = ("variant", "format", "bytes", "zipped_bytes", "params", "nonzero", "macs", "tf_ms",

@@ -4,6 +4,7 @@ consumer slices are zeroed)."""
 import numpy as np
 import pytest
 
+import tfprune
 from tfprune._keras import keras, tfmot
 from tfprune.graph import ChannelSlice, UnsupportedLayerError, build_channel_graph, output_width_layers
 from tfprune.models import lenet5, mlp, resnet20, vgg
@@ -45,6 +46,8 @@ def _assert_slices_partition(model, graph):
     expected_axes = {"kernel": (-2, -1), "pointwise_kernel": (-2, -1), "depthwise_kernel": (-2,)}
     for name, layer in layers.items():
         for weight, axes in expected_axes.items():
+            if getattr(layer, "groups", 1) > 1:  # a grouped kernel's input axis is one block all groups share
+                axes = axes[1:]
             if getattr(layer, weight, None) is not None:
                 rank = len(getattr(layer, weight).shape)
                 for axis in axes:
@@ -330,17 +333,75 @@ class _Custom(L.Layer):
         return inputs[..., ::-1]
 
 
-def test_mismatched_merges_freeze_and_bad_layouts_raise():
-    inputs = keras.Input((4, 4, 3))
+def _assert_shrinks_exactly(model, x):
+    """Unit pruning at 50% and `shrink`: the narrower model computes what the masked one does."""
+    pruned = tfprune.oneshot(model, method="unit", sparsity=0.5)
+    shrunk = tfprune.shrink(pruned)
+    expected = _outputs(pruned, x)
+    np.testing.assert_allclose(_outputs(shrunk, x), expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    return shrunk
+
+
+def _layout(group, layer, weight="kernel"):
+    (piece,) = [s for s in group.slices if (s.layer, s.weight) == (layer, weight)]
+    return piece.offset, piece.block, piece.size
+
+
+def test_merges_of_differently_split_tensors_split_groups_into_sub_ranges():
+    """NASNet adds one tensor to two concatenated ones of half its width: c's channels 0-1 meet a's, 2-3 b's."""
+    inputs = keras.Input((4, 4, 3), name="input")
     a = L.Conv2D(2, 1, name="a")(inputs)
     b = L.Conv2D(2, 1, name="b")(inputs)
     c = L.Conv2D(4, 1, name="c")(inputs)
     added = L.Add(name="mixed_add")([L.Concatenate(name="cat")([a, b]), c])
-    pooled = L.GlobalAveragePooling2D(name="pool")(added)
-    graph = build_channel_graph(keras.Model(inputs, L.Dense(2, name="logits")(pooled)))
-    for name in "abc":  # split differently on the two sides: one keep vector cannot follow both
-        (group,) = [g for g in graph.groups if g.producers == [name]]
-        assert not group.prunable and "'mixed_add' joins channels split differently" in group.reason
+    x = L.Conv2D(3, 1, activation="relu", name="after")(L.ReLU(name="relu")(added))
+    model = keras.Model(inputs, L.Dense(2, name="logits")(L.GlobalAveragePooling2D(name="pool")(x)))
+    graph = build_channel_graph(model)
+    _assert_slices_partition(model, graph)
+    first, second = _group_of_producer(graph, "a"), _group_of_producer(graph, "b")
+    assert first.producers == ["a", "c"] and second.producers == ["b", "c"]
+    assert first.prunable and second.prunable
+    assert (_layout(first, "c"), _layout(second, "c")) == ((0, 1, 2), (2, 1, 2))
+    assert (_layout(first, "after"), _layout(second, "after")) == ((0, 1, 2), (2, 1, 2))
+    _assert_dropped_channels_are_cut_off(model, _images((4, 4, 3)))
+    shrunk = _assert_shrinks_exactly(model, _images((4, 4, 3)))
+    assert [shrunk.get_layer(name).filters for name in "abc"] == [1, 1, 2]
+
+
+def test_grouped_convolution_prunes_whole_conv_groups():
+    """Groups of 2 input channels straddle the concatenation (a2 and b0 share one); each group's 2 filters go
+    with its inputs."""
+    inputs = keras.Input((4, 4, 3), name="input")
+    x = L.Concatenate(name="cat")([L.Conv2D(3, 1, name="a")(inputs), L.Conv2D(5, 1, name="b")(inputs)])
+    x = L.Conv2D(8, 3, groups=4, padding="same", name="grouped")(x)
+    x = L.ReLU(name="relu")(L.BatchNormalization(name="bn")(x))
+    model = keras.Model(inputs, L.Dense(2, name="logits")(L.GlobalAveragePooling2D(name="pool")(x)))
+    graph = build_channel_graph(model)
+    _assert_slices_partition(model, graph)
+    groups = [g for g in graph.groups if "grouped" in g.producers]
+    assert [(g.producers, g.size, g.prunable) for g in groups] == [
+        (["a", "grouped"], 1, True), (["a", "b", "grouped"], 1, True), (["b", "grouped"], 2, True)]
+    assert (_layout(groups[0], "a"), _layout(groups[0], "grouped")) == ((0, 2, 1), (0, 2, 1))
+    assert (_layout(groups[1], "a"), _layout(groups[1], "b")) == ((2, 1, 1), (0, 1, 1))
+    assert (_layout(groups[2], "b"), _layout(groups[2], "grouped"), _layout(groups[2], "bn", "gamma")) == \
+        ((1, 2, 2), (4, 2, 2), (4, 2, 2))
+    _assert_dropped_channels_are_cut_off(model, _images((4, 4, 3)))
+    shrunk = _assert_shrinks_exactly(model, _images((4, 4, 3)))
+    layer = shrunk.get_layer("grouped")
+    assert (layer.groups, layer.filters, shrunk.get_layer("b").filters) == (3, 6, 3)
+
+
+def test_links_no_group_can_follow_freeze_and_bad_layouts_raise():
+    inputs = keras.Input((4, 4, 3))
+    small = L.Conv2D(2, 1, name="small")(L.MaxPooling2D(2, name="pool")(inputs))  # 2x2 positions of 2 channels
+    dense = L.Dense(8, name="dense")(L.Flatten(name="flat_in")(inputs))
+    added = L.Add(name="interleaved")([L.Flatten(name="flatten")(small), dense])  # dense p meets small p % 2
+    graph = build_channel_graph(keras.Model(inputs, L.Dense(2, name="logits")(added)))
+    for name in ("small", "dense"):
+        group = _group_of_producer(graph, name)
+        assert not group.prunable
+        assert "channels linked by 'interleaved' in a pattern no channel group can follow" in group.reason
+    a = L.Conv2D(2, 1, name="a")(inputs)
     gate = L.Conv2D(1, 1, name="gate")(inputs)
     with pytest.raises(UnsupportedLayerError, match=r"'broadcast' \(Multiply\).*different channel structures"):
         build_channel_graph(keras.Model(inputs, L.Multiply(name="broadcast")([a, gate])))

@@ -123,21 +123,31 @@ def test_op_layers_that_vary_along_channels_freeze_or_raise():
 
 
 def test_grouped_convolutions():
+    """Depthwise-as-groups prunes single channels; RegNet's group width (4 here) prunes whole conv groups, through
+    a residual Add."""
     inputs = keras.Input((6, 6, 3))
     x = L.Conv2D(8, 1, name="expand")(inputs)
     x = L.Conv2D(16, 3, groups=8, padding="same", name="depthwise_as_groups")(x)  # multiplier 2
-    x = L.Conv2D(8, 1, name="project", activation="relu")(x)
-    x = L.Conv2D(8, 3, groups=2, padding="same", name="grouped")(x)
+    x = L.Conv2D(16, 1, name="project", activation="relu")(x)
+    y = L.Conv2D(8, 3, groups=4, padding="same", name="grouped")(x)  # 4 input channels -> 2 filters per group
+    y = L.ReLU(name="relu")(L.BatchNormalization(name="bn")(y))
+    x = L.Add(name="residual")([x, L.Conv2D(16, 1, name="back")(y)])
     model = keras.Model(inputs, L.Dense(3, name="logits")(L.GlobalAveragePooling2D()(x)))
     graph = build_channel_graph(model)
     (expand,) = [g for g in graph.groups if "expand" in g.producers]
     assert expand.prunable and {s.layer for s in expand.slices} >= {"expand", "depthwise_as_groups", "project"}
-    (project,) = [g for g in graph.groups if "project" in g.producers]
-    assert not project.prunable and "grouped convolution 'grouped' (groups=2)" in project.reason
+    (stream,) = [g for g in graph.groups if "project" in g.producers]
+    assert stream.prunable and stream.size == 4 and set(stream.producers) == {"project", "grouped", "back"}
+    blocks = {(s.layer, s.weight, s.role): s.block for s in stream.slices}
+    assert (blocks[("project", "kernel", "out")], blocks[("grouped", "kernel", "out")],
+            blocks[("back", "kernel", "in")], blocks[("logits", "kernel", "in")]) == (4, 2, 2, 4)
     pruned = tfprune.oneshot(model, method="unit", sparsity=0.5)
     shrunk = tfprune.shrink(pruned)
     layer = shrunk.get_layer("depthwise_as_groups")
     assert (layer.groups, layer.filters) == (4, 8)
+    layer = shrunk.get_layer("grouped")
+    assert (layer.groups, layer.filters, tuple(layer.kernel.shape)) == (2, 4, (3, 3, 4, 4))
+    assert shrunk.get_layer("project").filters == shrunk.get_layer("back").filters == 8
     _assert_equal_outputs(pruned, shrunk)
 
 
@@ -151,3 +161,20 @@ def test_applications_prune_and_shrink(name):
     shrunk = tfprune.shrink(pruned)
     assert shrunk.count_params() < 0.8 * model.count_params()
     _assert_equal_outputs(pruned, shrunk, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["RegNetX002", "NASNetMobile"])
+def test_grouped_and_split_applications_prune_every_inner_group(name):
+    """RegNet's grouped convolutions and NASNet's merges of differently split tensors: only the channels of the
+    input and the classifier stay whole, and shrink removes whole conv groups and sub-ranges exactly."""
+    model = getattr(keras.applications, name)(weights=None, input_shape=(32, 32, 3), classes=10,
+                                              classifier_activation=None)
+    frozen = [group.reason for group in build_channel_graph(model).groups if not group.prunable]
+    assert len(frozen) == 2 and all("model input" in reason or "model output" in reason for reason in frozen), frozen
+    pruned = tfprune.oneshot(model, method="unit", sparsity=0.5)
+    shrunk = tfprune.shrink(pruned)
+    assert shrunk.count_params() < 0.5 * model.count_params()
+    x = np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype("float32")
+    a, b = np.asarray(pruned(x)), np.asarray(shrunk(x))
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max()

@@ -11,6 +11,13 @@ under "what layer specs call" are the vocabulary specs use. Layers without a spe
 `UnsupportedLayerError`: a layer wrongly assumed to be channel-preserving would silently corrupt both masks
 and shrunk models.
 
+Groups are found in two steps. Coupled tensors split into groups the same way join whole groups (union-find);
+otherwise single channels are linked: a grouped convolution links each input block with its output block,
+an element-wise merge of tensors split differently (NASNet) links position by position. At the end linked
+channels form units, kept or removed as one, and a group of units is placed as blocks (a unit of n channels
+is one channel with `block` times n) and sub-ranges (an offset) of the linked groups' slices. Links no slice
+can describe leave those groups whole, with a reason.
+
 All names in the graph are innermost layer names: a tfmot `PruneLowMagnitude` or a wrapper class with
 ``tfprune_transparent = True`` is seen through, and nested models are entered.
 
@@ -301,6 +308,7 @@ class _Builder:
         self.parent = []         # union-find over provisional groups
         self.sizes = []
         self.facts = []          # (provisional group, kind, value) in walk order
+        self.links = []          # (layer name, groups, channels, groups, channels): channels kept or removed together
         self.calls = {}          # weighted innermost layer name -> (inputs, outputs) of its first call
         self.call_counts = {}
         self._call = ((), {})
@@ -408,20 +416,34 @@ class _Builder:
         return _Channels(segments, tuple(shape), layer.name)
 
     def couple(self, layer, tensors, problem="merges inputs with different channel structures"):
-        """Tensors that must share one mask, position by position (element-wise merges)."""
+        """Tensors that must share one mask, position by position (element-wise merges).
+
+        Equal widths split into groups differently (NASNet adds one 44-channel tensor to two concatenated
+        22-channel ones) are linked channel by channel; `finish` then splits the groups into sub-ranges.
+        """
         first = tensors[0]
         for other in tensors[1:]:
-            if len(other.segments) != len(first.segments) or not all(
+            if len(other.segments) == len(first.segments) and all(
                     a.same_layout(b) for a, b in zip(first.segments, other.segments)):
-                if first.width is None or other.width != first.width:
-                    raise _unsupported(layer, f"it {problem}: {_describe(first)} vs {_describe(other)}")
-                # Equal widths split into different groups (NASNet adds one 44-channel tensor to two
-                # concatenated 22-channel ones): one keep vector cannot follow both splits, so they stay whole.
-                self.freeze(tensors, f"'{layer.name}' joins channels split differently: {_describe(first)} vs "
-                                     f"{_describe(other)}")
-                continue
-            for a, b in zip(first.segments, other.segments):
-                self.union(a.group, b.group)
+                for a, b in zip(first.segments, other.segments):
+                    self.union(a.group, b.group)
+            elif first.width is not None and other.width == first.width:
+                self._link(layer, _owners(first), _owners(other))
+            else:
+                raise _unsupported(layer, f"it {problem}: {_describe(first)} vs {_describe(other)}")
+
+    def blocks(self, layer, tensors, count):
+        """Each tensor's channels in `count` equal consecutive blocks: block i of every tensor is kept or removed
+        whole, together (a grouped convolution's group i reads input block i and makes output block i)."""
+        lead_groups, lead_channels = _owners(tensors[0])
+        leaders = np.arange(count) * (tensors[0].width // count)
+        for tensor in tensors:
+            lead = leaders[np.arange(tensor.width) // (tensor.width // count)]
+            self._link(layer, _owners(tensor), (lead_groups[lead], lead_channels[lead]))
+
+    def _link(self, layer, a, b):
+        """Channel a[1][i] of group a[0][i] and channel b[1][i] of group b[0][i] are kept or removed together."""
+        self.links.append((layer.name, *a, *b))
 
     def freeze(self, tensors, reason):
         """The channels of `tensors` stay whole, for `reason`."""
@@ -530,30 +552,125 @@ class _Builder:
                 self.freeze(inputs + results, f"layer '{name}' ({type(layer).__name__}) is shared "
                                             f"(called {count} times)")
         roots = sorted({self.find(group) for group in range(len(self.parent))})
-        groups = {}
-        for index, root in enumerate(roots):
-            groups[root] = ChannelGroup(id=index, size=self.sizes[root], slices=[], producers=[], carriers=[],
-                                        prunable=True, reason="", carrier_slices=[], relu_carriers=[])
-        reasons = {root: [] for root in roots}
+        placements, sizes, reasons = self._parts(roots)
+        groups = {key: ChannelGroup(id=index, size=sizes[key], slices=[], producers=[], carriers=[], prunable=True,
+                                    reason="", carrier_slices=[], relu_carriers=[])
+                  for index, key in enumerate(sorted(sizes))}
         lists = {"slice": "slices", "producer": "producers", "carrier": "carriers",
                  "carrier_slice": "carrier_slices", "relu_carrier": "relu_carriers"}
         for provisional, kind, value in self.facts:
-            root = self.find(provisional)
-            target = reasons[root] if kind == "reason" else getattr(groups[root], lists[kind])
-            if value not in target:
-                target.append(value)
-        for root, group in groups.items():
-            group.reason = "; ".join(reasons[root])
-            group.prunable = not reasons[root]
+            for key, start, per_channel in placements[self.find(provisional)]:
+                if isinstance(value, ChannelSlice):  # the class's channels start + c*n .. as channel c of the group
+                    placed = dataclasses.replace(value, offset=value.offset + start * value.block,
+                                                 block=value.block * per_channel, size=sizes[key])
+                else:
+                    placed = value
+                target = reasons[key] if kind == "reason" else getattr(groups[key], lists[kind])
+                if placed not in target:
+                    target.append(placed)
+        for key, group in groups.items():
+            group.reason = "; ".join(reasons[key])
+            group.prunable = not reasons[key]
         return ChannelGraph(list(groups.values()), dict(self.names))
+
+    def _parts(self, roots):
+        """How the union classes become channel groups: ``{root: [(group key, start, n)]}`` (channel c of the
+        group is the class's channels start + c*n .. start + c*n + n-1), ``{group key: size}`` and
+        ``{group key: reasons}``; keys sort in group order.
+
+        A class no link touches is one group. Links split the classes they touch into units (channels linked
+        together, kept or removed as one); the units that meet the same classes, each in as many channels, form
+        one group. A ChannelSlice can place it where every class's channels run consecutively through its
+        units (a grouped convolution's blocks, NASNet's sub-ranges); where one cannot, the linked classes stay
+        whole and unprunable, as one keep vector per class could not follow the links exactly.
+        """
+        placements = {root: [((root, 0), 0, 1)] for root in roots}
+        sizes = {(root, 0): self.sizes[root] for root in roots}
+        reasons = {key: [] for key in sizes}
+        if not self.links:
+            return placements, sizes, reasons
+        root_of = np.array([self.find(group) for group in range(len(self.parent))])
+        a_group, a_channel, b_group, b_channel = (np.concatenate(column) for column in list(zip(*self.links))[1:])
+        half = len(a_group)
+        touched, classes = np.unique(root_of[np.concatenate([a_group, b_group])], return_inverse=True)
+        widths = np.array([self.sizes[root] for root in touched])
+        base = np.cumsum(widths) - widths
+        ends = base[classes] + np.concatenate([a_channel, b_channel])
+        units = _components(widths.sum(), ends[:half], ends[half:])  # label: the unit's first channel
+        owner = np.repeat(np.arange(len(touched)), widths)
+        local = np.arange(widths.sum()) - base[owner]
+        pairs, counts = np.unique(units * len(touched) + owner, return_counts=True)
+        meets = {}  # unit -> [(class, channels)], units in order of their first channel
+        for unit, cls, count in zip((pairs // len(touched)).tolist(), (pairs % len(touched)).tolist(),
+                                    counts.tolist()):
+            meets.setdefault(unit, []).append((cls, count))
+        numbers, members = {}, []  # signature -> part number; units per part
+        part_of, rank_of = np.zeros_like(units), np.zeros_like(units)
+        for unit, signature in meets.items():
+            number = numbers.setdefault(tuple(signature), len(numbers))
+            if number == len(members):
+                members.append(0)
+            part_of[unit], rank_of[unit] = number, members[number]
+            members[number] += 1
+        order = np.lexsort((local, rank_of[units], part_of[units], owner))
+        owner, part, local = owner[order], part_of[units][order], local[order]
+        same = (owner[1:] == owner[:-1]) & (part[1:] == part[:-1])
+        broken = np.unique(part[1:][same & (np.diff(local) != 1)])
+        components = _components(len(touched), classes[:half], classes[half:])
+        signatures = list(numbers)
+        bad = np.isin(components, [components[cls] for number in broken for cls, _ in signatures[number]])
+        runs = np.flatnonzero(np.concatenate([[True], ~same]))
+        starts = {(cls, number): start for cls, number, start in zip(owner[runs].tolist(), part[runs].tolist(),
+                                                                      local[runs].tolist())}
+        for cls in np.flatnonzero(~bad).tolist():
+            del sizes[(int(touched[cls]), 0)], reasons[(int(touched[cls]), 0)]
+            placements[int(touched[cls])] = []
+        for (cls, number), start in starts.items():
+            if bad[cls]:
+                continue
+            first = signatures[number][0][0]
+            key = (int(touched[first]), starts[(first, number)])
+            placements[int(touched[cls])].append((key, start, dict(signatures[number])[cls]))
+            sizes[key], reasons[key] = members[number], []
+        entry = np.repeat(np.arange(len(self.links)), [len(link[1]) for link in self.links])
+        for cls in np.flatnonzero(bad).tolist():
+            layers = sorted({self.links[i][0] for i in entry[components[classes[:half]] == components[cls]]})
+            reasons[(int(touched[cls]), 0)].append(
+                f"channels linked by {', '.join(repr(name) for name in layers)} in a pattern no channel group can "
+                f"follow")
+        return placements, sizes, reasons
 
 
 def _describe(tensor):
     return "[" + ", ".join(f"{s.size} channels at offset {s.offset}" for s in tensor.segments) + "]"
 
 
+def _owners(tensor):
+    """(groups, channels): the provisional group and channel at each position of the tensor's last axis."""
+    groups, channels = np.empty(tensor.width, np.int64), np.empty(tensor.width, np.int64)
+    for segment in tensor.segments:
+        positions = ChannelSlice("", "output", 0, "", **segment.placement())._positions(np.arange(segment.size))
+        groups[positions] = segment.group
+        channels[positions] = np.arange(segment.size)[:, None]
+    return groups, channels
+
+
+def _components(count, a, b):
+    """For each of `count` nodes, the smallest node joined to it by the edges (a[i], b[i])."""
+    labels = np.arange(count)
+    while True:
+        joined = labels.copy()
+        low = np.minimum(labels[a], labels[b])
+        np.minimum.at(joined, a, low)
+        np.minimum.at(joined, b, low)
+        joined = joined[joined]
+        if np.array_equal(joined, labels):
+            return labels
+        labels = joined
+
+
 def build_channel_graph(model, exclude=()):
-    """The channel groups of a Sequential or functional tf_keras model.
+    """The channel groups of a Sequential or functional model (Keras 3 or tf_keras).
 
     Args:
       model: built Sequential or functional model, channels_last.

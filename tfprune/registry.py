@@ -15,7 +15,7 @@ A custom per-channel-scale layer, for example, needs one line::
         ...
 
 `map_channels` functions receive the graph builder (`tfprune.graph` documents its methods: `same`, `slice`,
-`new_channels`, `couple`, `freeze`, `scaled`, `concatenated`, `flattened`, `call_arguments`).
+`new_channels`, `couple`, `blocks`, `freeze`, `scaled`, `concatenated`, `flattened`, `call_arguments`).
 """
 import dataclasses
 import math
@@ -308,29 +308,18 @@ def _dense_spec():
 
 
 def _conv(graph, layer, inputs, output_shapes):
-    """Plain, depthwise-style (groups == input channels) and grouped convolutions."""
-    groups = getattr(layer, "groups", 1)
-    if groups == 1:
+    """Plain and grouped convolutions. Conv group i reads only input block i and makes only output block i, so a
+    grouped convolution prunes whole conv groups: each input block with its output block (with groups == input
+    channels, single input channels, as a depthwise convolution)."""
+    if getattr(layer, "groups", 1) == 1:
         return _CONV_SPEC.map_channels(graph, layer, inputs, output_shapes)
-    x = single_input(layer, inputs)
-    check_channels_last(layer)
-    if x.width != groups:
-        # Channel blocks of size width/groups meet only their own filters: a keep vector cannot express that.
-        graph.freeze([x], f"grouped convolution '{layer.name}' (groups={groups}) couples channels in blocks")
-        result = graph.new_channels(output_shapes[0], layer,
-                                    reason=f"made by grouped convolution '{layer.name}' (groups={groups})")
-        check_activation(graph, layer, result)
-        return [result]
-    # One input channel per group: input channel c makes outputs c*m .. c*m+m-1, as a depthwise convolution.
-    multiplier = layer.filters // groups
-    result = graph.scaled(x, multiplier, output_shapes[0], layer)
-    graph.slice(layer, "kernel", -1, "out", x, multiplier)
-    graph.slice(layer, "bias", 0, "out", x, multiplier)
-    check_activation(graph, layer, result)
+    [result] = _GROUPED_OUTPUTS.map_channels(graph, layer, inputs, output_shapes)
+    graph.blocks(layer, [inputs[0], result], layer.groups)
     return [result]
 
 
 def _narrow_grouped(layer, config, cuts):
+    """Whole conv groups go, so the filters per group stay and `groups` counts the groups kept."""
     if config.get("groups", 1) > 1 and "output" in cuts:
         config["groups"] = config["filters"] // (layer.filters // layer.groups)
     return config
@@ -338,6 +327,8 @@ def _narrow_grouped(layer, config, cuts):
 
 _CONV_SPEC = producer([("kernel", -1), ("bias", 0)], [("kernel", -2)], "filters", macs=_dot_macs(),
                       masks_activations=True, output_units=_units_on("kernel"))
+# A grouped kernel's input axis holds one block, shared by all groups: the blocks link the input instead.
+_GROUPED_OUTPUTS = producer([("kernel", -1), ("bias", 0)], [], "filters")
 
 
 def _transposed_spec():

@@ -12,7 +12,17 @@ def _scaled(channels, width_multiplier):
 
 
 def mlp(input_shape=(784,), num_classes=10, hidden=(1000, 1000, 500, 200), seed=None):
-    """The seeds' MNIST network: 784-1000-1000-500-200-10, ReLU, no biases, logits out."""
+    """The seeds' MNIST network: 784-1000-1000-500-200-10, ReLU, no biases, logits out.
+
+    Args:
+      input_shape: the input's shape without the batch; more than one dimension adds a Flatten.
+      num_classes: the width of the ``logits`` layer.
+      hidden: the widths of the ReLU layers ``dense_0``, ``dense_1``, ...
+      seed: seed of layer i's Glorot initializer is ``seed + i``; None draws fresh weights.
+
+    Returns:
+      an uncompiled tf_keras functional model named ``mlp``.
+    """
     def init(i):
         return keras.initializers.GlorotUniform(seed=None if seed is None else seed + i)
 
@@ -27,7 +37,17 @@ def mlp(input_shape=(784,), num_classes=10, hidden=(1000, 1000, 500, 200), seed=
 
 
 def lenet5(input_shape=(28, 28, 1), num_classes=10, filters=(20, 50), hidden=500):
-    """Caffe's LeNet-5 (conv 20-50, dense 500), the network SSL pruned from 20-50 to 5-19 filters."""
+    """Caffe's LeNet-5 (conv 20-50, dense 500), the network SSL pruned from 20-50 to 5-19 filters.
+
+    Args:
+      input_shape: the image shape without the batch, channels last.
+      num_classes: the width of the ``logits`` layer.
+      filters: the two 5x5 convolutions' filter counts.
+      hidden: the width of the ReLU dense layer.
+
+    Returns:
+      an uncompiled tf_keras functional model named ``lenet5``, logits out.
+    """
     inputs = keras.Input(shape=input_shape, name="input")
     x = keras.layers.Conv2D(filters[0], 5, activation="relu", name="conv_0")(inputs)
     x = keras.layers.MaxPooling2D(2, name="pool_0")(x)
@@ -40,7 +60,20 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10, filters=(20, 50), hidden=500
 
 
 def vgg(depth=11, width_multiplier=1.0, num_classes=10, input_shape=(32, 32, 3)):
-    """CIFAR-style VGG with BatchNorm; a pooling step that would shrink the map below 1x1 is skipped."""
+    """CIFAR-style VGG with BatchNorm; a pooling step that would shrink the map below 1x1 is skipped.
+
+    Args:
+      depth: 11 or 16.
+      width_multiplier: scales every convolution's filter count (rounded, at least 1).
+      num_classes: the width of the ``logits`` layer.
+      input_shape: the image shape without the batch, channels last.
+
+    Returns:
+      an uncompiled tf_keras functional model named ``vgg<depth>``, logits out.
+
+    Raises:
+      ValueError: an unknown `depth`, or `width_multiplier` <= 0.
+    """
     if depth not in _VGG_CONFIGS:
         raise ValueError(f"vgg: `depth` must be one of {sorted(_VGG_CONFIGS)}, got {depth!r}.")
     if width_multiplier <= 0:
@@ -64,7 +97,18 @@ def vgg(depth=11, width_multiplier=1.0, num_classes=10, input_shape=(32, 32, 3))
 
 
 def resnet20(num_classes=10, input_shape=(32, 32, 3), widths=(16, 32, 64), blocks_per_stage=3):
-    """CIFAR ResNet-20 (He et al. 2016) with 1x1-conv projection shortcuts where the shape changes."""
+    """CIFAR ResNet-20 (He et al. 2016) with 1x1-conv projection shortcuts where the shape changes; its
+    residual adds make it the reference for coupled channel groups.
+
+    Args:
+      num_classes: the width of the ``logits`` layer.
+      input_shape: the image shape without the batch, channels last.
+      widths: the filter count of each stage (stages after the first halve the map).
+      blocks_per_stage: residual blocks per stage (3 gives 20 layers).
+
+    Returns:
+      an uncompiled tf_keras functional model named ``resnet20``, logits out.
+    """
     def conv_bn(x, filters, strides, name, relu=True, kernel=3):
         x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
                                 kernel_initializer="he_normal", name=f"{name}_conv")(x)
@@ -94,6 +138,16 @@ def model_digest(path):
 
     The archive's ``metadata.json`` records the save date, so the file's own checksum changes on every save;
     this digest does not, and a retraining that reproduces the weights bit for bit reproduces it.
+
+    Args:
+      path: a `.keras` archive.
+
+    Returns:
+      the hex digest, a string.
+
+    Raises:
+      ValueError: `path` is not a zip archive, or lacks one of the two members.
+      FileNotFoundError: `path` does not exist.
     """
     import hashlib
     import zipfile
@@ -114,7 +168,18 @@ def pretrained(name):
     The files live in the repository's ``pretrained/`` folder (next to the package), or in
     ``$TFPRUNE_PRETRAINED_DIR``; ``manifest.json`` there lists each model's file, `model_digest`, seed,
     command, epochs and test accuracy. A digest mismatch raises instead of loading a model that is not the one
-    recorded.
+    recorded. Example: ``tfprune.models.pretrained("lenet5")``.
+
+    Args:
+      name: a model name listed in ``manifest.json``.
+
+    Returns:
+      the tf_keras model, uncompiled.
+
+    Raises:
+      FileNotFoundError: no ``manifest.json`` in the folder, or the model's file is missing.
+      ValueError: an unknown `name`, or a file that is not a readable `.keras` archive or does not match its
+        recorded digest.
     """
     import json
     import os

@@ -83,7 +83,7 @@ HAND_BUILT = {"transformer_encoder": transformer_encoder, "lstm_text": lambda: t
 def inputs_for(model, count=2):
     rng = np.random.default_rng(0)
     spec = model.inputs[0]
-    if spec.dtype.is_integer:
+    if tf.as_dtype(spec.dtype).is_integer:
         return rng.integers(0, 50, size=(count,) + tuple(spec.shape[1:])).astype("int32")
     return rng.uniform(0, 1, size=(count,) + tuple(spec.shape[1:])).astype("float32")
 

@@ -167,7 +167,7 @@ def test_damaged_files_and_bad_arguments_exit_2(capsys, tmp_path, cnn_file):
     damaged = tmp_path / "damaged.keras"
     damaged.write_bytes(b"not a zip archive")
     code, _, err = run(capsys, "report", str(damaged))
-    assert code == 2 and "cannot load" in err and "as a tf_keras model" in err
+    assert code == 2 and "cannot load" in err and "as a Keras model" in err
 
     code, _, err = run(capsys, "export", cnn_file, "--formats", "tflite_int8", "--out", str(tmp_path))
     assert code == 2 and "--calibration" in err

@@ -14,9 +14,6 @@ import pytest
 import tfprune
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Modules whose docstrings do not have Args/Returns/Raises sections yet: their names are expected to fail.
-PENDING_MODULES = {"tfprune._keras", "tfprune.graph", "tfprune.shrink", "tfprune.metrics", "tfprune.weight",
-                   "tfprune.mask", "tfprune.criteria", "tfprune.unit", "tfprune.registry", "tfprune.models"}
 
 
 def test_the_reference_builds_with_the_readme_first(tmp_path):
@@ -48,8 +45,7 @@ def _documentable():
         if (inspect.isfunction(obj) or inspect.isclass(obj) and not issubclass(obj, BaseException)) \
                 and obj.__module__.startswith("tfprune"):
             seen[f"{obj.__module__}.{obj.__qualname__}"] = obj
-    return [pytest.param(obj, id=name, marks=pytest.mark.xfail(reason="sections pending"))
-            if obj.__module__ in PENDING_MODULES else pytest.param(obj, id=name) for name, obj in sorted(seen.items())]
+    return [pytest.param(obj, id=name) for name, obj in sorted(seen.items())]
 
 
 def _body(function):
@@ -80,8 +76,9 @@ def test_public_names_document_arguments_returns_and_raises(obj):
     needed = []
     if function is not None:
         parameters = [p for p in inspect.signature(function).parameters if p not in ("self", "cls")]
-        # A dataclass's __init__ is generated; its checks are in __post_init__.
-        nodes = _body(obj.__post_init__ if dataclasses.is_dataclass(obj) else function)
+        # A dataclass's __init__ is generated; its checks, if any, are in __post_init__.
+        checks = getattr(obj, "__post_init__", None) if dataclasses.is_dataclass(obj) else function
+        nodes = _body(checks) if checks is not None else []
         needed += ["Args:"] * bool(parameters) + ["Raises:"] * _raises(nodes)
         if not inspect.isclass(obj) and any(isinstance(node, ast.Return) and node.value is not None
                                             for node in nodes):

@@ -129,8 +129,8 @@ def test_unknown_shape_raises_for_macs_but_table_survives():
 
 
 def test_layer_without_formula_warns():
-    model = _single(L.LSTM(3), (5, 2))
-    with pytest.warns(UserWarning, match="no MAC formula for LSTM"):
+    model = _single(L.ConvLSTM1D(3, 2), (5, 4, 2))
+    with pytest.warns(UserWarning, match="no MAC formula for ConvLSTM1D"):
         assert count_macs(model) == 0
 
 

@@ -176,11 +176,19 @@ def test_return_state_keeps_units_whole():
     assert not units.prunable and "returns its states" in units.reason
 
 
-def test_group_normalization_with_blocks_of_channels_keeps_them():
-    graph = build_channel_graph(group_norm_model(4))
-    conv1 = group_of(graph, "conv1")
-    assert not conv1.prunable and "groups=4" in conv1.reason
-    assert [group.producers for group in graph.prunable_groups()] == [["conv2"]]
+def test_group_normalization_with_blocks_of_channels_prunes_whole_blocks():
+    """groups=4 over 8 channels: blocks of two go or stay together, so the blocks left keep their statistics and
+    the shrunk model computes what the masked one does."""
+    model = group_norm_model(4)
+    conv1 = group_of(build_channel_graph(model), "conv1")
+    assert conv1.prunable and conv1.size == 4  # one unit per block
+    pruned = unit_pruned(model)
+    keep = masks(pruned)[("conv1", "kernel")].reshape(-1, 8).any(axis=0)
+    assert keep.reshape(4, 2).all(axis=1).sum() == 2 and (keep.reshape(4, 2).all(axis=1) == keep.reshape(4, 2).any(axis=1)).all()
+    shrunk = shrink(pruned)
+    assert shrunk.get_layer("norm").groups == 2 and shrunk.get_layer("conv1").filters == 4
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32")
+    assert_same_outputs(pruned(x), shrunk(x))
 
 
 def test_group_normalization_over_all_channels_warns_for_zeros_written_without_masks():

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from tfprune._keras import keras, tf
+from tfprune._keras import is_model, load_model, tf
 
 __all__ = ["DeviceUnavailableError", "set_threads", "latency", "compare_latency", "predict", "BACKENDS"]
 
@@ -49,7 +49,7 @@ def set_threads(n):
 
 
 def _default_backend(model_or_path):
-    if isinstance(model_or_path, keras.Model):
+    if is_model(model_or_path):
         return "keras"
     if isinstance(model_or_path, (str, os.PathLike)):
         path = os.fspath(model_or_path)
@@ -61,7 +61,7 @@ def _default_backend(model_or_path):
             return "keras"
         raise ValueError(f"cannot tell the backend of {path!r}: expected a .tflite, .keras or .h5 file or a "
                          "SavedModel directory; pass `backend=` explicitly.")
-    raise TypeError(f"expected a tf_keras Model or a path, got {type(model_or_path).__name__}.")
+    raise TypeError(f"expected a Keras Model or a path, got {type(model_or_path).__name__}.")
 
 
 class _TFRunner:
@@ -79,10 +79,10 @@ class _KerasRunner(_TFRunner):
     """`model(x, training=False)` compiled once as a tf.function (no XLA) on the requested device."""
 
     def __init__(self, model, device):
-        if not isinstance(model, keras.Model):
-            model = keras.models.load_model(os.fspath(model), compile=False)
+        if not is_model(model):
+            model = load_model(model, compile=False)
         self.device = device
-        self.specs = [(tuple(t.shape[1:]), t.dtype.as_numpy_dtype) for t in model.inputs]
+        self.specs = [(tuple(t.shape[1:]), tf.as_dtype(t.dtype).as_numpy_dtype) for t in model.inputs]
         # A function object of this model's own: TensorFlow counts traces per Python function (a lambda's code
         # is shared by every runner), so one trace per model would read as retracing after five models.
         self._fn = tf.function(functools.partial(model, training=False), jit_compile=False, reduce_retracing=True)
@@ -97,7 +97,7 @@ class _SavedModelRunner(_TFRunner):
     """The `serving_default` signature of a SavedModel; inputs go in the signature's (name-sorted) order."""
 
     def __init__(self, path, device):
-        if isinstance(path, keras.Model) or not os.path.isdir(os.fspath(path)):
+        if is_model(path) or not os.path.isdir(os.fspath(path)):
             raise ValueError("backend='saved_model' needs a SavedModel directory; write one with "
                              "tfprune.export.save(model, directory, formats=('saved_model',)).")
         self.device = device
@@ -131,7 +131,7 @@ class _LiteRTRunner:
 
     def __init__(self, model_or_path, threads):
         interpreter_class = _litert_interpreter()
-        if isinstance(model_or_path, keras.Model):
+        if is_model(model_or_path):
             content = tf.lite.TFLiteConverter.from_keras_model(model_or_path).convert()
             self._interpreter = interpreter_class(model_content=content, num_threads=threads)
         else:

@@ -19,7 +19,7 @@ Custom training loop (gives the same masks as `fit`)::
 import numpy as np
 
 from tfprune import schedules
-from tfprune._keras import keras, tf, tfmot
+from tfprune._keras import keras, tf, tf_variable, tfmot
 from tfprune.mask import current_step, mask_writer, masked_layers, masks
 from tfprune.unit import UnitPruner
 from tfprune.weight import WeightPruner
@@ -81,7 +81,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self.step = current_step(self.model)
             for layer in self.layers:  # wrappers added later start at the model's step
                 if int(layer.pruning_step.numpy()) != self.step:
-                    layer.pruning_step.assign(self.step, read_value=False)
+                    tf_variable(layer.pruning_step).assign(self.step, read_value=False)
         if self._pruned_step == self.step:
             return
         self._pruned_step = self.step

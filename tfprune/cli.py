@@ -10,7 +10,7 @@ import math
 import os
 
 from tfprune import bench, data as datasets, demo, export
-from tfprune._keras import keras
+from tfprune._keras import load_model
 from tfprune.mask import strip
 from tfprune.oneshot import oneshot
 from tfprune.report import report
@@ -22,12 +22,13 @@ __all__ = ["COMMANDS"]
 
 
 def _load(path):
-    """A tf_keras model from a .keras or .h5 file, with a one-line error for a damaged or foreign one."""
+    """A model from a .keras or .h5 file, read by the Keras that wrote it (Keras 3 or tf_keras), with a one-line
+    error for a damaged or foreign one."""
     try:
-        return keras.models.load_model(path, compile=False)
+        return load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for foreign or damaged files
         detail = str(error).splitlines()[0] if str(error) else "no details"
-        raise UsageError(f"cannot load {path!r} as a tf_keras model: tf_keras.models.load_model raised "
+        raise UsageError(f"cannot load {path!r} as a Keras model: load_model raised "
                          f"{type(error).__name__}: {detail}") from None
 
 

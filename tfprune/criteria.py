@@ -14,7 +14,7 @@ Criteria score whole groups, so coupled slices (residual partners, concatenated 
 """
 import numpy as np
 
-from tfprune._keras import keras, tf
+from tfprune._keras import graph_nodes, is_graph_model, is_layer, is_model, is_variable, keras, tf
 from tfprune.graph import KERNEL_WEIGHTS, unwrap_layer
 from tfprune.registry import resolve_weight
 
@@ -33,6 +33,18 @@ def register_criterion(name, needs=None):
     """Decorator adding a criterion under `name`; it gets ``needs`` (default: kept, else empty) and ``tfprune_name``.
 
     Names are unique so a saved pruning plan always resolves to the same function.
+    Example: ``@register_criterion("l1_out", needs=set())`` above ``def l1_out(group, tensors): ...``.
+
+    Args:
+      name: the name `prune_units(criterion=...)` and `get_criterion` accept.
+      needs: the data the criterion reads, a subset of ``{"gradients", "activations"}``; None keeps the
+        function's own ``needs`` attribute, or none.
+
+    Returns:
+      a decorator that registers the criterion and returns it unchanged but for the two attributes.
+
+    Raises:
+      ValueError: (when the decorator is applied) `name` is already registered, or `needs` names other data.
     """
     def register(criterion):
         if name in CRITERIA:
@@ -49,7 +61,20 @@ def register_criterion(name, needs=None):
 
 
 def get_criterion(name_or_callable):
-    """The registered criterion called `name`, or a callable criterion after checking it declares `needs`."""
+    """The registered criterion called `name`, or a callable criterion after checking it declares `needs`, so
+    callers know which data to compute before scoring.
+
+    Args:
+      name_or_callable: a name in `CRITERIA`, or a function ``criterion(group, tensors) -> scores`` with a
+        ``needs`` attribute.
+
+    Returns:
+      the criterion function.
+
+    Raises:
+      ValueError: an unknown name.
+      TypeError: neither a string nor a callable, or a callable without ``needs``.
+    """
     if isinstance(name_or_callable, str):
         if name_or_callable not in CRITERIA:
             raise ValueError(f"Unknown criterion '{name_or_callable}'. Choices: {sorted(CRITERIA)}.")
@@ -66,6 +91,19 @@ def score_group(criterion, group, tensors):
     """Run `criterion` on `group` and check it returned one finite score per channel (a float64 tensor).
 
     Inside a compiled update the finiteness check is an assertion op: it fails the update, naming the group.
+
+    Args:
+      criterion: a criterion function (see `get_criterion`).
+      group: the `tfprune.graph.ChannelGroup` to score.
+      tensors: what the criterion reads (`ModelTensors` or the pruner's own).
+
+    Returns:
+      the scores, a float64 tensor of shape ``(group.size,)``.
+
+    Raises:
+      ValueError: the scores have another shape, or (eagerly) are not all finite; and whatever `criterion`
+        raises.
+      tf.errors.InvalidArgumentError: non-finite scores inside a compiled update.
     """
     scores = tf.cast(criterion(group, tensors), tf.float64)
     name = getattr(criterion, "tfprune_name", getattr(criterion, "__name__", repr(criterion)))
@@ -85,6 +123,12 @@ def normalize_scores(scores):
 
     The mean of |scores| equals the mean for the non-negative built-in criteria and keeps the order for
     signed ones; all-zero (and empty) scores stay as they are.
+
+    Args:
+      scores: one group's scores, a tensor or array.
+
+    Returns:
+      a float64 tensor of the same shape.
     """
     scores = tf.cast(scores, tf.float64)
     scale = tf.math.divide_no_nan(tf.reduce_sum(tf.abs(scores)), tf.cast(tf.size(scores), tf.float64))
@@ -115,26 +159,72 @@ def _channel_sums(group, tensors, squared):
 
 @register_criterion("l2")
 def l2(group, tensors):
-    """Group L2 norm of each channel's output kernel entries (biases and BatchNorm left out)."""
+    """Group L2 norm of each channel's output kernel entries (biases and BatchNorm left out): the usual
+    weight-only criterion, needing no data.
+
+    Args:
+      group: the `tfprune.graph.ChannelGroup` to score.
+      tensors: gives ``weight(slice)`` (e.g. `ModelTensors`).
+
+    Returns:
+      a tensor of ``group.size`` non-negative scores.
+
+    Raises:
+      ValueError: the group has no producer kernel.
+    """
     return tf.sqrt(_channel_sums(group, tensors, squared=True)[0])
 
 
 @register_criterion("l1")
 def l1(group, tensors):
-    """Sum of |w| over each channel's output kernel entries."""
+    """Sum of |w| over each channel's output kernel entries (Li et al. 2017's filter norm), needing no data.
+
+    Args:
+      group: the `tfprune.graph.ChannelGroup` to score.
+      tensors: gives ``weight(slice)`` (e.g. `ModelTensors`).
+
+    Returns:
+      a tensor of ``group.size`` non-negative scores.
+
+    Raises:
+      ValueError: the group has no producer kernel.
+    """
     return _channel_sums(group, tensors, squared=False)[0]
 
 
 @register_criterion("mean_column_norm")
 def mean_column_norm(group, tensors):
-    """RMS of each channel's output kernel entries: comparable across layers with different fan-in."""
+    """RMS of each channel's output kernel entries: comparable across layers with different fan-in.
+
+    Args:
+      group: the `tfprune.graph.ChannelGroup` to score.
+      tensors: gives ``weight(slice)`` (e.g. `ModelTensors`).
+
+    Returns:
+      a tensor of ``group.size`` non-negative scores.
+
+    Raises:
+      ValueError: the group has no producer kernel.
+    """
     sums, entries = _channel_sums(group, tensors, squared=True)
     return tf.sqrt(sums / entries)
 
 
 @register_criterion("bn_gamma")
 def bn_gamma(group, tensors):
-    """Sum of |gamma| over the group's BatchNormalization layers (network slimming's channel scale)."""
+    """Sum of |gamma| over the group's BatchNormalization layers (network slimming's channel scale), which
+    a sparsity penalty on gamma drives to zero for unneeded channels.
+
+    Args:
+      group: the `tfprune.graph.ChannelGroup` to score.
+      tensors: gives ``weight(slice)`` (e.g. `ModelTensors`).
+
+    Returns:
+      a tensor of ``group.size`` non-negative scores.
+
+    Raises:
+      ValueError: the group has no BatchNormalization, or its BatchNormalization has no gamma (scale=False).
+    """
     batch_norms = {piece.layer for piece in group.slices if piece.weight == "moving_variance"}
     if not batch_norms:
         raise ValueError(f"Group {group.id} (producers {group.producers}) has no BatchNormalization; "
@@ -152,6 +242,16 @@ def taylor(group, tensors):
 
     (sum of w * dL/dw over the channel's output slices, biases and BatchNorm scale/shift included)^2;
     running statistics have no gradient and are skipped.
+
+    Args:
+      group: the `tfprune.graph.ChannelGroup` to score.
+      tensors: gives ``weight(slice)`` and ``gradient(slice)`` (e.g. `ModelTensors` with labelled data).
+
+    Returns:
+      a float64 tensor of ``group.size`` non-negative scores.
+
+    Raises:
+      ValueError: as ``tensors.gradient`` (`ModelTensors`: no data, labels or loss, or a frozen weight).
     """
     total = tf.zeros([group.size], tf.float64)
     for piece in group.slices:
@@ -165,7 +265,19 @@ def taylor(group, tensors):
 
 @register_criterion("apoz", needs={"activations"})
 def apoz(group, tensors):
-    """1 - Average Percentage of Zeros of the channel's post-ReLU outputs (Hu et al. 2016): often-dead = low."""
+    """1 - Average Percentage of Zeros of the channel's post-ReLU outputs (Hu et al. 2016): often-dead = low.
+
+    Args:
+      group: the `tfprune.graph.ChannelGroup` to score.
+      tensors: gives ``activations(layer_name)`` (e.g. `ModelTensors` with data).
+
+    Returns:
+      a float64 tensor of ``group.size`` scores in [0, 1].
+
+    Raises:
+      ValueError: no layer of the group applies a ReLU; and as ``tensors.activations`` (`ModelTensors`: no
+        data).
+    """
     outputs = [piece for piece in group.carrier_slices if piece.layer in group.relu_carriers]
     if not outputs:
         raise ValueError(f"Group {group.id} (carriers {group.carriers}) has no ReLU output; 'apoz' needs a "
@@ -175,7 +287,15 @@ def apoz(group, tensors):
 
 
 def random_criterion(seed=0):
-    """A criterion giving uniform random scores, seeded per group so the result does not depend on call order."""
+    """A criterion giving uniform random scores, seeded per group so the result does not depend on call order;
+    the baseline any real criterion should beat. ``"random"`` is this with seed 0.
+
+    Args:
+      seed: the seed, combined with each group's id.
+
+    Returns:
+      a criterion function (needs no data) returning ``group.size`` scores in [0, 1).
+    """
     def random_scores(group, tensors):
         return np.random.default_rng([seed, group.id]).random(group.size)
     random_scores.needs = frozenset()
@@ -191,6 +311,18 @@ class ModelTensors:
     """Weights, and on demand gradients and activations of `model` on calibration data `x` (labels `y`).
 
     Gradients are the dataset mean of dL/dweight in inference mode; `loss` defaults to the compiled loss.
+    Example: ``tfprune.criteria.taylor(group, ModelTensors(model, x, y))``.
+
+    Args:
+      model: the model whose layers the groups name (nested models and pruning wrappers are looked through).
+      x: calibration inputs (array, or nested lists/dicts of arrays); needed for gradients and activations.
+      y: labels for `x`; needed for gradients.
+      loss: a Keras loss (name or function); None uses ``model.loss``.
+      batch_size: rows per forward pass.
+
+    Raises:
+      (from the methods) ValueError: a slice names a layer or weight the model lacks; gradients or
+        activations asked for without `x`, or gradients without `y` and a loss; a gradient of a frozen weight.
     """
 
     def __init__(self, model, x=None, y=None, loss=None, batch_size=128):
@@ -207,13 +339,23 @@ class ModelTensors:
             raise ValueError(f"No layer named '{piece.layer}' in model '{self.model.name}'.")
         layer = self.layers[piece.layer]
         variable = resolve_weight(layer, piece.weight)
-        if not isinstance(variable, tf.Variable):
+        if not is_variable(variable):
             raise ValueError(f"Layer '{layer.name}' ({type(layer).__name__}) has no weight '{piece.weight}'.")
         return variable
 
     def weight(self, piece):
-        """The weight's current value, a tensor on the variable's device."""
-        return self._variable(piece).value()
+        """The weight's current value, a tensor on the variable's device.
+
+        Args:
+          piece: a `tfprune.graph.ChannelSlice` (its ``layer`` and ``weight`` name the variable).
+
+        Returns:
+          the whole weight tensor (the criterion takes the slice's channels).
+
+        Raises:
+          ValueError: the model has no such layer, or the layer no such weight.
+        """
+        return tf.convert_to_tensor(self._variable(piece))
 
     def _batches(self, what, with_labels=False):
         """(x, y, share of the data) per batch; x and y may be arrays or nested lists/dicts of arrays."""
@@ -229,6 +371,17 @@ class ModelTensors:
             yield x, _take_rows(self.y, rows) if with_labels else None, tf.nest.flatten(x)[0].shape[0] / total
 
     def gradient(self, piece):
+        """The mean dL/dweight over the calibration data, computed for all weights on the first call.
+
+        Args:
+          piece: a `tfprune.graph.ChannelSlice` (its ``layer`` and ``weight`` name the variable).
+
+        Returns:
+          a float64 tensor shaped like the whole weight.
+
+        Raises:
+          ValueError: no such layer or weight, no `x`, no `y` or loss, or the weight is not trainable.
+        """
         variable = self._variable(piece)
         if self._gradients is None:
             self._gradients = self._mean_gradients()
@@ -249,6 +402,17 @@ class ModelTensors:
         return {v.ref(): total for v, total in zip(variables, totals)}
 
     def activations(self, layer_name):
+        """A layer's outputs on all the calibration data (inference mode), computed once per layer.
+
+        Args:
+          layer_name: the layer's name (a wrapper's inner name, or a layer inside a nested model, accepted).
+
+        Returns:
+          the outputs of every batch, concatenated along the batch axis.
+
+        Raises:
+          ValueError: the model has no such layer, or there is no `x`.
+        """
         if layer_name not in self._activations:
             output_of = _output_function(self.model, layer_name)
             self._activations[layer_name] = tf.concat(
@@ -261,12 +425,15 @@ def _take_rows(data, rows):
 
 
 def _innermost_layers(model):
+    """{inner name: layer} of `model` and its nested models, Keras 3 operations (``x + 3``) included."""
     layers = {}
     for layer in model.layers:
         inner = unwrap_layer(layer)
         layers[inner.name] = inner
-        if isinstance(inner, keras.Model):
+        if is_model(inner):
             layers.update(_innermost_layers(inner))
+    if is_graph_model(model):
+        layers.update({node.layer.name: node.layer for node in graph_nodes(model) if not is_layer(node.layer)})
     return layers
 
 

@@ -14,7 +14,7 @@ import zipfile
 
 import numpy as np
 
-from tfprune._keras import check_model, keras, tf
+from tfprune._keras import FLAVORS, check_model, flavor_of, keras, keras3, tf
 from tfprune.bench import compare_latency, predict
 from tfprune.metrics import count_macs, count_nonzero, count_params, format_table
 from tfprune.mask import iter_layers, strip as strip_wrappers
@@ -101,13 +101,14 @@ def _tf_log_dropped(prefix):
 
 def _export_saved_model(model, path):
     """`model.export`: the inference graph only; its endpoint listing is kept off stdout."""
-    interactive = keras.utils.is_interactive_logging_enabled()
-    keras.utils.disable_interactive_logging()
+    logging = keras3.config if flavor_of(model) is keras3 else keras.utils
+    interactive = logging.is_interactive_logging_enabled()
+    logging.disable_interactive_logging()
     try:
         model.export(path)
     finally:
         if interactive:
-            keras.utils.enable_interactive_logging()
+            logging.enable_interactive_logging()
 
 
 def _write(model, fmt, temp, saved_model, representative_data):
@@ -118,7 +119,7 @@ def _write(model, fmt, temp, saved_model, representative_data):
         # metrics have yet to be built").
         with warnings.catch_warnings(), _tf_log_dropped("Compiled the loaded model"):
             warnings.filterwarnings("ignore", message=".*HDF5 file.*legacy", category=UserWarning)
-            model.save(temp, save_format=fmt)
+            model.save(temp, **({} if flavor_of(model) is keras3 else {"save_format": fmt}))
     else:
         content = _tflite_bytes(saved_model, fmt, representative_data)
         with open(temp, "wb") as handle:
@@ -205,7 +206,7 @@ def _for_tflite(model):
 
 def _stripped(model, strip):
     """The inference model: plain layers holding weight x mask (`tfprune.strip` unless `strip` is given)."""
-    return check_model((strip or strip_wrappers)(model), "strip(model)")
+    return check_model((strip or strip_wrappers)(model), "strip(model)", flavors=FLAVORS)
 
 
 def _macs(model):
@@ -272,7 +273,7 @@ def save(model, directory, formats=("keras", "saved_model", "tflite"), represent
         recurrent layer without a fixed number of time steps.
       TypeError: `model` is not a tf_keras model.
     """
-    check_model(model)
+    check_model(model, flavors=FLAVORS)
     formats = (formats,) if isinstance(formats, str) else tuple(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:

@@ -33,7 +33,8 @@ from typing import Optional
 
 import numpy as np
 
-from tfprune._keras import check_model, keras, tf, unwrap_layer
+from tfprune._keras import (FLAVORS, check_model, flavor_of, graph_nodes, is_graph_model, is_layer, is_model, is_variable,
+                            keras, keras3, tf, unwrap_layer)
 from tfprune.registry import UnsupportedLayerError, resolve_weight, spec_for, unsupported as _unsupported
 
 __all__ = ["ChannelSlice", "ChannelGroup", "ChannelGraph", "UnsupportedLayerError", "build_channel_graph",
@@ -49,6 +50,19 @@ class ChannelSlice:
     Flatten (channels-last order repeats each channel once per spatial position, `stride` apart).
     `size` is the group's channel count. Slices with ``weight='output'`` (in `ChannelGroup.carrier_slices`)
     locate the channels on the last axis of a layer's output instead of a weight.
+
+    Args:
+      layer: the innermost layer's name.
+      weight: the weight's attribute name (``"kernel"``, ``"gamma"``, ``"_query_dense.kernel"``, ...), or
+        ``"output"``.
+      axis: the weight's axis the channels lie on.
+      role: ``"out"`` where the layer produces (or carries through) the channels, ``"in"`` where it reads
+        them.
+      offset: the first position of channel 0.
+      block: consecutive positions per channel.
+      stride: the distance between a channel's repeats (after Flatten).
+      fan_out: how many times each channel repeats.
+      size: the group's channel count; slices made by `build_channel_graph` have it.
     """
     layer: str
     weight: str
@@ -81,11 +95,29 @@ class ChannelSlice:
         return self.size
 
     def indices(self, channel):
-        """Positions along `axis` owned by `channel`."""
+        """Positions along `axis` owned by `channel`, e.g. to read or zero one channel of a weight.
+
+        Args:
+          channel: the channel's index in the group.
+
+        Returns:
+          a list of ints (``block * fan_out`` of them).
+        """
         return self._positions([channel])[0].tolist()
 
     def expand(self, keep, axis_length):
-        """Per-channel keep (bool, group size) -> keep vector for the whole axis; other groups' positions stay True."""
+        """Per-channel keep (bool, group size) -> keep vector for the whole axis; other groups' positions stay True.
+
+        Args:
+          keep: one bool per channel of the group (array, list or tensor).
+          axis_length: the length of the weight's axis.
+
+        Returns:
+          a bool vector of `axis_length`: a numpy array when `keep` was one (or a list), else a tensor.
+
+        Raises:
+          ValueError: `keep` is not a vector of the group's size, or the slice reaches past `axis_length`.
+        """
         tensor = tf.convert_to_tensor(keep, tf.bool)
         if tensor.shape.rank != 1 or (self.size is not None and tensor.shape[0] != self.size):
             raise ValueError(f"expand: keep must have shape ({self.size},) for {self}, got {tuple(tensor.shape)}.")
@@ -95,7 +127,17 @@ class ChannelSlice:
         return _like(keep, full)
 
     def channel_view(self, array):
-        """(size, entries per channel): every entry of `array` that belongs to each channel, for criteria."""
+        """(size, entries per channel): every entry of `array` that belongs to each channel, for criteria.
+
+        Args:
+          array: the whole weight (array or tensor).
+
+        Returns:
+          a 2-D array or tensor (as `array`), one row per channel.
+
+        Raises:
+          ValueError: the slice has no `size`, or reaches past the weight's axis (a slice of another model).
+        """
         size = self._require_size()
         tensor = tf.convert_to_tensor(array)
         positions = self._checked_positions(np.arange(size), tensor.shape[self.axis])
@@ -109,6 +151,16 @@ class ChannelSlice:
 
         Reduces the other axes first, in the array's own dtype (a float64 cast of the whole weight would double
         the time of per-step criteria), then sums each channel's positions in float64.
+
+        Args:
+          array: the whole weight (array or tensor).
+          squared: sum squares instead of values.
+
+        Returns:
+          ``(sums, entries)``: float64 sums of shape ``(size,)`` (numpy when `array` was numpy), and an int.
+
+        Raises:
+          ValueError: the slice has no `size`, or reaches past the weight's axis (a slice of another model).
         """
         size = self._require_size()
         tensor = tf.convert_to_tensor(array)
@@ -132,6 +184,17 @@ class ChannelGroup:
     `carriers` are the layers whose output tensor carries these channels (for activation criteria);
     `carrier_slices` locate them on each carrier output's last axis (same order, ``weight='output'``);
     `relu_carriers` are the carriers whose output comes straight out of a ReLU (for APoZ).
+
+    Args:
+      id: the group's number in its graph.
+      size: its channel count.
+      slices: the `ChannelSlice`s of weights it owns.
+      producers: names of the layers that create its channels.
+      carriers: names of the layers whose output carries them.
+      prunable: whether its channels may be removed.
+      reason: why not, when not prunable ("" otherwise).
+      carrier_slices: where the channels sit on each carrier's output.
+      relu_carriers: the carriers whose output is a ReLU's.
     """
     id: int
     size: int
@@ -145,7 +208,16 @@ class ChannelGroup:
 
 
 class ChannelGraph:
-    """All channel groups of a model, in topological order of their first producer."""
+    """All channel groups of a model, in topological order of their first producer; made by
+    `build_channel_graph`, read by unit masking, `shrink` and reports.
+
+    Args:
+      groups: the `ChannelGroup`s.
+      layer_names: ``{accepted name: innermost layer name}``, wrapper names included.
+
+    Raises:
+      (from the methods) ValueError: a layer name the graph does not know.
+    """
 
     def __init__(self, groups, layer_names):
         self.groups = groups
@@ -158,16 +230,41 @@ class ChannelGraph:
         return self._layer_names[name]
 
     def prunable_groups(self):
+        """The groups whose channels may be removed, in graph order.
+
+        Returns:
+          a list of `ChannelGroup`s.
+        """
         return [group for group in self.groups if group.prunable]
 
     def groups_of_layer(self, name):
-        """Groups that own a slice of layer `name` or flow through its output (wrapper names accepted)."""
+        """Groups that own a slice of layer `name` or flow through its output (wrapper names accepted).
+
+        Args:
+          name: a layer's name.
+
+        Returns:
+          a list of `ChannelGroup`s, in graph order.
+
+        Raises:
+          ValueError: no layer of that name in the graph.
+        """
         inner = self._inner_name(name)
         return [group for group in self.groups
                 if inner in group.carriers or any(piece.layer == inner for piece in group.slices)]
 
     def slices_of_layer(self, name):
-        """(group, slice) for every weight slice of layer `name`, in group order."""
+        """(group, slice) for every weight slice of layer `name`, in group order.
+
+        Args:
+          name: a layer's name (wrapper names accepted).
+
+        Returns:
+          a list of ``(ChannelGroup, ChannelSlice)`` pairs.
+
+        Raises:
+          ValueError: no layer of that name in the graph.
+        """
         inner = self._inner_name(name)
         return [(group, piece) for group in self.groups for piece in group.slices if piece.layer == inner]
 
@@ -177,12 +274,28 @@ KERNEL_WEIGHTS = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings"
 
 
 def kernel_attributes(layer):
-    """Names of the kernel-like weights a layer owns (biases and BatchNorm entries excluded)."""
-    return [name for name in KERNEL_WEIGHTS if isinstance(getattr(layer, name, None), tf.Variable)]
+    """Names of the kernel-like weights a layer owns (biases and BatchNorm entries excluded).
+
+    Args:
+      layer: an innermost layer.
+
+    Returns:
+      a list of names from `KERNEL_WEIGHTS`, in that order.
+    """
+    return [name for name in KERNEL_WEIGHTS if is_variable(getattr(layer, name, None))]
 
 
 def prunable_kernels(layer):
-    """Kernel attributes that weight pruning, PaI and IMP mask on `layer` (its registry spec says which)."""
+    """Kernel attributes that weight pruning, PaI and IMP mask on `layer` (its registry spec says which), so
+    every method masks the same weights.
+
+    Args:
+      layer: an innermost layer (see `unwrap_layer`).
+
+    Returns:
+      a list of weight paths the layer has (``"kernel"``, ``"_query_dense.kernel"``, ...); empty for a layer
+      without a spec.
+    """
     spec = spec_for(layer)
     return [name for name in spec.prunable_kernels if resolve_weight(layer, name) is not None] if spec else []
 
@@ -198,30 +311,36 @@ def output_width_layers(model):
 
     Removing their units would change what the model outputs (its classes), so every method leaves them whole.
     Works on an unbuilt Sequential too (its layer order is its graph).
+
+    Args:
+      model: a Sequential (built or not) or functional model of either flavor.
+
+    Returns:
+      a set of innermost layer names (nested models' included).
     """
     found = set()
 
     def reach(layer, parents):
         """Add the width owner at or before `layer`; True when one was found."""
         inner = unwrap_layer(layer)
-        if isinstance(inner, keras.Model) and output_width_layers(inner):
+        if is_model(inner) and output_width_layers(inner):
             found.update(output_width_layers(inner))
             return True
-        if not isinstance(inner, keras.Model) and _WIDTH_CONFIG_KEYS & set(inner.get_config()):
+        if not is_model(inner) and _WIDTH_CONFIG_KEYS & set(inner.get_config()):
             found.add(inner.name)
             return True
         return any([reach(parent, parents) for parent in parents(layer)])
 
-    if isinstance(model, keras.Sequential):
+    if not is_graph_model(model):  # an unbuilt Sequential
         order = list(model.layers)
         if order:
             reach(order[-1], lambda layer: order[max(order.index(layer) - 1, 0):order.index(layer)])
     else:
-        def parents(layer):
-            return [parent for node in layer.inbound_nodes for parent in tf.nest.flatten(node.inbound_layers)
-                    if parent in model.layers]
+        parents = {}
+        for node in graph_nodes(model):
+            parents.setdefault(id(node.layer), []).extend(tensor._keras_history[0] for tensor in node.inputs)
         for tensor in model.outputs:
-            reach(tensor._keras_history.layer, parents)
+            reach(tensor._keras_history[0], lambda layer: parents.get(id(layer), []))
     return found
 
 
@@ -230,6 +349,16 @@ def combined_keeps(assignments, axis_length):
 
     A position survives when no group slicing that axis drops it. Unit masking and `shrink` both go through
     this one rule, so what was masked is exactly what is removed. `axis_length(slice)` gives the axis size.
+
+    Args:
+      assignments: ``(ChannelSlice, keep)`` pairs, `keep` one bool per channel of the slice's group.
+      axis_length: ``slice -> int``.
+
+    Returns:
+      the dict above; vectors are numpy arrays or tensors as the keeps were.
+
+    Raises:
+      ValueError: as `ChannelSlice.expand` (a keep of the wrong size, a slice past its axis).
     """
     result = {}
     for piece, keep in assignments:
@@ -284,10 +413,10 @@ _MISSING = object()
 
 
 def _is_relu_output(layer):
-    if type(layer) is keras.layers.ReLU:
+    if type(layer) is flavor_of(layer).layers.ReLU:
         return float(layer.negative_slope) == 0.0
     activation = getattr(layer, "activation", None)
-    return activation is not None and keras.activations.serialize(activation) == "relu"
+    return activation is not None and flavor_of(layer).activations.serialize(activation) == "relu"
 
 
 # --- the builder ----------------------------------------------------------------------------------
@@ -320,8 +449,13 @@ class _Builder:
             self.layers[inner.name] = inner
             self.names[inner.name] = inner.name
             self.names[layer.name] = inner.name
-            if isinstance(inner, keras.Model):
+            if is_model(inner):
                 self._collect_names(inner)
+        if is_graph_model(model):  # Keras 3 operations (x + 3) are graph nodes but not layers
+            for node in graph_nodes(model):
+                if not is_layer(node.layer):
+                    self.layers[node.layer.name] = node.layer
+                    self.names[node.layer.name] = node.layer.name
 
     # union-find and facts
     def new_group(self, size):
@@ -367,7 +501,7 @@ class _Builder:
         if getattr(layer, weight.split(".")[0], _MISSING) is None:
             return
         variable = resolve_weight(layer, weight)
-        if not isinstance(variable, tf.Variable):
+        if not is_variable(variable):
             raise _unsupported(layer, f"its spec names weight '{weight}', which the layer does not have")
         rank = len(variable.shape)
         if not -rank <= axis < rank:
@@ -458,8 +592,8 @@ class _Builder:
     # the walk
     def walk(self, model, bound_inputs=None):
         """Channel structure of `model`'s outputs; `bound_inputs` binds a nested model's inputs to outer tensors."""
-        if not getattr(model, "_is_graph_network", False):
-            if isinstance(model, keras.Sequential):
+        if not is_graph_model(model):
+            if isinstance(model, (keras.Sequential, keras3.Sequential)):
                 raise ValueError(f"Sequential model '{model.name}' is not built; start it with keras.Input(...) "
                                  f"or call model.build(input_shape) before building its channel graph.")
             raise ValueError(f"Model '{model.name}' ({type(model).__name__}) is subclassed and has no layer "
@@ -470,27 +604,25 @@ class _Builder:
                 raise ValueError(f"Nested model '{model.name}' expects {len(model.inputs)} inputs, "
                                  f"got {len(bound_inputs)}.")
             known.update({id(tensor): channels for tensor, channels in zip(model.inputs, bound_inputs)})
-        for depth in sorted(model._nodes_by_depth, reverse=True):
-            for node in model._nodes_by_depth[depth]:
-                outputs = list(node.outputs) if isinstance(node.outputs, (list, tuple)) else [node.outputs]
-                if node.is_input:
-                    if bound_inputs is None:
-                        name = node.layer.name
-                        channels = self._fresh_channels(outputs[0].shape, name,
-                                                       reason=f"feeds from model input '{name}'")
-                        self.note_carriers(node.layer, [channels])
-                        known[id(outputs[0])] = channels
-                    continue
-                inputs = [known[id(tensor)] for tensor in node.keras_inputs]
-                self._call = (node.call_args, node.call_kwargs)
-                results = self.visit(node.layer, inputs, [tuple(t.shape) for t in outputs])
-                known.update({id(tensor): channels for tensor, channels in zip(outputs, results)})
+        for node in graph_nodes(model):
+            if node.is_input:
+                if bound_inputs is None:
+                    name = node.layer.name
+                    channels = self._fresh_channels(node.outputs[0].shape, name,
+                                                    reason=f"feeds from model input '{name}'")
+                    self.note_carriers(node.layer, [channels])
+                    known[id(node.outputs[0])] = channels
+                continue
+            inputs = [known[id(tensor)] for tensor in node.inputs]
+            self._call = (node.args, node.kwargs)
+            results = self.visit(node.layer, inputs, [tuple(t.shape) for t in node.outputs])
+            known.update({id(tensor): channels for tensor, channels in zip(node.outputs, results)})
         return [known[id(tensor)] for tensor in model.outputs]
 
     def visit(self, layer, inputs, output_shapes):
         inner = unwrap_layer(layer)
         excluded = layer.name in self.exclude or inner.name in self.exclude
-        if isinstance(inner, keras.Model) and not excluded:
+        if is_model(inner) and not excluded:
             results = self.walk(inner, inputs)
             if len(results) != len(output_shapes):
                 raise _unsupported(inner, "its outputs do not match its call in the outer model")
@@ -528,7 +660,7 @@ class _Builder:
         if spec is None:
             raise _unsupported(layer, "tfprune does not know how it maps input channels to output channels")
         handler = spec.map_channels
-        if not layer.weights:
+        if not getattr(layer, "weights", ()):  # Keras 3 operations hold none
             return handler(self, layer, inputs, output_shapes)
         first = self.calls.get(layer.name)
         self.call_counts[layer.name] = self.call_counts.get(layer.name, 0) + 1
@@ -677,11 +809,15 @@ def build_channel_graph(model, exclude=()):
       exclude: layer names (wrapper or inner names) whose groups stay whole; an unsupported layer that is
         excluded becomes a wall with unprunable channels on both sides instead of an error.
 
+    Returns:
+      a `ChannelGraph`. Example: ``[g.size for g in build_channel_graph(model).prunable_groups()]``.
+
     Raises:
       UnsupportedLayerError: a layer whose channel mapping is unknown (it names the layer and the fix).
       ValueError: unknown `exclude` names, unbuilt or subclassed models, ambiguous layer names.
+      TypeError: `model` is not a Keras model.
     """
-    check_model(model)
+    check_model(model, flavors=FLAVORS)
     if isinstance(exclude, str):
         exclude = [exclude]
     builder = _Builder(model, exclude)

@@ -12,7 +12,7 @@ import collections.abc
 import inspect
 import math
 
-from tfprune._keras import keras, tf
+from tfprune._keras import FLAVORS, keras, tf
 from tfprune.registry import LayerSpec, register_layer, unsupported
 
 __all__ = ["attention_spec"]
@@ -111,4 +111,5 @@ def attention_spec():
                      output_units=_output_units)
 
 
-register_layer(keras.layers.MultiHeadAttention, attention_spec())
+for _flavor in FLAVORS:
+    register_layer(_flavor.layers.MultiHeadAttention, attention_spec())

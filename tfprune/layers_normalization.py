@@ -1,8 +1,7 @@
 """GroupNormalization in the layer registry.
 
 GroupNormalization splits the channels into `groups` consecutive blocks and normalizes each block with its own
-mean and variance; gamma and beta follow the channel. Removing channels must keep every block the same size,
-so only two cases prune channel by channel:
+mean and variance; gamma and beta follow the channel. Removing channels must keep every block the same size:
 
 - ``groups == channels`` (instance normalization): each channel is its own block, so removing one changes no
   other channel's statistics; `shrink` sets ``groups`` to the channels kept. A zero channel normalizes to 0,
@@ -12,10 +11,10 @@ so only two cases prune channel by channel:
   channels (`masked_call`), so the masked model is what `shrink` makes; zeros written by other means make
   `shrink` warn.
 
-Any other `groups` keeps its channels whole: removing whole blocks would need a keep vector constrained to
-blocks, which the channel graph does not have.
+- any other `groups`: whole blocks are kept or removed together (`graph.blocks`), so the blocks left keep
+  their statistics exactly; `shrink` sets ``groups`` to the blocks kept. A zeroed block normalizes to 0.
 """
-from tfprune._keras import keras, tf
+from tfprune._keras import FLAVORS, keras, tf
 from tfprune.registry import LayerSpec, channel_wise, normalized_axes, register_layer, single_input, unsupported
 
 __all__ = []
@@ -32,25 +31,24 @@ def _group_normalization(graph, layer, inputs, output_shapes):
         raise unsupported(layer, f"it normalizes axis {layer.axis}; the channel graph needs the last axis "
                                  f"(channels_last, axis=-1)")
     if layer.groups not in (1, x.width):
-        graph.freeze([x], f"GroupNormalization '{layer.name}' normalizes blocks of {x.width // layer.groups} "
-                          f"channels (groups={layer.groups}); only groups=1 or groups=channels prune")
+        graph.blocks(layer, [x], layer.groups)
     spec = channel_wise(scales=("gamma",), shifts=("beta",))
     return spec.map_channels(graph, layer, inputs, output_shapes)
 
 
 def _silent(layer, zero):
-    """Beta = 0, and gamma = 0 unless each channel is its own group (a zero channel normalizes to 0 there);
-    without gamma (scale=False) the normalized value passes unscaled."""
+    """Beta = 0, and gamma = 0 when all channels share one group (a zeroed whole group normalizes to 0; units
+    are whole groups when there are several); without gamma (scale=False) the normalized value passes unscaled."""
     shifted = zero.get("beta", True)
-    if layer.groups == _channels(layer):
+    if layer.groups > 1:
         return shifted
     return shifted & zero.get("gamma", False)
 
 
 def _narrow(layer, config, cuts):
-    """One group per channel stays one group per channel."""
+    """Whole groups go, so each group keeps its size and `groups` counts the groups kept."""
     if layer.groups > 1 and "output" in cuts:
-        config["groups"] = int(next(iter(cuts["output"].values())).sum())
+        config["groups"] = int(next(iter(cuts["output"].values())).sum()) // (_channels(layer) // layer.groups)
     return config
 
 
@@ -73,7 +71,8 @@ def _over_kept(layer, inputs, keep):
     return outputs * keep
 
 
-register_layer(keras.layers.GroupNormalization, LayerSpec(
-    _group_normalization, narrow=_narrow, silent=_silent, masked_call=_over_kept,
-    shrink_warning="changes the mean and variance GroupNormalization computes over all channels if groups=1 "
-                   "(with one group per channel nothing changes)"))
+for _flavor in FLAVORS:
+    register_layer(_flavor.layers.GroupNormalization, LayerSpec(
+        _group_normalization, narrow=_narrow, silent=_silent, masked_call=_over_kept,
+        shrink_warning="changes the mean and variance GroupNormalization computes over all channels if groups=1 "
+                       "(with one group per channel nothing changes)"))

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from tfprune._keras import keras
+from tfprune._keras import FLAVORS, flavor_of
 from tfprune.registry import (_ELEMENTWISE_ACTIVATIONS, LayerSpec, check_activation, maps_zero_to_zero,
                               register_layer, single_input, unsupported)
 
@@ -40,7 +40,7 @@ def _check_gate_activation(layer):
     activation = getattr(layer, "recurrent_activation", None)
     if activation is None:
         return
-    name = keras.activations.serialize(activation)
+    name = flavor_of(layer).activations.serialize(activation)
     if not isinstance(name, str) or name not in _ELEMENTWISE_ACTIVATIONS:
         raise unsupported(layer, f"its recurrent_activation {name!r} is not known to act on each unit separately")
 
@@ -85,6 +85,7 @@ def recurrent(gates):
                      prunable_kernels=_GATE_WEIGHTS[:2], output_units=output_units)
 
 
-register_layer(keras.layers.LSTM, recurrent(gates=4))
-register_layer(keras.layers.GRU, recurrent(gates=3))
-register_layer(keras.layers.SimpleRNN, recurrent(gates=1))
+for _flavor in FLAVORS:
+    register_layer(_flavor.layers.LSTM, recurrent(gates=4))
+    register_layer(_flavor.layers.GRU, recurrent(gates=3))
+    register_layer(_flavor.layers.SimpleRNN, recurrent(gates=1))

@@ -14,20 +14,25 @@ All state is trackable variables with string keys (so every checkpoint format ca
 step lives in the layer: each training call advances it in the graph, so a restored model resumes from its
 own step whatever restored it.
 """
+import functools
 import inspect
 
 import numpy as np
 
 from tfprune import schedules
 from tfprune._keras import PruneLowMagnitude
-from tfprune._keras import check_model, keras, tf
+from tfprune._keras import (FIRST_REPLICA, FLAVORS, check_model, flavor_of, is_model, is_variable, keras,
+                            keras3, tf, tf_variable, weight_slot)
 from tfprune.graph import kernel_attributes  # noqa: F401  (part of the mask API)
 from tfprune.registry import resolve_weight, spec_for
 
 
-@keras.utils.register_keras_serializable(package="tfprune")
-class MaskedLayer(keras.layers.Wrapper):
+class MaskedLayer:
     """Wraps `layer` and applies binary masks to its weights on every call.
+
+    ``MaskedLayer(layer, ...)`` makes the wrapper of `layer`'s flavor: a Keras 3 or a tf_keras Wrapper
+    class, both named MaskedLayer, registered as ``tfprune>MaskedLayer`` and sharing this class's code;
+    ``isinstance(x, MaskedLayer)`` holds for both.
 
     Args:
       layer: the Keras layer to wrap.
@@ -38,6 +43,11 @@ class MaskedLayer(keras.layers.Wrapper):
         Every wrapper a method drives holds the same copy: Keras saves, loads and clones layers, not
         model-level settings, so the plan travels with the layers through every format; `shared_plan` reads it
         and checks the copies agree.
+      **kwargs: Keras layer arguments (``name`` defaults to ``"masked_" + layer.name``).
+
+    Raises:
+      (when built) ValueError: a masked attribute names no weight of the layer.
+      (when built) TypeError: a Keras 3 layer whose `build` takes several input shapes.
 
     Variables: ``masks[attribute]``, ``keeps[keep_name(attribute, axis)]``, ``pruning_step`` (training calls
     made, -1 before any) and ``mask_step`` (the step of the last scheduled mask update, -1 before any).
@@ -45,6 +55,12 @@ class MaskedLayer(keras.layers.Wrapper):
 
     # The channel graph sees through this wrapper to the inner layer.
     tfprune_transparent = True
+
+    def __new__(cls, *args, **kwargs):
+        if cls is MaskedLayer:
+            layer = args[0] if args else kwargs["layer"]
+            cls = _WRAPPER_CLASSES[flavor_of(layer)]
+        return super(MaskedLayer, cls).__new__(cls, *args, **kwargs)
 
     def __init__(self, layer, element_masked=(), channel_masked=None, plan=None, **kwargs):
         kwargs.setdefault("name", f"masked_{layer.name}")
@@ -63,14 +79,22 @@ class MaskedLayer(keras.layers.Wrapper):
 
     def build(self, input_shape):
         if not self.layer.built:
+            required = [p for p in inspect.signature(self.layer.build).parameters.values()
+                        if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
+            if len(required) > 1 and flavor_of(self) is keras3:
+                # Keras 3 builds such a layer from every input's shape, which a wrapper is not given, and then
+                # locks its state, so the masks cannot be made on the first call as they are for tf_keras.
+                raise TypeError(f"MaskedLayer: Keras 3's {type(self.layer).__name__} '{self.layer.name}' builds from "
+                                f"several input shapes, which tfprune cannot wrap yet. Leave it whole with "
+                                f"exclude=['{self.layer.name}'], or build the model with tf_keras.")
             self.layer.build(input_shape)
-        if all(isinstance(self._weight(name), tf.Variable) for name in self.masked_attributes()):
+        if all(is_variable(self._weight(name)) for name in self.masked_attributes()):
             self._build_state()
         super().build(input_shape)
 
     def _build_state(self):
         for name in self.masked_attributes():
-            if not isinstance(self._weight(name), tf.Variable):
+            if not is_variable(self._weight(name)):
                 raise ValueError(
                     f"MaskedLayer '{self.name}': layer '{self.layer.name}' ({type(self.layer).__name__}) has "
                     f"no weight '{name}'. Mask only weights the layer owns.")
@@ -78,31 +102,48 @@ class MaskedLayer(keras.layers.Wrapper):
         self.keeps = {}
         for name in self.element_masked:
             shape = self._weight(name).shape
-            self.masks[name] = self.add_weight(f"{_variable_name(name)}_mask", shape=shape, initializer="ones",
-                                               trainable=False, dtype=tf.float32)
+            self.masks[name] = self.add_weight(name=f"{_variable_name(name)}_mask", shape=shape, initializer="ones",
+                                               trainable=False, dtype="float32")
         for name, axes in self.channel_masked.items():
             shape = self._weight(name).shape
             for axis in axes:
                 self.keeps[keep_name(name, axis)] = self.add_weight(
-                    keep_name(name, axis), shape=(shape[axis],), initializer="ones", trainable=False,
-                    dtype=tf.float32)
+                    name=keep_name(name, axis), shape=(shape[axis],), initializer="ones", trainable=False,
+                    dtype="float32")
         # Every replica advances its copy by one per step; the first replica's value is the step.
-        self.pruning_step = self.add_weight("pruning_step", shape=(), initializer=keras.initializers.Constant(-1),
-                                            trainable=False, dtype=tf.int64,
-                                            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        self.mask_step = self.add_weight("mask_step", shape=(), initializer=keras.initializers.Constant(-1),
-                                         trainable=False, dtype=tf.int64,
-                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+        flavor = flavor_of(self)
+        self.pruning_step = self.add_weight(name="pruning_step", shape=(), trainable=False, dtype="int64",
+                                            initializer=flavor.initializers.Constant(-1),
+                                            aggregation=FIRST_REPLICA[flavor])
+        self.mask_step = self.add_weight(name="mask_step", shape=(), trainable=False, dtype="int64",
+                                         initializer=flavor.initializers.Constant(-1),
+                                         aggregation=FIRST_REPLICA[flavor])
 
     def _weight(self, name):
         """The inner layer's weight at attribute path `name` (None if it has none)."""
         return resolve_weight(self.layer, name)
 
     def keep(self, name, axis):
-        """The keep vector of weight `name` along `axis`."""
+        """The keep vector of weight `name` along `axis` (1 keeps a channel, 0 removes it).
+
+        Args:
+          name: a weight attribute in `channel_masked`.
+          axis: one of its masked axes.
+
+        Returns:
+          the float32 keep variable.
+
+        Raises:
+          KeyError: the weight has no keep vector on that axis.
+        """
         return self.keeps[keep_name(name, axis)]
 
     def masked_attributes(self):
+        """The weights this wrapper masks, element-masked first, each once.
+
+        Returns:
+          a list of attribute paths.
+        """
         return list(dict.fromkeys(list(self.element_masked) + list(self.channel_masked)))
 
     def _mask_factor(self, name, element=True, channel=True):
@@ -119,11 +160,25 @@ class MaskedLayer(keras.layers.Wrapper):
         return factor
 
     def channel_mask_tensor(self, name):
-        """The product of weight `name`'s per-axis keep vectors (ones when it has none)."""
+        """The product of weight `name`'s per-axis keep vectors (ones when it has none).
+
+        Args:
+          name: a masked weight's attribute path.
+
+        Returns:
+          a float tensor of the weight's shape.
+        """
         return self._broadcast(name, self._mask_factor(name, element=False))
 
     def mask_tensor(self, name):
-        """The effective mask of weight `name`: element mask times channel keeps."""
+        """The effective mask of weight `name`: element mask times channel keeps.
+
+        Args:
+          name: a masked weight's attribute path.
+
+        Returns:
+          a float 0/1 tensor of the weight's shape.
+        """
         return self._broadcast(name, self._mask_factor(name))
 
     def _broadcast(self, name, factor):
@@ -158,10 +213,10 @@ class MaskedLayer(keras.layers.Wrapper):
         run (TFMOT's own check has the same gap); a trace-time check instead would fire on every save, which
         traces training calls too.
         """
-        step = self.pruning_step.read_value()
+        step = tf_variable(self.pruning_step).read_value()
         checks = []
         for schedule, start in zip(self._schedules, self._starts):
-            updated = tf.equal(self.mask_step, step)
+            updated = tf.equal(tf_variable(self.mask_step), step)
             checks.append(tf.debugging.Assert(
                 tf.logical_or(tf.logical_not(schedules.fires(schedule, step - start)), updated),
                 [f"Layer '{self.layer.name}' is being pruned on a schedule, but nothing updated its masks at "
@@ -169,7 +224,7 @@ class MaskedLayer(keras.layers.Wrapper):
                  f"model.fit(..., callbacks=[tfprune.UpdatePruningStep()]) (in a custom loop, call the "
                  f"callback's hooks as tfprune.callbacks documents).", step]))
         with tf.control_dependencies(checks):
-            return self.pruning_step.assign_add(1, read_value=False)
+            return tf_variable(self.pruning_step).assign_add(1, read_value=False)
 
     def _counted_step(self):
         with tf.control_dependencies([self._count_step()]):
@@ -177,7 +232,22 @@ class MaskedLayer(keras.layers.Wrapper):
 
     def call(self, inputs, *args, training=None, **kwargs):
         """The inner layer's call with masked weights; further arguments (MultiHeadAttention's value, key,
-        attention_mask) pass through unchanged."""
+        attention_mask) pass through unchanged.
+
+        Args:
+          inputs: the inner layer's first input.
+          *args: its further positional arguments.
+          training: the training flag; a training call advances ``pruning_step`` when a schedule drives the
+            layer.
+          **kwargs: its further keyword arguments.
+
+        Returns:
+          the inner layer's outputs.
+
+        Raises:
+          tf.errors.InvalidArgumentError: a training call at a step where a schedule fires but nothing updated
+            the masks (no `tfprune.UpdatePruningStep`).
+        """
         if not self._supports_mask:
             kwargs.pop("mask", None)  # Keras passes the inputs' masks to a wrapper that takes **kwargs
         if self._supports_training:
@@ -204,12 +274,13 @@ class MaskedLayer(keras.layers.Wrapper):
                 continue
             parent, _, attribute = name.rpartition(".")
             owner = resolve_weight(self.layer, parent) if parent else self.layer
-            originals.append((owner, attribute, variable))
+            slot = weight_slot(owner, attribute)
+            originals.append((owner, slot, getattr(owner, slot)))
             # object.__setattr__ avoids Keras attribute tracking: the variable stays the tracked weight.
-            object.__setattr__(owner, attribute, variable * on_weight)
+            object.__setattr__(owner, slot, variable * on_weight)
         activation = self.layer.activation if keep_out is not None else None
         if activation is not None:
-            object.__setattr__(self.layer, "activation", keras.activations.linear)
+            object.__setattr__(self.layer, "activation", flavor_of(self).activations.linear)
         try:
             if keep_in is not None:
                 inputs = inputs * tf.cast(keep_in, inputs.dtype)
@@ -235,15 +306,24 @@ class MaskedLayer(keras.layers.Wrapper):
 
     # -- mask state as numpy, for callbacks, reports and export --------------------------------------
     def mask_values(self):
-        """``{attribute: effective 0/1 mask as np.ndarray}`` for every masked weight."""
+        """``{attribute: effective 0/1 mask as np.ndarray}`` for every masked weight, for reports and export.
+
+        Returns:
+          a dict of float32 arrays shaped like the weights.
+        """
         return {name: self.mask_tensor(name).numpy() for name in self.masked_attributes()}
 
     def masked_weights(self):
-        """``{attribute: weight * mask}``: what the layer computes with."""
+        """``{attribute: weight * mask}``: what the layer computes with.
+
+        Returns:
+          a dict of numpy arrays shaped like the weights.
+        """
         return {name: self._weight(name).numpy() * mask for name, mask in self.mask_values().items()}
 
     def apply_masks(self):
-        """Write masked values into the variables, so the zeros are visible in the weights too."""
+        """Write masked values into the variables, so the zeros are visible in the weights too (eagerly, or
+        inside a `tf.function` such as `mask_writer`'s)."""
         for name in self.masked_attributes():
             weight = self._weight(name)
             factor = self._mask_factor(name)
@@ -260,13 +340,36 @@ class MaskedLayer(keras.layers.Wrapper):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        layer = keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
+        layer = flavor_of(cls).layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
         return cls(layer, **config)
+
+
+def _wrapper_class(flavor, register):
+    """The MaskedLayer class of one Keras flavor: the shared code on that flavor's Wrapper."""
+    cls = type("MaskedLayer", (MaskedLayer, flavor.layers.Wrapper), {"__module__": __name__,
+                                                                    "__doc__": MaskedLayer.__doc__})
+    return register(package="tfprune", name="MaskedLayer")(cls)
+
+
+_WRAPPER_CLASSES = {keras: _wrapper_class(keras, keras.utils.register_keras_serializable),
+                    keras3: _wrapper_class(keras3, keras3.saving.register_keras_serializable)}
 
 
 def shared_plan(layers, kind):
     """The `kind` plan ("weight" or "unit") the `layers` share; raises if their copies differ (layers of two
-    models spliced together, or a plan edited by hand), which would make the result depend on layer order."""
+    models spliced together, or a plan edited by hand), which would make the result depend on layer order.
+
+    Args:
+      layers: `MaskedLayer` wrappers whose plans all hold `kind`.
+      kind: ``"weight"`` or ``"unit"``.
+
+    Returns:
+      the plan, a dict.
+
+    Raises:
+      ValueError: the layers' copies differ.
+      KeyError: a layer has no `kind` plan.
+    """
     plans = [layer.plan[kind] for layer in layers]
     if any(plan != plans[0] for plan in plans[1:]):
         names = [layer.layer.name for layer, plan in zip(layers, plans) if plan != plans[0]]
@@ -276,7 +379,16 @@ def shared_plan(layers, kind):
 
 
 def keep_name(name, axis):
-    """The key (and variable name) of weight `name`'s keep vector along `axis`."""
+    """The key (and variable name) of weight `name`'s keep vector along `axis`, one name segment so every
+    checkpoint format can carry it.
+
+    Args:
+      name: a weight attribute path.
+      axis: the masked axis.
+
+    Returns:
+      a string such as ``"kernel_keep3"``.
+    """
     return f"{_variable_name(name)}_keep{axis}"
 
 
@@ -286,23 +398,44 @@ def _variable_name(name):
 
 
 def inner_layer(layer):
-    """The layer a pruning wrapper holds, or the layer itself."""
+    """The layer a pruning wrapper holds, or the layer itself, so wrapped and stripped models match by name.
+
+    Args:
+      layer: any layer.
+
+    Returns:
+      the inner layer of a `MaskedLayer` or TFMOT `PruneLowMagnitude`, else `layer`.
+    """
     if isinstance(layer, (MaskedLayer, PruneLowMagnitude)):
         return layer.layer
     return layer
 
 
 def iter_layers(model):
-    """All layers of `model`, recursing into nested models, wrappers included (not their inner layers)."""
+    """All layers of `model`, recursing into nested models, wrappers included (not their inner layers).
+
+    Args:
+      model: a model of either flavor.
+
+    Yields:
+      each non-model layer, depth first in ``model.layers`` order.
+    """
     for layer in model.layers:
-        if isinstance(layer, keras.Model):
+        if is_model(layer):
             yield from iter_layers(layer)
         else:
             yield layer
 
 
 def masked_layers(model):
-    """tfprune's MaskedLayer wrappers in `model` (nested models included)."""
+    """tfprune's MaskedLayer wrappers in `model` (nested models included), what the callbacks drive.
+
+    Args:
+      model: a model of either flavor.
+
+    Returns:
+      a list of `MaskedLayer`s, in `iter_layers` order.
+    """
     return [layer for layer in iter_layers(model) if isinstance(layer, MaskedLayer)]
 
 
@@ -310,15 +443,22 @@ def mask_writer(layers):
     """One compiled function writing the masked values of every layer in `layers` into its variables.
 
     Per-step pruning calls this each step: one graph call costs a fraction of an eager assign per weight.
+
+    Args:
+      layers: `MaskedLayer` wrappers (e.g. `masked_layers(model)`).
+
+    Returns:
+      a `tf.function` taking no arguments.
     """
-    layers = list(layers)
+    # A function object of this writer's own, as bench's runner does: TensorFlow counts traces per Python
+    # function (a nested def's code is shared by every writer), so one trace per model, with several models set
+    # up in one process (a study), would read as retracing.
+    return tf.function(functools.partial(_write_masks, list(layers)), autograph=False)
 
-    @tf.function(autograph=False)
-    def write():
-        for layer in layers:
-            layer.apply_masks()
 
-    return write
+def _write_masks(layers):
+    for layer in layers:
+        layer.apply_masks()
 
 
 
@@ -326,6 +466,12 @@ def current_step(model):
     """The training step `model`'s pruning has reached (0 before any): the largest of its wrappers' steps.
 
     A pruning method added to a model already being pruned counts its schedule from this step.
+
+    Args:
+      model: a model of either flavor.
+
+    Returns:
+      the step, an int.
     """
     return max([int(layer.pruning_step.numpy()) for layer in masked_layers(model)] + [0])
 
@@ -334,8 +480,19 @@ def masks(model):
     """``{(layer_name, attribute): 0/1 np.ndarray}`` for every masked weight, whatever produced it.
 
     Layer names are the inner (unwrapped) layer names, the names `strip` gives back.
+    Example: ``{key: 1 - m.mean() for key, m in tfprune.masks(model).items()}`` (sparsity per weight).
+
+    Args:
+      model: a model of either flavor with tfprune's or TFMOT's wrappers (unbuilt wrappers are skipped).
+
+    Returns:
+      a dict of float arrays shaped like the weights (copies: changing them changes nothing).
+
+    Raises:
+      ValueError: two layers of `model` share a name.
+      TypeError: `model` is not a Keras model.
     """
-    check_model(model)
+    check_model(model, flavors=FLAVORS)
     result = {}
     for layer in iter_layers(model):
         if isinstance(layer, MaskedLayer) and layer.built:
@@ -361,16 +518,28 @@ def _unwrapped_weights(layer):
 
 
 def strip(model):
-    """A new model without pruning wrappers (tfprune's and TFMOT's); pruned weights are zeros."""
-    check_model(model)
+    """A new model (of the flavor given) without pruning wrappers (tfprune's and TFMOT's); pruned weights are
+    zeros. Strip before saving a model for deployment: the wrappers' masks and steps are training state.
+
+    Args:
+      model: a Sequential or functional model of either flavor (nested models are stripped too).
+
+    Returns:
+      the stripped model, uncompiled, with the inner layers' names; `model` is not changed.
+
+    Raises:
+      ValueError: two layers of `model` share a name.
+      TypeError: `model` is not a Keras model.
+    """
+    check_model(model, flavors=FLAVORS)
 
     def clone(layer):
-        if isinstance(layer, keras.Model):
+        if is_model(layer):
             return strip(layer)
         source = inner_layer(layer)
         return source.__class__.from_config(source.get_config())
 
-    stripped = keras.models.clone_model(model, clone_function=clone)
+    stripped = flavor_of(model).models.clone_model(model, clone_function=clone)
     _copy_weights(model, stripped)
     return stripped
 
@@ -378,8 +547,10 @@ def strip(model):
 def _copy_weights(source_model, target_model):
     targets = {layer.name: layer for layer in target_model.layers}
     for source in source_model.layers:
+        if not source.weights:  # input layers among them, which Keras 3 renames when it clones
+            continue
         target = targets[inner_layer(source).name]
-        if isinstance(source, keras.Model):
+        if is_model(source):
             _copy_weights(source, target)
         elif isinstance(source, (MaskedLayer, PruneLowMagnitude)):
             target.set_weights(_unwrapped_weights(source))
@@ -388,6 +559,14 @@ def _copy_weights(source_model, target_model):
 
 
 def has_wrappers(model):
+    """Whether any layer of `model` (nested models included) is wrapped for pruning, by tfprune or TFMOT.
+
+    Args:
+      model: a model of either flavor.
+
+    Returns:
+      a bool.
+    """
     return any(isinstance(layer, (MaskedLayer, PruneLowMagnitude)) for layer in iter_layers(model))
 
 
@@ -398,11 +577,23 @@ def rewrap(model, spec_for, keep_plans=True):
     ``channel_masked`` and ``plan``; it is merged into an existing wrapper's settings, so unit masks and
     weight masks can live on one layer. Without `keep_plans` the wrappers' schedules are dropped (their masks
     stay). The caller's model is not changed.
+
+    Args:
+      model: a Sequential or functional model of either flavor.
+      spec_for: ``inner_layer -> None or dict`` as above.
+      keep_plans: keep the existing wrappers' plans (schedules).
+
+    Returns:
+      the clone, uncompiled.
+
+    Raises:
+      ValueError: a layer is wrapped by TFMOT's prune_low_magnitude, or two layers share a name.
+      TypeError: `model` is not a Keras model.
     """
-    check_model(model)
+    check_model(model, flavors=FLAVORS)
 
     def clone(layer):
-        if isinstance(layer, keras.Model):
+        if is_model(layer):
             return rewrap(layer, spec_for, keep_plans)
         if isinstance(layer, PruneLowMagnitude):
             raise ValueError(
@@ -425,14 +616,25 @@ def rewrap(model, spec_for, keep_plans=True):
         settings["plan"].update(spec.get("plan", {}))
         return MaskedLayer(fresh, **settings)
 
-    clone_model = keras.models.clone_model(model, clone_function=clone)
+    clone_model = flavor_of(model).models.clone_model(model, clone_function=clone)
     _copy_state(model, clone_model)
     return clone_model
 
 
 def freeze(model):
     """A clone of `model` whose masks stay fixed: every wrapper keeps its masks and drops its schedules, so
-    training it needs no callback (one-shot results, rounds of iterative pruning)."""
+    training it needs no callback (one-shot results, rounds of iterative pruning).
+
+    Args:
+      model: a Sequential or functional model of either flavor.
+
+    Returns:
+      the clone, uncompiled.
+
+    Raises:
+      ValueError: as `rewrap`.
+      TypeError: as `rewrap`.
+    """
     return rewrap(model, lambda layer: None, keep_plans=False)
 
 
@@ -440,8 +642,10 @@ def _copy_state(source_model, target_model):
     """Copy weights, masks and steps from `source_model` into its rewrapped clone, matching inner names."""
     targets = {inner_layer(layer).name: layer for layer in target_model.layers}
     for source in source_model.layers:
+        if not source.weights:  # input layers among them, which Keras 3 renames when it clones
+            continue
         target = targets[inner_layer(source).name]
-        if isinstance(source, keras.Model):
+        if is_model(source):
             _copy_state(source, target)
             continue
         inner_layer(target).set_weights(inner_layer(source).get_weights())
@@ -459,9 +663,23 @@ def with_masks(model, layer_masks, plan=None):
 
     `layer_masks` maps ``layer_name -> {attribute: 0/1 array}`` (or ``layer_name -> array`` for the
     kernel). Masked entries are zeroed in the weights too. Unknown names or shapes raise before anything
-    is built.
+    is built. Example: ``tfprune.with_masks(model, {"dense_0": keep})`` with `keep` a 0/1 array of the
+    kernel's shape.
+
+    Args:
+      model: a Sequential or functional model of either flavor.
+      layer_masks: the masks, keyed by inner layer name as above.
+      plan: the pruning plan the new wrappers carry (see `MaskedLayer`); none by default.
+
+    Returns:
+      the masked clone, uncompiled; `model` is not changed.
+
+    Raises:
+      ValueError: an unknown layer name, a weight the layer lacks or a mask of another shape, a layer wrapped
+        by TFMOT, or two layers sharing a name.
+      TypeError: `model` is not a Keras model.
     """
-    check_model(model)
+    check_model(model, flavors=FLAVORS)
     by_layer = {inner_layer(layer).name: inner_layer(layer) for layer in iter_layers(model)}
     normalised = {}
     for name, value in layer_masks.items():
@@ -472,7 +690,7 @@ def with_masks(model, layer_masks, plan=None):
         value = value if isinstance(value, dict) else {kernel_attributes(layer)[0]: value}
         for attribute, mask in value.items():
             weight = resolve_weight(layer, attribute)
-            if not isinstance(weight, tf.Variable) or tuple(weight.shape) != np.shape(mask):
+            if not is_variable(weight) or tuple(weight.shape) != np.shape(mask):
                 raise ValueError(f"with_masks: layer '{name}' weight '{attribute}' has shape "
                                  f"{None if weight is None else tuple(weight.shape)}, mask has {np.shape(mask)}.")
         normalised[name] = {attribute: np.asarray(mask, dtype=np.float32) for attribute, mask in value.items()}

@@ -1,4 +1,4 @@
-"""Parameter, non-zero and MAC counts of tf_keras models.
+"""Parameter, non-zero and MAC counts of Keras models (Keras 3 or tf_keras).
 
 Counts look through wrappers to the layer that does the work, so a model wrapped for pruning, the same model
 stripped, and its saved copy all report the same numbers. Non-zero counts use the *effective* weights
@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from tfprune._keras import PruneLowMagnitude, keras
+from tfprune._keras import PruneLowMagnitude, input_shape, is_model, output_shape
 from tfprune.registry import resolve_weight, spec_for
 
 __all__ = ["count_params", "count_nonzero", "count_macs", "layer_table", "format_table"]
@@ -23,11 +23,11 @@ def _leaves(model, prefix=""):
         if id(layer) in seen:
             continue
         seen.add(id(layer))
-        if isinstance(layer, keras.Model):
+        if is_model(layer):
             yield from _leaves(layer, f"{prefix}{layer.name}/")
             continue
         inner = layer
-        while isinstance(inner, keras.layers.Wrapper) and _is_mask_wrapper(inner):
+        while _is_mask_wrapper(inner):
             inner = inner.layer
         yield prefix + inner.name, layer, inner  # the name `strip` gives back
 
@@ -52,7 +52,7 @@ def _effective_weights(outer, inner):
             for weight, mask, _ in wrapper.pruning_vars:
                 overrides.setdefault(id(weight), weight.numpy() * mask.numpy())
         wrapper = wrapper.layer
-    return {id(w): overrides.get(id(w), w.numpy()) for w in inner.weights}
+    return {id(w): overrides.get(id(w), np.asarray(w)) for w in inner.weights}
 
 
 def _kernels(inner, weights):
@@ -67,14 +67,12 @@ def _shape(outer, which):
     """Input or output shape (first call; the first tensor's when there are several) of a layer in a graph
     model; MACs need it."""
     try:
-        shape = outer.get_input_shape_at(0) if which == "input" else outer.get_output_shape_at(0)
-    except (RuntimeError, ValueError) as error:
+        shape = input_shape(outer) if which == "input" else output_shape(outer)
+    except (IndexError, RuntimeError, ValueError) as error:
         raise ValueError(
             f"count_macs: layer {outer.name!r} has no known {which} shape; pass a functional or Sequential "
             "model built with an input shape (e.g. `keras.Input(...)` or `model.build((None, ...))`)."
         ) from error
-    if isinstance(shape, list):  # several inputs (attention): the first; such specs read the rest off the layer
-        shape = shape[0]
     if any(d is None for d in shape[1:]):
         raise ValueError(f"count_macs: layer {outer.name!r} has an unknown {which} dimension {shape}; give the "
                          "model's Input a fixed shape (apart from the batch) to count MACs.")
@@ -99,6 +97,17 @@ def layer_table(model):
     `units` is the number of output channels of a Dense/Conv-family kernel and `live_units` those whose kernel
     slice is not entirely zero: a channel that is dead there can be removed by a shrink. `macs` is None where
     a shape is not fixed (count_macs raises there instead).
+    Example: ``print(format_table(layer_table(model)))``.
+
+    Args:
+      model: a model of either flavor, masked, wrapped, stripped or shrunk (nested models are entered).
+
+    Returns:
+      a list of dicts with keys ``name``, ``class``, ``params``, ``nonzero``, ``sparsity``, ``macs``,
+      ``units`` and ``live_units``.
+
+    Warns:
+      UserWarning: a layer with a kernel but no MAC formula (it counts 0 MACs).
     """
     rows = []
     for name, outer, inner in _leaves(model):
@@ -124,18 +133,48 @@ def layer_table(model):
 
 
 def count_params(model):
-    """All weights of the working layers (wrapper masks, thresholds and steps are not parameters)."""
-    return sum(w.shape.num_elements() for _, _, inner in _leaves(model) for w in inner.weights)
+    """All weights of the working layers (wrapper masks, thresholds and steps are not parameters), so a
+    masked model and its stripped copy count the same.
+
+    Args:
+      model: a model of either flavor (nested models are entered).
+
+    Returns:
+      the number of weight entries, an int; shared layers count once.
+    """
+    return sum(math.prod(w.shape) for _, _, inner in _leaves(model) for w in inner.weights)
 
 
 def count_nonzero(model):
-    """Non-zero entries of the effective (masked) weights, biases and normalisation statistics included."""
+    """Non-zero entries of the effective (masked) weights, biases and normalisation statistics included, so a
+    wrapper whose mask has not yet zeroed its weights still reports its real sparsity.
+
+    Args:
+      model: a model of either flavor (nested models are entered).
+
+    Returns:
+      the number of non-zero entries, an int.
+    """
     return sum(sum(int(np.count_nonzero(w)) for w in _effective_weights(outer, inner).values())
                for _, outer, inner in _leaves(model))
 
 
 def count_macs(model):
-    """Multiply-accumulates for one example; zeros in kernels are counted (only a shrink removes MACs)."""
+    """Multiply-accumulates for one example; zeros in kernels are counted (only a shrink removes MACs).
+
+    Args:
+      model: a functional or built Sequential model of either flavor whose input shape is fixed apart from
+        the batch.
+
+    Returns:
+      the MACs per example, an int; element-wise ops and normalisations count 0.
+
+    Raises:
+      ValueError: a layer's input or output shape is unknown or not fixed.
+
+    Warns:
+      UserWarning: a layer with a kernel but no MAC formula (it counts 0; see `tfprune.register_layer`).
+    """
     return sum(_layer_macs(outer, inner) for _, outer, inner in _leaves(model))
 
 
@@ -148,7 +187,15 @@ def _cell(value):
 
 
 def format_table(rows, columns=None):
-    """Fixed-width text table of dict rows; numbers right-aligned, missing values shown as '-'."""
+    """Fixed-width text table of dict rows; numbers right-aligned, missing values shown as '-'.
+
+    Args:
+      rows: an iterable of dicts (e.g. `layer_table`'s).
+      columns: the keys to show, in order; None shows every key, in order of first appearance.
+
+    Returns:
+      the table as one string: a header line, a rule, then one line per row.
+    """
     rows = list(rows)
     if columns is None:
         columns = list(dict.fromkeys(key for row in rows for key in row))

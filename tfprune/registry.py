@@ -23,7 +23,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from tfprune._keras import TFOpLambda, applications, keras, tf
+from tfprune._keras import (FLAVORS, KERAS3_BINARY_OPS, KERAS3_UNARY_OPS, TFOpLambda, applications,
+                            flavor_of, is_symbolic, keras, keras3, tf)
 
 __all__ = ["LayerSpec", "UnsupportedLayerError", "register_layer", "spec_for", "producer", "channel_wise",
            "merge", "passthrough", "registered_types", "resolve_weight"]
@@ -42,9 +43,10 @@ def unsupported(layer, why):
 
 @dataclasses.dataclass(frozen=True)
 class LayerSpec:
-    """What tfprune knows about one layer type.
+    """What tfprune knows about one layer type; its fields (all but `map_channels` optional) are also its
+    attributes. Build one with `producer`, `channel_wise`, `passthrough` or `merge` where they fit.
 
-    Attributes:
+    Args:
       map_channels: ``(graph, layer, inputs, output_shapes) -> outputs``: the channel structure of each output
         given each input's (the graph handler). Slices registered here are what masking and `shrink` cut.
       width_key: config key that sets the output width (``"units"``, ``"filters"``), set by `shrink` to the
@@ -78,13 +80,31 @@ class LayerSpec:
     masked_call: Optional[Callable] = None
 
     def narrowed_config(self, layer, cuts):
-        """The config of `layer` narrowed to the channels `cuts` keeps."""
+        """The config of `layer` narrowed to the channels `cuts` keeps, from which `shrink` rebuilds the layer.
+
+        Args:
+          layer: a layer of this spec's type.
+          cuts: ``{weight: {axis: keep vector}}``, ``"output"`` for the layer's output channels.
+
+        Returns:
+          a new config dict.
+        """
         config = layer.get_config()
         if self.width_key is not None and "output" in cuts:
             config[self.width_key] = int(next(iter(cuts["output"].values())).sum())
         return self.narrow(layer, config, cuts) if self.narrow is not None else config
 
     def is_silent(self, layer, zero):
+        """Whether zeroed channels stay zero through `layer`, so `shrink` may remove them without changing
+        outputs; without a `silent` function, whether the layer's activation maps 0 to 0.
+
+        Args:
+          layer: a layer of this spec's type.
+          zero: ``{weight: per-channel bool}``, the channels whose entries of that weight are all zero.
+
+        Returns:
+          a bool, or a per-channel bool array.
+        """
         if self.silent is not None:
             return self.silent(layer, zero)
         return maps_zero_to_zero(layer)
@@ -98,13 +118,21 @@ def register_layer(layer_class, spec=None):
 
     Also a decorator: ``@register_layer(spec)`` above the class. Registering a class again replaces its spec.
 
+    Args:
+      layer_class: a tf_keras Layer or Keras 3 Operation class (or, used as a decorator, the `LayerSpec`).
+      spec: the `LayerSpec` for it.
+
+    Returns:
+      `layer_class`; used as ``@register_layer(spec)``, a decorator that registers and returns the class.
+
     Raises:
       TypeError: `layer_class` is not a Keras layer class, or `spec` is not a `LayerSpec`.
     """
     if spec is None and isinstance(layer_class, LayerSpec):
         return lambda cls: register_layer(cls, layer_class)
-    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
-        raise TypeError(f"register_layer: `layer_class` must be a Keras layer class, got {layer_class!r}.")
+    if not (isinstance(layer_class, type) and issubclass(layer_class, (keras.layers.Layer, keras3.Operation))):
+        raise TypeError(f"register_layer: `layer_class` must be a Keras layer class (tf_keras or Keras 3), got "
+                        f"{layer_class!r}.")
     if not isinstance(spec, LayerSpec):
         raise TypeError(f"register_layer({layer_class.__name__}, spec): `spec` must be a tfprune.registry.LayerSpec "
                         f"(e.g. channel_wise(...), producer(...)), got {type(spec).__name__}.")
@@ -113,7 +141,16 @@ def register_layer(layer_class, spec=None):
 
 
 def resolve_weight(layer, path):
-    """The weight at attribute `path` of `layer`; dotted paths reach sublayers (``"_query_dense.kernel"``)."""
+    """The weight at attribute `path` of `layer`; dotted paths reach sublayers (``"_query_dense.kernel"``), so
+    specs can name weights of layers built from others (attention).
+
+    Args:
+      layer: an innermost layer.
+      path: an attribute name, or dotted names.
+
+    Returns:
+      the attribute's value (a variable, for a weight path), or None where an attribute on the path is missing.
+    """
     owner = layer
     for name in path.split("."):
         owner = getattr(owner, name, None)
@@ -121,11 +158,24 @@ def resolve_weight(layer, path):
 
 
 def spec_for(layer):
-    """The spec registered for `layer`'s exact class, or None."""
+    """The spec registered for `layer`'s exact class, or None; subclasses are not matched, as they may change
+    `call`.
+
+    Args:
+      layer: a layer (or Keras 3 operation) instance.
+
+    Returns:
+      its `LayerSpec`, or None.
+    """
     return _REGISTRY.get(type(layer))
 
 
 def registered_types():
+    """The layer classes that have a spec, e.g. to list what the channel graph supports.
+
+    Returns:
+      a tuple of classes, in registration order.
+    """
     return tuple(_REGISTRY)
 
 
@@ -163,7 +213,7 @@ def check_activation(graph, layer, result):
     activation = getattr(layer, "activation", None)
     if activation is None:
         return
-    name = keras.activations.serialize(activation)
+    name = flavor_of(layer).activations.serialize(activation)
     if not isinstance(name, str):
         raise unsupported(layer, f"its activation {getattr(activation, '__name__', activation)!r} is not a "
                                  f"built-in Keras activation, so it may mix channels")
@@ -196,6 +246,24 @@ def producer(out_weights, in_weights, width_key, macs=None, prunable_kernels=("k
 
     `out_weights`/`in_weights` are ``(attribute, axis)`` pairs (``(attribute, axis, multiplier)`` when each
     input channel owns `multiplier` consecutive positions); negative axes count from the weight's last axis.
+    Example: ``producer([("kernel", -1), ("bias", 0)], [("kernel", -2)], "filters", macs=...)`` for a Conv.
+
+    Args:
+      out_weights: where the new channels lie in the layer's weights.
+      in_weights: where the input's channels lie in the layer's weights.
+      width_key: the config key that sets the output width (``"units"``, ``"filters"``).
+      macs: as in `LayerSpec`.
+      prunable_kernels: as in `LayerSpec`.
+      masks_activations: as in `LayerSpec`.
+      output_units: as in `LayerSpec`.
+
+    Returns:
+      a `LayerSpec`; a zeroed channel counts as silent when its `out_weights` entries are zero and the
+      activation keeps 0.
+
+    Raises:
+      (when a model's channel graph is built) UnsupportedLayerError: the layer has several tensor inputs,
+        channels_first data, an input of unknown width, or an activation that may mix channels.
     """
     def map_channels(graph, layer, inputs, output_shapes):
         x = single_input(layer, inputs)
@@ -226,6 +294,13 @@ def channel_wise(scales=(), shifts=(), width_key=None, keeps_zero=None, narrow=N
       keeps_zero: ``layer -> bool`` for zero-keeping that the weights do not show (default: its activation).
       narrow: as in `LayerSpec`.
       check: ``(graph, layer, x)`` extra validation before mapping (raise `unsupported` or call `graph.freeze`).
+
+    Returns:
+      a `LayerSpec`.
+
+    Raises:
+      (when a model's channel graph is built) UnsupportedLayerError: the layer has several tensor inputs,
+        channels_first data or an activation that may mix channels; and whatever `check` raises.
     """
     def map_channels(graph, layer, inputs, output_shapes):
         x = single_input(layer, inputs)
@@ -248,13 +323,36 @@ def channel_wise(scales=(), shifts=(), width_key=None, keeps_zero=None, narrow=N
 
 
 def passthrough(keeps_zero=None):
-    """A layer without weights that maps channel c to channel c (pooling, dropout, padding, ...)."""
+    """A layer without weights that maps channel c to channel c (pooling, dropout, padding, ...).
+
+    Args:
+      keeps_zero: ``layer -> bool``, whether a zero channel stays zero (default: the layer's activation, if
+        any, maps 0 to 0).
+
+    Returns:
+      a `LayerSpec`.
+
+    Raises:
+      (when a model's channel graph is built) UnsupportedLayerError: as `channel_wise`.
+    """
     return channel_wise(keeps_zero=keeps_zero)
 
 
 def merge(keeps_zero=None):
     """An element-wise combination of its inputs: channel c of every input meets channel c of the others, so
-    all inputs share one mask (Add, Multiply, ...)."""
+    all inputs share one mask (Add, Multiply, ...).
+
+    Args:
+      keeps_zero: ``layer -> bool``, whether channels that are zero in the inputs stay zero (default: the
+        layer's activation, if any, maps 0 to 0).
+
+    Returns:
+      a `LayerSpec`.
+
+    Raises:
+      (when a model's channel graph is built) UnsupportedLayerError: inputs of different (or unknown) widths
+        whose channels are split into groups differently.
+    """
     def map_channels(graph, layer, inputs, output_shapes):
         graph.couple(layer, inputs, "merges inputs with different channel structures")
         return [graph.same(inputs[0], output_shapes[0], layer)]
@@ -277,7 +375,7 @@ def _transposed_macs(layer, input_shape, output_shape):
 
 def _depthwise_macs(layer, input_shape, output_shape):
     """Each output value sums one spatial window of one input channel."""
-    return math.prod(output_shape[1:]) * math.prod(layer.depthwise_kernel.shape[:-2])
+    return math.prod(output_shape[1:]) * math.prod(resolve_weight(layer, _depthwise_kernel(layer)).shape[:-2])
 
 
 def _separable_macs(layer, input_shape, output_shape):
@@ -294,12 +392,16 @@ def _units_on(attribute, axis=-1):
 
 def _depthwise_units(layer, value):
     """Output channel c*multiplier + m comes from kernel[..., c, m]."""
-    kernel = value("depthwise_kernel")
+    kernel = value(_depthwise_kernel(layer))
     return kernel.reshape(-1, kernel.shape[-2] * kernel.shape[-1])
 
 
 # --- built-in layers ------------------------------------------------------------------------------
-_L = keras.layers
+
+def _depthwise_kernel(layer):
+    """tf_keras names a DepthwiseConv's kernel `depthwise_kernel`, Keras 3 `kernel`."""
+    return "depthwise_kernel" if resolve_weight(layer, "depthwise_kernel") is not None else "kernel"
+
 
 
 def _dense_spec():
@@ -358,7 +460,7 @@ def _depthwise(graph, layer, inputs, output_shapes):
     x = single_input(layer, inputs)
     check_channels_last(layer)
     multiplier = layer.depth_multiplier
-    graph.slice(layer, "depthwise_kernel", -2, "out", x)
+    graph.slice(layer, _depthwise_kernel(layer), -2, "out", x)
     graph.slice(layer, "bias", 0, "out", x, multiplier)
     result = graph.scaled(x, multiplier, output_shapes[0], layer)
     check_activation(graph, layer, result)
@@ -467,12 +569,12 @@ def _rescaling_keeps_zero(layer):
 
 
 _SPATIAL = (
-    _L.MaxPooling1D, _L.MaxPooling2D, _L.MaxPooling3D, _L.AveragePooling1D, _L.AveragePooling2D,
-    _L.AveragePooling3D, _L.GlobalMaxPooling1D, _L.GlobalMaxPooling2D, _L.GlobalMaxPooling3D,
-    _L.GlobalAveragePooling1D, _L.GlobalAveragePooling2D, _L.GlobalAveragePooling3D, _L.ZeroPadding1D,
-    _L.ZeroPadding2D, _L.ZeroPadding3D, _L.Cropping1D, _L.Cropping2D, _L.Cropping3D, _L.UpSampling1D,
-    _L.UpSampling2D, _L.UpSampling3D, _L.Dropout, _L.SpatialDropout1D, _L.SpatialDropout2D,
-    _L.SpatialDropout3D, _L.GaussianNoise, _L.GaussianDropout, _L.AlphaDropout)
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
+    "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D", "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D", "GlobalAveragePooling3D", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+    "Cropping1D", "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling2D", "UpSampling3D", "Dropout",
+    "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+    "Identity")
 
 
 # TFOpLambda layers that tf_keras makes from Python operators and tf.* calls on Keras tensors.
@@ -489,23 +591,27 @@ def _constants(graph):
     """The call's non-tensor arguments that take part in the computation (names and dtypes excluded)."""
     args, kwargs = graph.call_arguments()
     values = list(args) + [value for key, value in kwargs.items() if key not in ("name", "dtype")]
-    return [value for value in tf.nest.flatten(values) if not tf.is_tensor(value)]
+    return [value for value in tf.nest.flatten(values) if not is_symbolic(value)]
 
 
 def _tf_op(graph, layer, inputs, output_shapes):
-    """Element-wise TensorFlow ops: with one tensor and constants they keep channels (a constant that varies
-    along the channels freezes them); between tensors they couple them like Add. Anything else raises."""
-    symbol = layer.symbol
-    if symbol not in _TF_ELEMENTWISE_UNARY | _TF_ELEMENTWISE_BINARY:
-        raise unsupported(layer, f"tf.{symbol} is not an element-wise op the channel graph knows")
+    """TensorFlow ops tf_keras wraps in TFOpLambda: element-wise ones only; anything else raises."""
+    if layer.symbol not in _TF_ELEMENTWISE_UNARY | _TF_ELEMENTWISE_BINARY:
+        raise unsupported(layer, f"tf.{layer.symbol} is not an element-wise op the channel graph knows")
+    return _elementwise_op(graph, layer, f"tf.{layer.symbol}", inputs, output_shapes)
+
+
+def _elementwise_op(graph, layer, symbol, inputs, output_shapes):
+    """With one tensor and constants an element-wise op keeps channels (a constant that varies along the
+    channels freezes them); between tensors it couples them like Add."""
     if len(inputs) > 1:
         return merge().map_channels(graph, layer, inputs, output_shapes)
     x = inputs[0]
     result = graph.same(x, output_shapes[0], layer)
     if output_shapes[0][-1] != x.width:
-        raise unsupported(layer, f"tf.{symbol} broadcasts the channel axis: {x.shape} -> {output_shapes[0]}")
+        raise unsupported(layer, f"{symbol} broadcasts the channel axis: {x.shape} -> {output_shapes[0]}")
     if any(np.ndim(value) and np.shape(value)[-1] != 1 for value in _constants(graph)):
-        graph.freeze([result], f"'{layer.name}' (tf.{symbol}) applies a constant that varies along the channels")
+        graph.freeze([result], f"'{layer.name}' ({symbol}) applies a constant that varies along the channels")
     return [result]
 
 
@@ -513,12 +619,30 @@ def _tf_op_keeps_zero(layer, zero):
     """Evaluate the op with zeros in place of its tensors: 0 + 3 is not 0, 0 * 3 is."""
     node = layer.inbound_nodes[0]
     args, kwargs = tf.nest.map_structure(
-        lambda value: tf.zeros([1]) if tf.is_tensor(value) else value,
+        lambda value: tf.zeros([1]) if is_symbolic(value) else value,
         (node.call_args, node.call_kwargs))
     return not np.any(np.asarray(layer.function(*args, **kwargs)))
 
 
-def _register_builtins():
+def _keras3_op(graph, op, inputs, output_shapes):
+    """Keras 3 element-wise operations (`x + 3`, `x * y`, `keras.ops.relu(x)`): as `_tf_op`."""
+    return _elementwise_op(graph, op, type(op).__name__, inputs, output_shapes)
+
+
+def _keras3_op_keeps_zero(op, zero):
+    arguments = op._inbound_nodes[0].arguments
+    args, kwargs = tf.nest.map_structure(lambda value: tf.zeros([1]) if is_symbolic(value) else value,
+                                         (arguments.args, arguments.kwargs))
+    return not np.any(np.asarray(op.call(*args, **kwargs)))
+
+
+def _classes(flavor, *names):
+    """The classes of `flavor.layers` with these names (a few exist in one flavor only)."""
+    return [getattr(flavor.layers, name) for name in names if hasattr(flavor.layers, name)]
+
+
+def _register_builtins(flavor):
+    _L = flavor.layers
     for cls in (_L.Conv1D, _L.Conv2D, _L.Conv3D):
         register_layer(cls, dataclasses.replace(_CONV_SPEC, map_channels=_conv, narrow=_narrow_grouped))
     register_layer(_L.Dense, _dense_spec())
@@ -540,9 +664,9 @@ def _register_builtins():
         channel_wise(shifts=("gamma", "beta"), check=_check_last_axis), masked_call=_layer_norm_over_kept,
         shrink_warning="changes the mean and variance LayerNormalization computes over the channels"))
     register_layer(_L.PReLU, LayerSpec(_prelu))
-    for cls in (_L.ReLU, _L.LeakyReLU, _L.ELU, _L.ThresholdedReLU):
+    for cls in _classes(flavor, "ReLU", "LeakyReLU", "ELU", "ThresholdedReLU"):
         register_layer(cls, passthrough(keeps_zero=_relu_keeps_zero))
-    for cls in _SPATIAL:
+    for cls in _classes(flavor, *_SPATIAL):
         register_layer(cls, passthrough())
     register_layer(_L.Activation, channel_wise())
     register_layer(_L.Rescaling, channel_wise(keeps_zero=_rescaling_keeps_zero,
@@ -557,12 +681,17 @@ def _register_builtins():
         register_layer(cls, merge())
     register_layer(_L.Multiply, merge(keeps_zero=lambda layer: True))
     register_layer(_L.Concatenate, LayerSpec(_concatenate))
-    register_layer(TFOpLambda, LayerSpec(_tf_op, silent=_tf_op_keeps_zero))
     # Custom layers of keras.applications: ConvNeXt's per-channel scale and stochastic depth, and
     # InceptionResNetV2's a + b * scale.
-    register_layer(applications.LayerScale, channel_wise(scales=("gamma",), width_key="projection_dim"))
-    register_layer(applications.StochasticDepth, passthrough())
-    register_layer(applications.CustomScaleLayer, merge())
+    register_layer(applications[flavor].LayerScale, channel_wise(scales=("gamma",), width_key="projection_dim"))
+    register_layer(applications[flavor].StochasticDepth, passthrough())
+    register_layer(applications[flavor].CustomScaleLayer, merge())
+
+
+def _register_op_layers():
+    register_layer(TFOpLambda, LayerSpec(_tf_op, silent=_tf_op_keeps_zero))
+    for op in KERAS3_UNARY_OPS + KERAS3_BINARY_OPS:
+        register_layer(op, LayerSpec(_keras3_op, silent=_keras3_op_keeps_zero))
 
 
 def _frozen_if_per_channel_stats(graph, layer, x):
@@ -572,7 +701,9 @@ def _frozen_if_per_channel_stats(graph, layer, x):
         graph.freeze([x], f"per-channel statistics of '{layer.name}' (Normalization)")
 
 
-_register_builtins()
+for _flavor in FLAVORS:
+    _register_builtins(_flavor)
+_register_op_layers()
 from tfprune import layers_attention  # noqa: E402,F401  (registers its specs)
 from tfprune import layers_recurrent  # noqa: E402,F401  (registers its specs)
 from tfprune import layers_normalization  # noqa: E402,F401  (registers its specs)

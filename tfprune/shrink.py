@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 
 from tfprune import criteria
-from tfprune._keras import check_model, keras
+from tfprune._keras import FLAVORS, check_model, flavor_of, graph_nodes, is_model, output_shape
 from tfprune.graph import build_channel_graph, combined_keeps
 from tfprune.mask import has_wrappers, masked_layers, strip
 from tfprune.metrics import format_table, layer_table
@@ -72,7 +72,7 @@ def _axis_keeps(groups, keeps, tensors):
     """{layer: {weight: {axis: bool vector}}}: a position survives when no group on that axis drops it."""
     def axis_length(piece):
         layer = tensors.layers[piece.layer]
-        return layer.output_shape[-1] if piece.weight == "output" else resolve_weight(layer, piece.weight).shape[piece.axis]
+        return output_shape(layer)[-1] if piece.weight == "output" else resolve_weight(layer, piece.weight).shape[piece.axis]
 
     pairs = [(piece, keep) for group, keep in zip(groups, keeps) for piece in group.slices + group.carrier_slices]
     result = {}
@@ -84,7 +84,7 @@ def _axis_keeps(groups, keeps, tensors):
 def _kept_width(tensor, cuts):
     """Channels of a Keras tensor that survive the cuts (a nested model's output: its inner output's)."""
     layer, _, index = tensor._keras_history
-    if isinstance(layer, keras.Model):
+    if is_model(layer):
         return _kept_width(layer.outputs[index], cuts)
     axes = cuts.get(layer.name, {}).get("output")
     return int(next(iter(axes.values())).sum()) if axes else tensor.shape[-1]
@@ -93,11 +93,10 @@ def _kept_width(tensor, cuts):
 def _nested_input_shapes(model, cuts):
     """{nested model name: its narrowed input shapes}: a nested model is rebuilt on narrower inputs."""
     shapes = {}
-    for nodes in model._nodes_by_depth.values():
-        for node in nodes:
-            if isinstance(node.layer, keras.Model):
-                shapes[node.layer.name] = [tuple(t.shape[:-1]) + (_kept_width(t, cuts),) for t in node.keras_inputs]
-                shapes.update(_nested_input_shapes(node.layer, cuts))
+    for node in graph_nodes(model):
+        if is_model(node.layer):
+            shapes[node.layer.name] = [tuple(t.shape[:-1]) + (_kept_width(t, cuts),) for t in node.inputs]
+            shapes.update(_nested_input_shapes(node.layer, cuts))
     return shapes
 
 
@@ -106,7 +105,7 @@ def _copy_cut_weights(source_model, target_model, cuts):
     targets = {layer.name: layer for layer in target_model.layers}
     for source in source_model.layers:
         target = targets[source.name]
-        if isinstance(source, keras.Model):
+        if is_model(source):
             _copy_cut_weights(source, target, cuts)
             continue
         by_variable = {id(resolve_weight(source, weight)): axes for weight, axes in cuts.get(source.name, {}).items()
@@ -126,11 +125,13 @@ def _copy_cut_weights(source_model, target_model, cuts):
 
 
 def shrink(model, exclude=(), round_to=1, tolerance=0.0):
-    """A new, narrower plain tf_keras model without the dead units/filters of `model` (see the module rule).
+    """A new, narrower plain model (of `model`'s flavor) without the dead units/filters of `model` (see the
+    module rule): unit pruning only saves memory and time once the channels are gone.
+    Example: ``tfprune.shrink(tfprune.prune_units(model, schedule), round_to=8)`` after fine-tuning.
 
     Args:
-      model: tf_keras Sequential or functional model, with or without pruning wrappers (tfprune's or TFMOT's);
-        it is not changed.
+      model: Sequential or functional model (Keras 3 or tf_keras), with or without pruning wrappers (tfprune's
+        or TFMOT's); it is not changed.
       exclude: layer names whose channel groups are left whole (as in `prune_units`).
       round_to: each group keeps a multiple of this many channels where it can (LiteRT/XNNPACK compute
         channels in blocks of 8), adding back its strongest dead channels.
@@ -139,11 +140,20 @@ def shrink(model, exclude=(), round_to=1, tolerance=0.0):
     The result holds only built-in Keras layers (it loads without `custom_objects`) and is not compiled.
     Nested models are rebuilt on their narrowed inputs, with their own layers narrowed.
 
+    Returns:
+      the shrunk model, uncompiled, with the same layer names (the inner ones, for wrapped layers).
+
     Raises:
       UnsupportedLayerError: a layer the channel graph cannot model (the message names it and the fix).
-      ValueError: bad arguments.
+      ValueError: bad arguments (`round_to`, `tolerance`, unknown `exclude` names), weights holding NaN or
+        inf, or a weight the channel graph has no slice for.
+      TypeError: `model` is not a Keras model.
+
+    Warns:
+      UserWarning: removing channels of a layer whose outputs then change (a spec's `shrink_warning`, e.g.
+        LayerNormalization not masked by tfprune).
     """
-    check_model(model)
+    check_model(model, flavors=FLAVORS)
     if not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
         raise ValueError(f"shrink: `round_to` must be a positive integer, got {round_to!r}.")
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance >= 0:
@@ -169,15 +179,17 @@ def shrink(model, exclude=(), round_to=1, tolerance=0.0):
     cuts = _axis_keeps(groups, keeps, tensors)
     nested_inputs = _nested_input_shapes(stripped, cuts)
 
+    flavor = flavor_of(model)
+
     def clone(layer):
-        if isinstance(layer, keras.Model):
-            inputs = [keras.Input(batch_shape=shape) for shape in nested_inputs[layer.name]]
-            return keras.models.clone_model(layer, input_tensors=inputs, clone_function=clone)
+        if is_model(layer):
+            inputs = [flavor.Input(batch_shape=shape) for shape in nested_inputs[layer.name]]
+            return flavor.models.clone_model(layer, input_tensors=inputs, clone_function=clone)
         if layer.name in cuts:
             return type(layer).from_config(spec_for(layer).narrowed_config(layer, cuts[layer.name]))
         return type(layer).from_config(layer.get_config())
 
-    shrunk = keras.models.clone_model(stripped, clone_function=clone)
+    shrunk = flavor.models.clone_model(stripped, clone_function=clone)
     _copy_cut_weights(stripped, shrunk, cuts)
     return shrunk
 
@@ -187,6 +199,18 @@ def shrink_report(before, after):
 
     Layers are matched by their inner names (wrappers of `before` are stripped first); the last row totals
     params and MACs (MACs None when a shape is not fixed).
+
+    Args:
+      before: the model `shrink` was given (tf_keras).
+      after: its shrunk copy (tf_keras).
+
+    Returns:
+      ``(rows, text)``: a list of dicts (``layer``, ``class``, ``units_before``/``_after``,
+      ``params_before``/``_after``, ``macs_before``/``_after``) and the `format_table` text of them.
+
+    Raises:
+      TypeError: either model is not a tf_keras model.
+      ValueError: two layers of a model share a name.
     """
     check_model(before, "before")
     check_model(after, "after")

@@ -13,7 +13,7 @@ import numpy as np
 
 from tfprune import criteria as criteria_module
 from tfprune import schedules
-from tfprune._keras import check_model, keras, tf
+from tfprune._keras import FLAVORS, check_model, flavor_of, tf, tf_variable
 from tfprune.graph import build_channel_graph, combined_keeps
 from tfprune.mask import current_step, rewrap, shared_plan
 from tfprune.validation import check_finite
@@ -35,10 +35,12 @@ def _criterion(name, seed):
 
 
 def prune_units(model, schedule, criterion="l2", scope="layer", round_to=1, exclude=(), seed=0):
-    """A new model whose units/filters are masked, group by group, while it trains.
+    """A new model whose units/filters are masked, group by group, while it trains; `shrink` then removes
+    them, so the model gets smaller and faster, not just sparse.
+    Example: ``tfprune.prune_units(model, tfprune.PolynomialDecay(0.0, 0.5, 0, 1000), criterion="l1")``.
 
     Args:
-      model: tf_keras Sequential or functional model (not changed).
+      model: Sequential or functional model, Keras 3 or tf_keras (not changed).
       schedule: TFMOT `PolynomialDecay`/`ConstantSparsity`; its sparsity is the fraction of units removed.
         Its steps count from this call: on a model already being pruned, step 0 is the model's current step.
       criterion: name in `tfprune.criteria.CRITERIA` ("l2", "l1", "bn_gamma", "taylor", "apoz",
@@ -49,14 +51,24 @@ def prune_units(model, schedule, criterion="l2", scope="layer", round_to=1, excl
       exclude: layer names whose channel groups are left whole (the output layer always is).
       seed: seed for the "random" criterion.
 
-    Raises before anything is built: unknown criterion, scope or round_to; a weight-only criterion that
-    cannot score this model (e.g. "bn_gamma" without BatchNormalization); layers the channel graph cannot
-    model (e.g. Lambda; the message names the layer and suggests `exclude`).
+    Returns:
+      the masked clone (uncompiled), its channel-masked layers wrapped in `MaskedLayer`s carrying the plan.
+
+    Raises:
+      ValueError: (all before anything is built) unknown criterion, scope or round_to; a criterion callable
+        that is not registered; weights holding NaN or inf; no prunable channel group; a weight-only criterion
+        that cannot score this model (e.g. "bn_gamma" without BatchNormalization); unknown `exclude` names.
+      UnsupportedLayerError: a layer the channel graph cannot model (e.g. Lambda; the message names the layer
+        and suggests `exclude`).
+      TypeError: `model` is not a Keras model, or `schedule` is not a TFMOT schedule.
+
+    Warns:
+      UserWarning: a schedule that never reaches its final sparsity, or whose sparsity falls.
 
     Train with ``callbacks=[tfprune.UpdatePruningStep()]``; criteria that read gradients or activations
     ("taylor", "apoz") need calibration data: ``UpdatePruningStep(data=(x, y))``.
     """
-    check_model(model)
+    check_model(model, flavors=FLAVORS)
     schedules.check_schedule(schedule)
     if scope not in ("layer", "global"):
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}.")
@@ -92,7 +104,7 @@ def _check_calibration_data(model, data, criterion, with_loss):
         first = tf.nest.map_structure(lambda array: np.asarray(array)[:1], x)
         outputs = model(first, training=False)
         if with_loss:
-            keras.losses.get(model.loss)(np.asarray(y)[:1], outputs)
+            flavor_of(model).losses.get(model.loss)(np.asarray(y)[:1], outputs)
     except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
         raise ValueError(f"UpdatePruningStep(data=...): the calibration data for criterion '{criterion}' does not "
                          f"fit model '{model.name}' (inputs {model.input_shape}): {str(error).splitlines()[0]} "
@@ -101,7 +113,16 @@ def _check_calibration_data(model, data, criterion, with_loss):
 
 def kept_count(size, sparsity, round_to):
     """Channels kept when `sparsity` of `size` are removed: at least one, a multiple of round_to if possible
-    (an int32 tensor; float64 with rounding half to even, like Python's round)."""
+    (an int32 tensor; float64 with rounding half to even, like Python's round).
+
+    Args:
+      size: the group's channel count.
+      sparsity: the fraction to remove (float or scalar tensor).
+      round_to: the block size the kept count is rounded up to (never above `size`).
+
+    Returns:
+      a scalar int32 tensor.
+    """
     removed = tf.cast(tf.round(tf.cast(sparsity, tf.float64) * size), tf.int32)
     return _rounded_up(tf.maximum(1, size - removed), size, round_to)
 
@@ -144,6 +165,13 @@ class UnitPruner:
       wrappers: ``{inner layer name: MaskedLayer}`` of the model.
       plan: the ``"unit"`` plan that `prune_units` stored on the wrappers.
       data: calibration ``(x, y)`` for criteria that need gradients or activations.
+
+    Raises:
+      ValueError: the criterion needs data and none (or no labels, or no compiled loss, for gradients) was
+        given, or the data do not fit the model; and as `build_channel_graph`.
+
+    Warns:
+      UserWarning: the criterion is not written with TensorFlow ops, so updates run eagerly.
     """
 
     def __init__(self, model, wrappers, plan, data=None):
@@ -174,7 +202,7 @@ class UnitPruner:
         for index, group in enumerate(self.groups):
             for piece in group.slices:
                 self._writers.setdefault((piece.layer, piece.weight, piece.axis), []).append((index, piece))
-        self._device = self._variable(next(iter(self._writers))).device
+        self._device = tf_variable(self._variable(next(iter(self._writers)))).device
         self._compiled = _traced(self._update_keeps)
         if self._compiled is None:
             warnings.warn(f"Unit criterion '{self.criterion.tfprune_name}' is not written with TensorFlow ops; it "
@@ -182,6 +210,19 @@ class UnitPruner:
 
     @classmethod
     def from_model(cls, model, layers, data=None):
+        """The pruner for the unit plan `layers` carry, as the callback builds it at the start of training.
+
+        Args:
+          model: the model holding `layers`.
+          layers: its `MaskedLayer`s.
+          data: calibration ``(x, y)``, as `UnitPruner`.
+
+        Returns:
+          a list of one `UnitPruner`, or an empty list when no layer carries a unit plan.
+
+        Raises:
+          ValueError: the layers' unit plans differ; and as `UnitPruner`.
+        """
         planned = [layer for layer in layers if "unit" in layer.plan]
         if not planned:
             return []
@@ -194,7 +235,16 @@ class UnitPruner:
 
     def update(self, sparsity, step):
         """Score every group on the current (masked) model and shrink the keep vectors to `sparsity`; record
-        `step` as the layers' mask step."""
+        `step` as the layers' mask step.
+
+        Args:
+          sparsity: the schedule's sparsity at `step`, the fraction of each group (or of all, globally) removed.
+          step: the training step.
+
+        Raises:
+          tf.errors.InvalidArgumentError: the criterion returned non-finite scores (inside the compiled update;
+            ValueError when it runs eagerly).
+        """
         (self._compiled or self._update_keeps)(tf.constant(sparsity, tf.float64), tf.constant(step, tf.int64))
 
     def _update_keeps(self, sparsity, step):
@@ -217,9 +267,9 @@ class UnitPruner:
             combined = combined_keeps(pairs, lambda piece: self._variable((piece.layer, piece.weight,
                                                                            piece.axis)).shape[0])
             for key, vector in combined.items():
-                self._variable(key).assign(tf.cast(vector, tf.float32), read_value=False)
+                tf_variable(self._variable(key)).assign(tf.cast(vector, tf.float32), read_value=False)
             for wrapper in self._planned:
-                wrapper.mask_step.assign(step, read_value=False)
+                tf_variable(wrapper.mask_step).assign(step, read_value=False)
 
     def _global_keeps(self, scores, sparsity):
         """Drop the globally lowest normalised scores; each group's best channel is never a candidate."""

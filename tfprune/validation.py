@@ -7,7 +7,7 @@ and passes it on (a masked NaN stays NaN); `check_finite` refuses such weights i
 import math
 import numbers
 
-from tfprune._keras import keras, tf
+from tfprune._keras import is_model, keras, tf
 
 __all__ = ["check_finite", "check_int", "check_number", "check_choice", "check_exclude"]
 
@@ -53,7 +53,7 @@ def check_exclude(exclude, prunable, owner):
 
 
 def _layers(model_or_layer):
-    if isinstance(model_or_layer, keras.Model):
+    if is_model(model_or_layer):
         for layer in model_or_layer.layers:
             yield from _layers(layer)
     else:
@@ -68,7 +68,7 @@ def check_finite(model_or_layer, what):
     """
     for layer in _layers(model_or_layer):
         for weight in layer.weights:
-            if weight.dtype.is_floating and not bool(tf.reduce_all(tf.math.is_finite(weight))):
+            if tf.as_dtype(weight.dtype).is_floating and not bool(tf.reduce_all(tf.math.is_finite(weight))):
                 raise ValueError(
                     f"{what}: layer '{layer.name}' weight '{weight.name}' holds NaN or inf; tfprune cannot rank "
                     "such weights by magnitude. The training that produced them diverged: check the data, the "

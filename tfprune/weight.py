@@ -10,7 +10,7 @@ finds the exact cut-off with a two-pass radix select on the scores' bits (no sor
 import numpy as np
 
 from tfprune import schedules
-from tfprune._keras import check_model, keras, tf, tfmot
+from tfprune._keras import FLAVORS, check_model, flavor_of, keras, tf, tf_variable, tfmot
 from tfprune.graph import prunable_kernels
 from tfprune.registry import resolve_weight
 from tfprune.mask import MaskedLayer, current_step, has_wrappers, iter_layers, rewrap, shared_plan
@@ -35,6 +35,14 @@ def erk_sparsities(model, sparsity, layers):
 
     Density of a layer ∝ sum(kernel shape) / prod(kernel shape); layers that would exceed density 1 are
     kept dense and the rest rescaled, so the total number of kept weights matches exactly.
+
+    Args:
+      model: the model holding the layers (wrapped or not).
+      sparsity: the overall fraction of the layers' kernel weights to remove.
+      layers: names of the prunable layers to share it.
+
+    Returns:
+      ``{layer_name: sparsity}``, 0.0 for layers kept dense.
     """
     shapes = {}
     for layer in iter_layers(model):
@@ -55,7 +63,21 @@ def erk_sparsities(model, sparsity, layers):
 
 
 def layer_targets(model, schedule, sparsity_map, layers):
-    """``{layer_name: final sparsity}`` from a sparsity map: None/'uniform', 'erk' or a dict by name."""
+    """``{layer_name: final sparsity}`` from a sparsity map: None/'uniform', 'erk' or a dict by name.
+
+    Args:
+      model: the model holding the layers.
+      schedule: the pruning schedule; its final sparsity is the uniform target (and ERK's overall one).
+      sparsity_map: None, ``"uniform"``, ``"erk"`` or ``{layer_name: sparsity}`` (unlisted layers get the
+        schedule's).
+      layers: names of the prunable layers.
+
+    Returns:
+      ``{layer_name: sparsity}`` for every name in `layers`.
+
+    Raises:
+      ValueError: a dict naming other layers or holding values outside [0, 1), or a map of another kind.
+    """
     final = schedules.final_sparsity(schedule)
     if sparsity_map in (None, "uniform"):
         return {name: final for name in layers}
@@ -75,9 +97,10 @@ def layer_targets(model, schedule, sparsity_map, layers):
 
 def prune_weights(model, schedule, scope="layer", sparsity_map=None, exclude=()):
     """A new model whose Dense/Conv kernels are pruned by magnitude while it trains.
+    Example: ``tfprune.prune_weights(model, tfprune.PolynomialDecay(0.0, 0.8, 0, 1000), scope="global")``.
 
     Args:
-      model: a tf_keras Sequential or functional model (not changed).
+      model: a Sequential or functional model, Keras 3 or tf_keras (not changed).
       schedule: a TFMOT `PolynomialDecay` or `ConstantSparsity` (or any `PruningSchedule`).
       scope: "layer" (every layer reaches the schedule's sparsity; TFMOT does the work) or "global"
         (one magnitude threshold across all prunable kernels; layers end up unevenly sparse).
@@ -87,8 +110,21 @@ def prune_weights(model, schedule, scope="layer", sparsity_map=None, exclude=())
     Train with ``callbacks=[tfprune.UpdatePruningStep()]``; recompile after calling (the optimizer is not
     carried over, as in TFMOT). On a model already being pruned (e.g. after `prune_units`), the schedule's
     step 0 is the model's current step.
+
+    Returns:
+      the new model, uncompiled: with TFMOT's `prune_low_magnitude` wrappers for scope="layer" on a plain
+      tf_keras model, else with tfprune's `MaskedLayer`s.
+
+    Raises:
+      ValueError: an unknown scope; a sparsity_map with scope="global", naming unknown layers, holding values
+        outside [0, 1) or of another kind; `exclude` names that are not prunable layers; nothing left to
+        prune; weights holding NaN or inf; a nested model with scope="layer" (TFMOT); a TFMOT-wrapped model.
+      TypeError: `model` is not a Keras model, or `schedule` is not a TFMOT schedule.
+
+    Warns:
+      UserWarning: a schedule that never reaches its final sparsity, or whose sparsity falls.
     """
-    check_model(model)
+    check_model(model, flavors=FLAVORS)
     schedules.check_schedule(schedule)
     if scope not in ("layer", "global"):
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}.")
@@ -100,12 +136,15 @@ def prune_weights(model, schedule, scope="layer", sparsity_map=None, exclude=())
     check_finite(model, "prune_weights")
     schedules.warn_if_never_reaches_target(schedule)
 
-    if scope == "layer" and not has_wrappers(model):
-        return _prune_with_tfmot(model, schedule, targets)
+    if scope == "layer" and not has_wrappers(model) and flavor_of(model) is keras:
+        return _prune_with_tfmot(model, schedule, targets)  # Keras 3 layers get tfprune's own per-layer pruner
 
     config = schedules.serialize(schedule)
     final = schedules.final_sparsity(schedule)
-    start = current_step(model)
+    # TFMOT evaluates a schedule at the number of training calls made, the current one included: one ahead of
+    # tfprune's step. Per-layer pruning counts as TFMOT does, so a Keras 3 model (tfprune's pruner) and its
+    # tf_keras twin (TFMOT's wrapper) get the same masks at every update.
+    start = current_step(model) - (1 if scope == "layer" else 0)
 
     def spec(layer):
         if layer.name not in targets:
@@ -140,7 +179,15 @@ def _prune_with_tfmot(model, schedule, targets):
 
 def smallest_to_mask(scores, count):
     """0/1 mask of `scores`' shape with exactly `count` of the smallest entries set to 0 (ties by position, the
-    later kept): the host-side rule one-shot methods use, and the reference the in-graph update matches."""
+    later kept): the host-side rule one-shot methods use, and the reference the in-graph update matches.
+
+    Args:
+      scores: an array of scores.
+      count: how many entries to mask.
+
+    Returns:
+      a float32 0/1 array of `scores`' shape.
+    """
     flat = np.asarray(scores).reshape(-1)
     keep = np.ones(flat.size, dtype=bool)
     if count > 0:
@@ -163,6 +210,12 @@ def sort_keys(pieces):
     with the magnitude bits of negatives flipped), and their high 16 bits as bins in [0, 2^16).
 
     Element-wise only: callers compile it with XLA together with the scores, one pass over memory.
+
+    Args:
+      pieces: float32 score tensors of any shapes.
+
+    Returns:
+      ``(keys, highs)``: two lists of flat int32 tensors, one of each per piece.
     """
     keys = []
     for piece in pieces:
@@ -185,6 +238,14 @@ def masks_without_smallest(keys, highs, count):
 
     TensorFlow ops only, so it runs where the scores are. The cut-off comes from a histogram of the keys'
     high bits and one of the low bits of the keys in the cut-off's bin: a fraction of the cost of a sort.
+
+    Args:
+      keys: the keys of `sort_keys`.
+      highs: their high bits, from `sort_keys`.
+      count: how many scores to mask, a scalar int32 tensor.
+
+    Returns:
+      ``(masks, non_finite)``: a list of flat float32 masks, one per key vector, and a scalar int32 tensor.
     """
     def histogram(values):
         return tf.math.bincount(values, minlength=_HALF, maxlength=_HALF, dtype=tf.int32)
@@ -227,16 +288,25 @@ class WeightPruner:
     Scores are |w ⊙ m|, so pruned weights (score 0) stay pruned as sparsity grows; entries removed by
     unit pruning on the same layer score -1 (masked first) and are not counted, so the target applies to
     the surviving weights. `start` is the model step at which the plan was added (its schedule's step 0).
+    A `per_layer` pool (scope="layer") counts its kept weights with TFMOT's arithmetic.
+
+    Args:
+      layers: the pool's `MaskedLayer`s, each with element-masked weights.
+      schedule: the `PruningSchedule` driving them.
+      ratio: the pool's target as a fraction of the schedule's sparsity (per-layer sparsity maps).
+      start: the model step that is the schedule's step 0.
+      per_layer: count kept weights as TFMOT does for one layer.
     """
 
-    def __init__(self, layers, schedule, ratio=1.0, start=0):
+    def __init__(self, layers, schedule, ratio=1.0, start=0, per_layer=False):
         self.layers = layers
+        self.per_layer = per_layer
         self.schedule = schedule
         self.ratio = ratio
         self.start = start
         self._entries = [(layer, name) for layer in layers for name in layer.element_masked]
         # The update runs where the masks live (under a distribution strategy: where their primary copy is).
-        self._device = self._entries[0][0].masks[self._entries[0][1]].device
+        self._device = tf_variable(self._entries[0][0].masks[self._entries[0][1]]).device
         self._size = sum(layer.masks[name].shape.num_elements() for layer, name in self._entries)
         # Scores and their sort keys in one XLA-fused pass over the weights and masks.
         self._keys = tf.function(lambda: sort_keys(self._scores()), jit_compile=True, autograph=False)
@@ -246,7 +316,17 @@ class WeightPruner:
 
     @classmethod
     def from_model(cls, layers):
-        """Pools from the layers' plans: one for every global-scope layer, one per layer-scope layer."""
+        """Pools from the layers' plans: one for every global-scope layer, one per layer-scope layer.
+
+        Args:
+          layers: `MaskedLayer`s; those without a weight plan are left out.
+
+        Returns:
+          a list of `WeightPruner`s (empty when no layer carries a weight plan).
+
+        Raises:
+          ValueError: the global-scope layers' plans differ.
+        """
         pools, global_layers = [], []
         for layer in layers:
             plan = layer.plan.get("weight")
@@ -256,7 +336,7 @@ class WeightPruner:
                 global_layers.append(layer)
             else:
                 pools.append(cls([layer], schedules.deserialize(plan["schedule"]), plan["ratio"],
-                                 plan.get("start", 0)))
+                                 plan.get("start", 0), per_layer=True))
         if global_layers:
             plan = shared_plan(global_layers, "weight")
             pools.append(cls(global_layers, schedules.deserialize(plan["schedule"]), start=plan.get("start", 0)))
@@ -264,7 +344,15 @@ class WeightPruner:
 
     def update(self, sparsity, step):
         """Mask the smallest |w ⊙ m| so that `sparsity` of the pool's surviving weights are zero; record `step`
-        as the layers' mask step. Raises, naming the layers, when a weight is inf or NaN."""
+        as the layers' mask step. Raises, naming the layers, when a weight is inf or NaN.
+
+        Args:
+          sparsity: the schedule's sparsity at `step` (before the pool's `ratio`).
+          step: the training step.
+
+        Raises:
+          ValueError: a masked weight holds inf or NaN (the masks are unchanged).
+        """
         non_finite = self._compiled(tf.constant(sparsity, tf.float64), tf.constant(step, tf.int64))
         if int(non_finite):
             bad = [f"{layer.layer.name}.{name}" for layer, name in self._entries
@@ -287,15 +375,18 @@ class WeightPruner:
     def _update_masks(self, sparsity, step):
         with tf.device(self._device):
             alive = tf.add_n([self._alive(layer, name) for layer, name in self._entries])
-            # float64 like the host's arithmetic; tf.round rounds half to even like Python's round.
-            kept_alive = alive - tf.cast(tf.round(sparsity * self.ratio * tf.cast(alive, tf.float64)), tf.int64)
+            if self.per_layer:  # TFMOT's arithmetic (float32, kept count rounded), so its wrapper's masks match
+                kept_alive = tf.cast(tf.round(tf.cast(alive, tf.float32) * (1.0 - tf.cast(sparsity * self.ratio,
+                                                                                        tf.float32))), tf.int64)
+            else:  # float64 like the host's arithmetic; tf.round rounds half to even like Python's round.
+                kept_alive = alive - tf.cast(tf.round(sparsity * self.ratio * tf.cast(alive, tf.float64)), tf.int64)
             count = tf.cast(self._size - kept_alive, tf.int32)
             masks, non_finite = masks_without_smallest(*self._keys(), count)
 
             def assign_masks():
                 for (layer, name), mask in zip(self._entries, masks):
-                    layer.masks[name].assign(tf.reshape(mask, layer.masks[name].shape), read_value=False)
-                    layer.mask_step.assign(step, read_value=False)
+                    tf_variable(layer.masks[name]).assign(tf.reshape(mask, layer.masks[name].shape), read_value=False)
+                    tf_variable(layer.mask_step).assign(step, read_value=False)
                 return non_finite
 
             return tf.cond(non_finite > 0, lambda: non_finite, assign_masks)

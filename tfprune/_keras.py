@@ -278,17 +278,16 @@ def output_shape(layer):
 
 
 def input_shape(layer):
-    """The shape of a layer's first input in its first call (the query's, for attention); a shared layer has
-    one per call, and tfprune prunes by the first.
+    """As `output_shape`, for the layer's first input (the query's, for attention).
 
     Args:
-      layer: a layer of either flavor that has been called in a model.
+      layer: as for `output_shape`.
 
     Returns:
-      the shape as a tuple, batch dimension (None) first.
+      the shape as a tuple.
 
     Raises:
-      RuntimeError: a tf_keras layer that was never called (Keras 3: IndexError).
+      RuntimeError: as for `output_shape`.
     """
     return _first_call_shapes(layer, "input")[0]
 

@@ -180,14 +180,13 @@ def l1(group, tensors):
     """Sum of |w| over each channel's output kernel entries (Li et al. 2017's filter norm), needing no data.
 
     Args:
-      group: the `tfprune.graph.ChannelGroup` to score.
-      tensors: gives ``weight(slice)`` (e.g. `ModelTensors`).
+      group, tensors: as for `l2`.
 
     Returns:
       a tensor of ``group.size`` non-negative scores.
 
     Raises:
-      ValueError: the group has no producer kernel.
+      ValueError: as for `l2`.
     """
     return _channel_sums(group, tensors, squared=False)[0]
 
@@ -197,14 +196,13 @@ def mean_column_norm(group, tensors):
     """RMS of each channel's output kernel entries: comparable across layers with different fan-in.
 
     Args:
-      group: the `tfprune.graph.ChannelGroup` to score.
-      tensors: gives ``weight(slice)`` (e.g. `ModelTensors`).
+      group, tensors: as for `l2`.
 
     Returns:
       a tensor of ``group.size`` non-negative scores.
 
     Raises:
-      ValueError: the group has no producer kernel.
+      ValueError: as for `l2`.
     """
     sums, entries = _channel_sums(group, tensors, squared=True)
     return tf.sqrt(sums / entries)

@@ -544,12 +544,15 @@ def strip(model):
     return stripped
 
 
+def _pairs(source_model, target_model):
+    """(source layer, its counterpart in a clone) for every layer holding weights, matched by inner name; layers
+    without weights are skipped (input layers among them, which Keras 3 renames when it clones)."""
+    targets = {inner_layer(layer).name: layer for layer in target_model.layers}
+    return [(source, targets[inner_layer(source).name]) for source in source_model.layers if source.weights]
+
+
 def _copy_weights(source_model, target_model):
-    targets = {layer.name: layer for layer in target_model.layers}
-    for source in source_model.layers:
-        if not source.weights:  # input layers among them, which Keras 3 renames when it clones
-            continue
-        target = targets[inner_layer(source).name]
+    for source, target in _pairs(source_model, target_model):
         if is_model(source):
             _copy_weights(source, target)
         elif isinstance(source, (MaskedLayer, PruneLowMagnitude)):
@@ -640,11 +643,7 @@ def freeze(model):
 
 def _copy_state(source_model, target_model):
     """Copy weights, masks and steps from `source_model` into its rewrapped clone, matching inner names."""
-    targets = {inner_layer(layer).name: layer for layer in target_model.layers}
-    for source in source_model.layers:
-        if not source.weights:  # input layers among them, which Keras 3 renames when it clones
-            continue
-        target = targets[inner_layer(source).name]
+    for source, target in _pairs(source_model, target_model):
         if is_model(source):
             _copy_state(source, target)
             continue

@@ -150,3 +150,11 @@ def test_import_leaves_tf_keras_as_the_user_has_it():
 def test_entry_points_without_keras3_support_say_so():
     with pytest.raises(TypeError, match=r"Keras 3 object.*apply_group_lasso.*tf_keras"):
         tfprune.apply_group_lasso(_mlp(keras3), 0.1)
+
+
+@pytest.mark.parametrize("method", ["snip", "synflow"])
+def test_pruning_at_initialization(flavor, method):
+    (x, y), _ = tfprune.data.mnist_5k()
+    model, info = tfprune.prune_at_init(_mlp(flavor), method, 0.9, data=(x[:128], y[:128]), rounds=2,
+                                        return_info=True, verbose=0)
+    assert flavor_of(model) is flavor and abs(info["achieved_sparsity"] - 0.9) < 1e-3

@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from tfprune._keras import check_model, keras, tf
+from tfprune._keras import FLAVORS, check_model, flavor_of, is_model, keras, tf
 from tfprune.graph import prunable_kernels
 from tfprune.registry import resolve_weight
 from tfprune.mask import inner_layer, iter_layers, masks, strip, with_masks
@@ -67,7 +67,7 @@ def score(model, method, data=None, loss=None, batches=1, temperature=200.0, tra
       ValueError: an unknown method, a data-driven method without `data` or with data that do not fit the
         model, an unknown name in `exclude`, or weights holding NaN or inf.
     """
-    check_model(model)
+    check_model(model, flavors=FLAVORS)
     check_finite(model, "score")
     targets = _targets(model, exclude)
     scorer = _Scorer(model, method, targets, data=data, loss=loss, batches=batches, batch_size=batch_size,
@@ -120,7 +120,7 @@ def prune_at_init(model, method, sparsity, data=None, rounds=None, schedule="exp
     Warns:
       UserWarning: a layer lost all its weights (layer collapse).
     """
-    check_model(model)
+    check_model(model, flavors=FLAVORS)
     if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not 0.0 <= sparsity < 1.0:
         raise ValueError(f"prune_at_init: `sparsity` must be a fraction in [0, 1), got {sparsity!r}; "
                          f"for a compression ratio c pass sparsity = 1 - 1/c.")
@@ -333,7 +333,8 @@ def _loss_fn(loss, network, method):
             raise TypeError(f"score: `loss` must be a callable loss(y_true, logits), got {type(loss).__name__}.")
         return lambda y, logits: tf.reduce_mean(loss(y, logits))
     output = inner_layer(network.layers[-1])
-    if getattr(output, "activation", None) is keras.activations.softmax or isinstance(output, keras.layers.Softmax):
+    flavor = flavor_of(output)
+    if getattr(output, "activation", None) is flavor.activations.softmax or isinstance(output, flavor.layers.Softmax):
         raise ValueError(f"score: method {method!r} needs logits, but output layer '{output.name}' applies softmax. "
                          f"Build the model without the final softmax (train with from_logits=True), or pass `loss`.")
 
@@ -348,10 +349,10 @@ def _loss_fn(loss, network, method):
 def _clone_layers(model, config_fn):
     """A structural copy of an unwrapped `model` (nested models included) whose layer configs pass `config_fn`."""
     def clone(layer):
-        if isinstance(layer, keras.Model):
+        if is_model(layer):
             return _clone_layers(layer, config_fn)
         return layer.__class__.from_config(config_fn(layer.get_config()))
-    return keras.models.clone_model(model, clone_function=clone)
+    return flavor_of(model).models.clone_model(model, clone_function=clone)
 
 
 def _synflow_network(plain):
@@ -400,12 +401,13 @@ def _keep_highest(scores, current, density, scope):
 def _reinitialized(model, seed):
     """An unwrapped copy of `model` with weights freshly drawn from each layer's initializers (seeded anew)."""
     rng = np.random.default_rng(seed)
+    initializers = flavor_of(model).initializers
 
     def reseed(config):
         config = dict(config)
         for key, value in config.items():
             if key.endswith("_initializer") and value is not None:
-                initializer = keras.initializers.get(value)
+                initializer = initializers.get(value)
                 settings = initializer.get_config()
                 if "seed" in settings:
                     settings["seed"] = int(rng.integers(2 ** 31 - 1))

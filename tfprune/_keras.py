@@ -63,7 +63,7 @@ FLAVORS = (keras, keras3)
 FIRST_REPLICA = {keras: tf.VariableAggregation.ONLY_FIRST_REPLICA, keras3: "only_first_replica"}
 
 __all__ = ["tf", "keras", "keras3", "tfmot", "PruneLowMagnitude", "TFOpLambda", "applications", "FLAVORS",
-           "FIRST_REPLICA",
+           "FIRST_REPLICA", "keras_module",
            "KERAS3_UNARY_OPS", "KERAS3_BINARY_OPS", "Node", "flavor_of", "is_model", "is_layer", "is_variable", "is_symbolic", "tf_variable",
            "graph_nodes", "is_graph_model", "weight_slot", "saved_flavor", "load_model", "output_shape", "input_shape", "check_model", "check_layer", "unwrap_layer"]
 
@@ -82,6 +82,24 @@ def flavor_of(obj):
     if issubclass(cls, (keras3.Operation, keras3.KerasTensor, keras3.Variable)):
         return keras3
     return keras
+
+
+def keras_module(flavor):
+    """The Keras module a flavor name means: "tf_keras" (Keras 2, what TFMOT wraps) or "keras" (Keras 3).
+
+    Args:
+      flavor: "tf_keras" or "keras".
+
+    Returns:
+      the module.
+
+    Raises:
+      ValueError: any other name.
+    """
+    modules = {"tf_keras": keras, "keras": keras3}
+    if flavor not in modules:
+        raise ValueError(f"flavor must be 'tf_keras' (Keras 2, which TFMOT needs) or 'keras' (Keras 3), got {flavor!r}.")
+    return modules[flavor]
 
 
 def is_model(obj):

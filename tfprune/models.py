@@ -1,5 +1,5 @@
 """Reference models used by the seeds, the tests and the benchmarks (all tf_keras functional models)."""
-from tfprune._keras import keras
+from tfprune._keras import keras, keras_module
 
 _VGG_CONFIGS = {
     11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
@@ -11,7 +11,7 @@ def _scaled(channels, width_multiplier):
     return max(1, int(round(channels * width_multiplier)))
 
 
-def mlp(input_shape=(784,), num_classes=10, hidden=(1000, 1000, 500, 200), seed=None):
+def mlp(input_shape=(784,), num_classes=10, hidden=(1000, 1000, 500, 200), seed=None, flavor="tf_keras"):
     """The seeds' MNIST network: 784-1000-1000-500-200-10, ReLU, no biases, logits out.
 
     Args:
@@ -19,10 +19,13 @@ def mlp(input_shape=(784,), num_classes=10, hidden=(1000, 1000, 500, 200), seed=
       num_classes: the width of the ``logits`` layer.
       hidden: the widths of the ReLU layers ``dense_0``, ``dense_1``, ...
       seed: seed of layer i's Glorot initializer is ``seed + i``; None draws fresh weights.
+      flavor: "tf_keras" (Keras 2, which TFMOT wraps) or "keras" (Keras 3).
 
     Returns:
-      an uncompiled tf_keras functional model named ``mlp``.
+      an uncompiled functional model of `flavor` named ``mlp``.
     """
+    keras = keras_module(flavor)
+
     def init(i):
         return keras.initializers.GlorotUniform(seed=None if seed is None else seed + i)
 
@@ -36,7 +39,7 @@ def mlp(input_shape=(784,), num_classes=10, hidden=(1000, 1000, 500, 200), seed=
     return keras.Model(inputs, outputs, name="mlp")
 
 
-def lenet5(input_shape=(28, 28, 1), num_classes=10, filters=(20, 50), hidden=500):
+def lenet5(input_shape=(28, 28, 1), num_classes=10, filters=(20, 50), hidden=500, flavor="tf_keras"):
     """Caffe's LeNet-5 (conv 20-50, dense 500), the network SSL pruned from 20-50 to 5-19 filters.
 
     Args:
@@ -44,10 +47,12 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10, filters=(20, 50), hidden=500
       num_classes: the width of the ``logits`` layer.
       filters: the two 5x5 convolutions' filter counts.
       hidden: the width of the ReLU dense layer.
+      flavor: "tf_keras" (Keras 2, which TFMOT wraps) or "keras" (Keras 3).
 
     Returns:
-      an uncompiled tf_keras functional model named ``lenet5``, logits out.
+      an uncompiled functional model of `flavor` named ``lenet5``, logits out.
     """
+    keras = keras_module(flavor)
     inputs = keras.Input(shape=input_shape, name="input")
     x = keras.layers.Conv2D(filters[0], 5, activation="relu", name="conv_0")(inputs)
     x = keras.layers.MaxPooling2D(2, name="pool_0")(x)
@@ -59,7 +64,7 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10, filters=(20, 50), hidden=500
     return keras.Model(inputs, outputs, name="lenet5")
 
 
-def vgg(depth=11, width_multiplier=1.0, num_classes=10, input_shape=(32, 32, 3)):
+def vgg(depth=11, width_multiplier=1.0, num_classes=10, input_shape=(32, 32, 3), flavor="tf_keras"):
     """CIFAR-style VGG with BatchNorm; a pooling step that would shrink the map below 1x1 is skipped.
 
     Args:
@@ -67,13 +72,15 @@ def vgg(depth=11, width_multiplier=1.0, num_classes=10, input_shape=(32, 32, 3))
       width_multiplier: scales every convolution's filter count (rounded, at least 1).
       num_classes: the width of the ``logits`` layer.
       input_shape: the image shape without the batch, channels last.
+      flavor: "tf_keras" (Keras 2, which TFMOT wraps) or "keras" (Keras 3).
 
     Returns:
-      an uncompiled tf_keras functional model named ``vgg<depth>``, logits out.
+      an uncompiled functional model of `flavor` named ``vgg<depth>``, logits out.
 
     Raises:
       ValueError: an unknown `depth`, or `width_multiplier` <= 0.
     """
+    keras = keras_module(flavor)
     if depth not in _VGG_CONFIGS:
         raise ValueError(f"vgg: `depth` must be one of {sorted(_VGG_CONFIGS)}, got {depth!r}.")
     if width_multiplier <= 0:
@@ -96,7 +103,7 @@ def vgg(depth=11, width_multiplier=1.0, num_classes=10, input_shape=(32, 32, 3))
     return keras.Model(inputs, outputs, name=f"vgg{depth}")
 
 
-def resnet20(num_classes=10, input_shape=(32, 32, 3), widths=(16, 32, 64), blocks_per_stage=3):
+def resnet20(num_classes=10, input_shape=(32, 32, 3), widths=(16, 32, 64), blocks_per_stage=3, flavor="tf_keras"):
     """CIFAR ResNet-20 (He et al. 2016) with 1x1-conv projection shortcuts where the shape changes; its
     residual adds make it the reference for coupled channel groups.
 
@@ -105,10 +112,13 @@ def resnet20(num_classes=10, input_shape=(32, 32, 3), widths=(16, 32, 64), block
       input_shape: the image shape without the batch, channels last.
       widths: the filter count of each stage (stages after the first halve the map).
       blocks_per_stage: residual blocks per stage (3 gives 20 layers).
+      flavor: "tf_keras" (Keras 2, which TFMOT wraps) or "keras" (Keras 3).
 
     Returns:
-      an uncompiled tf_keras functional model named ``resnet20``, logits out.
+      an uncompiled functional model of `flavor` named ``resnet20``, logits out.
     """
+    keras = keras_module(flavor)
+
     def conv_bn(x, filters, strides, name, relu=True, kernel=3):
         x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
                                 kernel_initializer="he_normal", name=f"{name}_conv")(x)

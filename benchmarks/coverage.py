@@ -4,7 +4,8 @@ For each model (weights=None, the smallest input it accepts, logits): build the 
 channels of every prunable group (`oneshot(method="unit")`), `shrink`, export the shrunk model to TFLite, and
 compare: shrunk vs masked Keras outputs (relative max diff, goal <= 1e-4) and TFLite vs shrunk Keras (goal
 <= 1e-3). A model passes when both hold and parameters dropped. Writes a table and JSON to --out.
-Usage: python benchmarks/coverage.py [--models NAME ...] [--quick] [--out benchmarks/results]
+`--flavor keras` runs Keras 3's applications and the same hand-built models built with Keras 3.
+Usage: python benchmarks/coverage.py [--flavor tf_keras|keras] [--models NAME ...] [--quick] [--out benchmarks/results]
 """
 import argparse
 import json
@@ -18,11 +19,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import tfprune  # noqa: E402
-from tfprune._keras import keras, tf  # noqa: E402
+from tfprune._keras import keras_module, tf  # noqa: E402
 from tfprune.bench import predict  # noqa: E402
 from tfprune.metrics import format_table  # noqa: E402
 
-L = keras.layers
 INPUT_SIZES = (32, 75, 96, 224, 331)  # the first one the constructor accepts
 # One per family, for --quick.
 QUICK = ("ConvNeXtTiny", "DenseNet121", "EfficientNetB0", "EfficientNetV2B0", "InceptionResNetV2", "InceptionV3",
@@ -30,7 +30,7 @@ QUICK = ("ConvNeXtTiny", "DenseNet121", "EfficientNetB0", "EfficientNetV2B0", "I
          "ResNet50V2", "ResNetRS50", "VGG16", "Xception")
 
 
-def application(name):
+def application(keras, name):
     build = getattr(keras.applications, name)
     for size in INPUT_SIZES:
         try:
@@ -40,7 +40,8 @@ def application(name):
     raise ValueError(f"{name}: no input size in {INPUT_SIZES} accepted")
 
 
-def transformer_encoder(seq=8, width=32, heads=4, ffn=64, classes=5):
+def transformer_encoder(keras, seq=8, width=32, heads=4, ffn=64, classes=5):
+    L = keras.layers
     inputs = keras.Input((seq, width))
     attended = L.MultiHeadAttention(heads, width // heads, name="attention")(inputs, inputs)
     x = L.LayerNormalization(name="norm1")(L.Add(name="residual1")([inputs, attended]))
@@ -49,7 +50,9 @@ def transformer_encoder(seq=8, width=32, heads=4, ffn=64, classes=5):
     return keras.Model(inputs, L.Dense(classes, name="logits")(L.GlobalAveragePooling1D(name="pool")(x)))
 
 
-def text_rnn(cell, seq=12, vocab=50, classes=4):
+def text_rnn(keras, cell, seq=12, vocab=50, classes=4):
+    L = keras.layers
+    cell = getattr(L, cell)
     inputs = keras.Input((seq,), dtype="int32")
     x = L.Embedding(vocab, 16, name="embedding")(inputs)
     x = cell(24, return_sequences=True, name="rnn1")(x)
@@ -57,7 +60,8 @@ def text_rnn(cell, seq=12, vocab=50, classes=4):
     return keras.Model(inputs, L.Dense(classes, name="logits")(L.Dense(32, activation="relu", name="hidden")(x)))
 
 
-def group_norm_cnn():
+def group_norm_cnn(keras):
+    L = keras.layers
     inputs = keras.Input((16, 16, 3))
     x = L.Conv2D(16, 3, padding="same", name="conv1")(inputs)
     x = L.ReLU(name="relu1")(L.GroupNormalization(16, name="instance_norm")(x))
@@ -66,7 +70,8 @@ def group_norm_cnn():
     return keras.Model(inputs, L.Dense(10, name="logits")(L.GlobalAveragePooling2D(name="pool")(x)))
 
 
-def unet(size=32):
+def unet(keras, size=32):
+    L = keras.layers
     inputs = keras.Input((size, size, 3))
     down1 = L.Conv2D(16, 3, padding="same", activation="relu", name="down1")(inputs)
     down2 = L.Conv2D(32, 3, padding="same", activation="relu", name="down2")(L.MaxPooling2D(name="pool1")(down1))
@@ -76,8 +81,8 @@ def unet(size=32):
     return keras.Model(inputs, L.Conv2D(2, 1, name="logits")(x))
 
 
-HAND_BUILT = {"transformer_encoder": transformer_encoder, "lstm_text": lambda: text_rnn(L.LSTM),
-              "gru_text": lambda: text_rnn(L.GRU), "group_norm_cnn": group_norm_cnn, "unet": unet}
+HAND_BUILT = {"transformer_encoder": transformer_encoder, "lstm_text": lambda keras: text_rnn(keras, "LSTM"),
+              "gru_text": lambda keras: text_rnn(keras, "GRU"), "group_norm_cnn": group_norm_cnn, "unet": unet}
 
 
 def inputs_for(model, count=2):
@@ -123,12 +128,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="application class names or hand-built model names")
     parser.add_argument("--quick", action="store_true", help="one application per family plus the hand-built models")
+    parser.add_argument("--flavor", choices=("tf_keras", "keras"), default="tf_keras",
+                        help="the Keras the models are built with (keras: Keras 3)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     tf.get_logger().setLevel("ERROR")
-    builders = {name: (lambda name=name: application(name))
+    keras = keras_module(args.flavor)
+    builders = {name: (lambda name=name: application(keras, name))
                 for name in sorted(n for n in dir(keras.applications) if n[0].isupper())}
-    builders.update(HAND_BUILT)
+    builders.update({name: (lambda build=build: build(keras)) for name, build in HAND_BUILT.items()})
     names = args.models or (list(QUICK) + list(HAND_BUILT) if args.quick else list(builders))
     unknown = [name for name in names if name not in builders]
     if unknown:
@@ -144,7 +152,7 @@ def main():
     passed = sum(row["status"] == "pass" for row in rows)
     print(f"\n{table}\n\n{passed}/{len(rows)} pass")
     os.makedirs(args.out, exist_ok=True)
-    suffix = "_quick" if args.quick and not args.models else ""
+    suffix = ("_keras3" if args.flavor == "keras" else "") + ("_quick" if args.quick and not args.models else "")
     with open(os.path.join(args.out, f"coverage{suffix}.json"), "w") as handle:
         json.dump({"rows": rows, "passed": passed, "total": len(rows)}, handle, indent=1)
     with open(os.path.join(args.out, f"coverage{suffix}.txt"), "w") as handle:

@@ -158,3 +158,27 @@ def test_pruning_at_initialization(flavor, method):
     model, info = tfprune.prune_at_init(_mlp(flavor), method, 0.9, data=(x[:128], y[:128]), rounds=2,
                                         return_info=True, verbose=0)
     assert flavor_of(model) is flavor and abs(info["achieved_sparsity"] - 0.9) < 1e-3
+
+
+@pytest.mark.parametrize("kind", ["attention", "lstm"])
+def test_sequence_layers_prune_and_shrink(flavor, kind):
+    """MultiHeadAttention heads (Keras 3 builds the wrapped layer from the query's shape) and LSTM units."""
+    L = flavor.layers
+    if kind == "attention":
+        inputs = flavor.Input((6, 16))
+        x = L.LayerNormalization(name="norm")(L.Add(name="residual")([inputs, L.MultiHeadAttention(4, 8, name="mha")(
+            inputs, inputs)]))
+        x = L.Dense(3, name="logits")(L.GlobalAveragePooling1D(name="pool")(L.Dense(32, activation="relu")(x)))
+        data = np.random.default_rng(0).normal(size=(2, 6, 16)).astype("float32")
+    else:
+        inputs = flavor.Input((7,), dtype="int32")
+        x = L.LSTM(6, name="rnn")(L.LSTM(12, return_sequences=True, name="rnn_seq")(L.Embedding(30, 8)(inputs)))
+        x = L.Dense(3, name="logits")(x)
+        data = np.random.default_rng(0).integers(0, 30, size=(2, 7))
+    model = flavor.Model(inputs, x)
+    pruned = tfprune.oneshot(model, method="unit", sparsity=0.5)
+    shrunk = tfprune.shrink(pruned)
+    assert flavor_of(shrunk) is flavor and shrunk.count_params() < model.count_params()
+    np.testing.assert_allclose(np.asarray(pruned(data)), np.asarray(shrunk(data)), atol=1e-5)
+    if kind == "attention":
+        assert shrunk.get_layer("mha").get_config()["num_heads"] == 2

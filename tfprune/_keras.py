@@ -65,7 +65,7 @@ FIRST_REPLICA = {keras: tf.VariableAggregation.ONLY_FIRST_REPLICA, keras3: "only
 __all__ = ["tf", "keras", "keras3", "tfmot", "PruneLowMagnitude", "TFOpLambda", "applications", "FLAVORS",
            "FIRST_REPLICA", "keras_module",
            "KERAS3_UNARY_OPS", "KERAS3_BINARY_OPS", "Node", "flavor_of", "is_model", "is_layer", "is_variable", "is_symbolic", "tf_variable",
-           "graph_nodes", "is_graph_model", "weight_slot", "saved_flavor", "load_model", "output_shape", "input_shape", "check_model", "check_layer", "unwrap_layer"]
+           "graph_nodes", "is_graph_model", "weight_slot", "saved_flavor", "load_model", "output_shape", "input_shape", "input_shapes", "check_model", "check_layer", "unwrap_layer"]
 
 
 def flavor_of(obj):
@@ -293,6 +293,21 @@ def output_shape(layer):
       RuntimeError: a tf_keras layer that was never called (Keras 3: IndexError).
     """
     return _first_call_shapes(layer, "output")[0]
+
+
+def input_shapes(layer):
+    """The shapes of every tensor input of a layer's first call, in call order (attention: query, value, key).
+
+    Args:
+      layer: as for `output_shape`.
+
+    Returns:
+      a list of shape tuples.
+
+    Raises:
+      RuntimeError: as for `output_shape`.
+    """
+    return _first_call_shapes(layer, "input")
 
 
 def input_shape(layer):

@@ -14,7 +14,7 @@ import zipfile
 
 import numpy as np
 
-from tfprune._keras import FLAVORS, check_model, flavor_of, keras, keras3, tf
+from tfprune._keras import FLAVORS, check_model, flavor_of, input_shape, is_model, keras, keras3, tf
 from tfprune.bench import compare_latency, predict
 from tfprune.metrics import count_macs, count_nonzero, count_params, format_table
 from tfprune.mask import iter_layers, strip as strip_wrappers
@@ -127,7 +127,8 @@ def _write(model, fmt, temp, saved_model, representative_data):
 
 
 #: Recurrent layers that Keras can unroll (its convolutional recurrent layers cannot be).
-_CONVOLUTIONAL_RNNS = (keras.layers.ConvLSTM1D, keras.layers.ConvLSTM2D, keras.layers.ConvLSTM3D)
+_CONVOLUTIONAL_RNNS = tuple(getattr(flavor.layers, f"ConvLSTM{rank}D") for flavor in FLAVORS for rank in (1, 2, 3))
+_RECURRENT = tuple(getattr(flavor.layers, name) for flavor in FLAVORS for name in ("RNN", "Bidirectional"))
 
 
 class _GroupNormalizationForTFLite(keras.layers.GroupNormalization):
@@ -147,9 +148,8 @@ class _GroupNormalizationForTFLite(keras.layers.GroupNormalization):
 
 def _time_steps(layer):
     """The fixed number of time steps a recurrent layer runs over; raises when the model leaves it open."""
-    shape = layer.get_input_shape_at(0)
-    shape = shape[0] if isinstance(shape, list) else shape  # initial states come after the sequence
-    steps = shape[0 if getattr(layer, "forward_layer", layer).time_major else 1]
+    shape = input_shape(layer)  # the sequence's: initial states come after it
+    steps = shape[0 if getattr(getattr(layer, "forward_layer", layer), "time_major", False) else 1]
     if steps is None:
         raise ValueError(f"save: {type(layer).__name__} layer '{layer.name}' has no fixed number of time steps "
                          f"(input shape {shape}); TFLite runs recurrent layers unrolled over a known length. "
@@ -170,7 +170,7 @@ def _for_tflite(model):
     take plain moments (`_GroupNormalizationForTFLite`), the same outputs.
     """
     layers = list(iter_layers(model))
-    recurrent = [layer for layer in layers if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))
+    recurrent = [layer for layer in layers if isinstance(layer, _RECURRENT)
                  and not isinstance(getattr(layer, "forward_layer", layer), _CONVOLUTIONAL_RNNS)]
     group_norms = [layer for layer in layers if type(layer) is keras.layers.GroupNormalization
                    and layer.get_input_mask_at(0) is None]
@@ -179,8 +179,8 @@ def _for_tflite(model):
     steps = [_time_steps(layer) for layer in recurrent]
 
     def clone(layer):
-        if isinstance(layer, keras.Model):
-            return keras.models.clone_model(layer, clone_function=clone)
+        if is_model(layer):
+            return flavor_of(layer).models.clone_model(layer, clone_function=clone)
         config = layer.get_config()
         if layer in group_norms:
             return _GroupNormalizationForTFLite.from_config(config)
@@ -190,7 +190,7 @@ def _for_tflite(model):
                 settings["unroll"] = True
         return type(layer).from_config(config)
 
-    copy = keras.models.clone_model(model, clone_function=clone)
+    copy = flavor_of(model).models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
     notes = []
     if recurrent:

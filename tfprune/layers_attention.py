@@ -12,7 +12,7 @@ import collections.abc
 import inspect
 import math
 
-from tfprune._keras import FLAVORS, keras, tf
+from tfprune._keras import FLAVORS, input_shapes, keras, tf
 from tfprune.registry import LayerSpec, register_layer, unsupported
 
 __all__ = ["attention_spec"]
@@ -87,14 +87,15 @@ def _silent(layer, zero):
 
 
 def _attention_macs(layer, input_shape, output_shape):
-    """Projections, scores (query x key) and the weighted sum of values, from the shapes the layer was built
-    with (it takes several inputs, so the given input shape is only the query's)."""
+    """Projections, scores (query x key) and the weighted sum of values, from the shapes of the first call's
+    inputs (query, value, key; the key defaults to the value) and the projections' kernels."""
+    shapes = input_shapes(layer)
+    query, value = shapes[0], shapes[1] if len(shapes) > 1 else shapes[0]
+    key = shapes[2] if len(shapes) > 2 else value
     heads, key_dim, value_dim = layer._num_heads, layer._key_dim, layer._value_dim
-    queries = math.prod(layer._query_shape[1:-1])
-    keys = math.prod(layer._key_shape[1:-1])
-    values = math.prod(layer._value_shape[1:-1])
-    return (queries * layer._query_shape[-1] * heads * key_dim + keys * layer._key_shape[-1] * heads * key_dim
-            + values * layer._value_shape[-1] * heads * value_dim + heads * queries * keys * (key_dim + value_dim)
+    queries, keys, values = (math.prod(shape[1:-1]) for shape in (query, key, value))
+    return (queries * query[-1] * heads * key_dim + keys * key[-1] * heads * key_dim
+            + values * value[-1] * heads * value_dim + heads * queries * keys * (key_dim + value_dim)
             + queries * heads * value_dim * layer._output_dense.kernel.shape[-1])
 
 

@@ -79,15 +79,10 @@ class MaskedLayer:
 
     def build(self, input_shape):
         if not self.layer.built:
-            required = [p for p in inspect.signature(self.layer.build).parameters.values()
-                        if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
-            if len(required) > 1 and flavor_of(self) is keras3:
-                # Keras 3 builds such a layer from every input's shape, which a wrapper is not given, and then
-                # locks its state, so the masks cannot be made on the first call as they are for tf_keras.
-                raise TypeError(f"MaskedLayer: Keras 3's {type(self.layer).__name__} '{self.layer.name}' builds from "
-                                f"several input shapes, which tfprune cannot wrap yet. Leave it whole with "
-                                f"exclude=['{self.layer.name}'], or build the model with tf_keras.")
-            self.layer.build(input_shape)
+            # Keras 3 builds some layers (MultiHeadAttention) from every input's shape, and a wrapper is given the
+            # first's only: it stands for all (self-attention, or inputs of one width); other widths fail loudly in
+            # the first call, where the inner layer's kernels meet them.
+            self.layer.build(*_shapes_for(self.layer.build, input_shape))
         if all(is_variable(self._weight(name)) for name in self.masked_attributes()):
             self._build_state()
         super().build(input_shape)
@@ -302,7 +297,7 @@ class MaskedLayer:
         return self.layer(inputs, *args, **kwargs)
 
     def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
+        return self.layer.compute_output_shape(*_shapes_for(self.layer.compute_output_shape, input_shape))
 
     # -- mask state as numpy, for callbacks, reports and export --------------------------------------
     def mask_values(self):
@@ -342,6 +337,13 @@ class MaskedLayer:
         config = dict(config)
         layer = flavor_of(cls).layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
         return cls(layer, **config)
+
+
+def _shapes_for(method, input_shape):
+    """`input_shape` once per shape `method` (a build or compute_output_shape) requires (see MaskedLayer.build)."""
+    required = [p for p in inspect.signature(method).parameters.values()
+                if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
+    return [input_shape] * max(len(required), 1)
 
 
 def _wrapper_class(flavor, register):

@@ -45,6 +45,19 @@ def test_timing_many_models_does_not_read_as_retracing(caplog):
     assert not [m for m in _tensorflow_messages(caplog) if "retracing" in m]
 
 
+def test_setting_up_pruning_on_many_models_does_not_read_as_retracing(caplog):
+    """A study sets up pruning on one model per cell; each gets its own mask writer and compiled updates."""
+    caplog.set_level(logging.WARNING, logger="tensorflow")
+    for units in range(2, 10):
+        pruned = tfprune.prune_weights(_tiny(units), tfprune.ConstantSparsity(0.5, 0, frequency=1), scope="global")
+        callback = tfprune.UpdatePruningStep()
+        callback.set_model(pruned)
+        callback.on_train_begin()
+        callback.on_train_batch_begin(0)
+        callback.on_epoch_end(0)  # runs the mask writer
+    assert not [m for m in _tensorflow_messages(caplog) if "retracing" in m]
+
+
 def test_the_first_pruning_step_runs_when_the_epoch_begins():
     """Keras warns when a batch hook outlasts the batch; the first mask update (the compiled update's first
     run) happens in the untimed on_epoch_begin, and the batch hook of the same step does not repeat it."""

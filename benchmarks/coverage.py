@@ -5,11 +5,14 @@ channels of every prunable group (`oneshot(method="unit")`), `shrink`, export th
 compare: shrunk vs masked Keras outputs (relative max diff, goal <= 1e-4) and TFLite vs shrunk Keras (goal
 <= 1e-3). A model passes when both hold and parameters dropped. Writes a table and JSON to --out.
 `--flavor keras` runs Keras 3's applications and the same hand-built models built with Keras 3.
+Each model is measured in a process of its own, and the JSON is written after each one, so a rerun resumes.
 Usage: python benchmarks/coverage.py [--flavor tf_keras|keras] [--models NAME ...] [--quick] [--out benchmarks/results]
 """
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -124,6 +127,18 @@ def check(name, build, directory):
     return row
 
 
+def run_in_subprocess(name, flavor):
+    """One model's row, measured in a fresh process: the largest models' graphs and traced functions leave
+    memory a long single process would accumulate, and a crash costs one row, not the table."""
+    command = [sys.executable, os.path.abspath(__file__), "--flavor", flavor, "--one", name]
+    result = subprocess.run(command, capture_output=True, text=True)
+    rows = [line for line in result.stdout.splitlines() if line.startswith("ROW ")]
+    if not rows:
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"model": name, "status": f"FAIL: process exited {result.returncode}: {tail[:160]}"}
+    return json.loads(rows[-1][4:])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="application class names or hand-built model names")
@@ -131,29 +146,40 @@ def main():
     parser.add_argument("--flavor", choices=("tf_keras", "keras"), default="tf_keras",
                         help="the Keras the models are built with (keras: Keras 3)")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # measure one model in this process, print its row
     args = parser.parse_args()
     tf.get_logger().setLevel("ERROR")
     keras = keras_module(args.flavor)
     builders = {name: (lambda name=name: application(keras, name))
                 for name in sorted(n for n in dir(keras.applications) if n[0].isupper())}
     builders.update({name: (lambda build=build: build(keras)) for name, build in HAND_BUILT.items()})
+    if args.one:
+        with tempfile.TemporaryDirectory() as directory:
+            print("ROW " + json.dumps(check(args.one, builders[args.one], directory)), flush=True)
+        return
     names = args.models or (list(QUICK) + list(HAND_BUILT) if args.quick else list(builders))
     unknown = [name for name in names if name not in builders]
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {sorted(builders)}")
-    rows = []
-    with tempfile.TemporaryDirectory() as directory:
-        for name in names:
-            rows.append(check(name, builders[name], directory))
-            print(format_table(rows[-1:]), flush=True)
-            keras.backend.clear_session()
+    suffix = ("_keras3" if args.flavor == "keras" else "") + ("_quick" if args.quick and not args.models else "")
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"coverage{suffix}.json")
+    done = {}
+    if os.path.exists(path):  # a rerun measures only the models the file does not hold yet
+        with open(path) as handle:
+            done = {row["model"]: row for row in json.load(handle)["rows"]}
+    for name in names:
+        if name not in done:
+            done[name] = run_in_subprocess(name, args.flavor)
+            print(format_table([done[name]]), flush=True)
+            with open(path, "w") as handle:
+                json.dump({"rows": list(done.values())}, handle, indent=1)
+    rows = [done[name] for name in names]
     columns = ["model", "groups", "params_before", "params_after", "max_diff", "tflite_diff", "status", "seconds"]
     table = format_table(rows, columns)
     passed = sum(row["status"] == "pass" for row in rows)
     print(f"\n{table}\n\n{passed}/{len(rows)} pass")
-    os.makedirs(args.out, exist_ok=True)
-    suffix = ("_keras3" if args.flavor == "keras" else "") + ("_quick" if args.quick and not args.models else "")
-    with open(os.path.join(args.out, f"coverage{suffix}.json"), "w") as handle:
+    with open(path, "w") as handle:
         json.dump({"rows": rows, "passed": passed, "total": len(rows)}, handle, indent=1)
     with open(os.path.join(args.out, f"coverage{suffix}.txt"), "w") as handle:
         handle.write(table + f"\n\n{passed}/{len(rows)} pass\n")

@@ -182,3 +182,12 @@ def test_sequence_layers_prune_and_shrink(flavor, kind):
     np.testing.assert_allclose(np.asarray(pruned(data)), np.asarray(shrunk(data)), atol=1e-5)
     if kind == "attention":
         assert shrunk.get_layer("mha").get_config()["num_heads"] == 2
+
+
+def test_compare_measures_keras3_models_and_files(tmp_path):
+    model = tfprune.models.mlp(hidden=(32,), flavor="keras")
+    model.save(tmp_path / "dense.keras")
+    (x, y), _ = tfprune.data.mnist_5k()
+    rows, _ = tfprune.export.compare({"model": model, "file": str(tmp_path / "dense.keras")}, (x[:64], y[:64]),
+                                     warmup=1, repeats=2)
+    assert [row["params"] for row in rows] == [model.count_params()] * 2

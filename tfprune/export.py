@@ -14,7 +14,7 @@ import zipfile
 
 import numpy as np
 
-from tfprune._keras import FLAVORS, check_model, flavor_of, input_shape, is_model, keras, keras3, tf
+from tfprune._keras import FLAVORS, check_model, flavor_of, input_shape, is_model, keras, keras3, load_model, tf
 from tfprune.bench import compare_latency, predict
 from tfprune.metrics import count_macs, count_nonzero, count_params, format_table
 from tfprune.mask import iter_layers, strip as strip_wrappers
@@ -393,7 +393,7 @@ def compare(models, data=None, representative_data=None, size_format="tflite", d
         rows, tf_targets, litert_targets = [], {}, {}
         for name, variant in models.items():
             row = dict.fromkeys(_COMPARE_COLUMNS) | {"variant": name}
-            if isinstance(variant, keras.Model):
+            if is_model(variant):
                 report = save(variant, directory, formats=(size_format,), representative_data=representative_data,
                               name=name, strip=strip)
                 artifact = report["artifacts"][size_format]
@@ -406,7 +406,7 @@ def compare(models, data=None, representative_data=None, size_format="tflite", d
             path = os.fspath(variant)
             row.update(format=_path_format(path), **artifact_size(path))
             if row["format"] in ("keras", "h5"):
-                model = keras.models.load_model(path, compile=False)
+                model = load_model(path, compile=False)
                 row.update(params=count_params(model), nonzero=count_nonzero(model), macs=_macs(model))
                 tf_targets[name] = litert_targets[name] = model
             elif row["format"] == "saved_model":

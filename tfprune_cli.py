@@ -39,7 +39,7 @@ def _keras_file(path):
     _existing(path)
     if os.path.isdir(path) or not path.endswith(KERAS_SUFFIXES):
         raise UsageError(f"MODEL {path!r} is not a .keras or .h5 file; save the model with "
-                         "model.save('model.keras') (tf_keras) and pass that file.")
+                         "model.save('model.keras') and pass that file.")
 
 
 def _fraction(text):
@@ -116,7 +116,7 @@ def build_parser():
       an `argparse.ArgumentParser` whose parsed namespace holds `command` and the subcommand's options.
     """
     parser = argparse.ArgumentParser(
-        prog="tfprune", description="Pruning for tf_keras models that really shrinks them, and says by how much.",
+        prog="tfprune", description="Pruning for Keras models (Keras 3 or tf_keras) that really shrinks them, and says by how much.",
         epilog="Run 'tfprune COMMAND --help' for a command's options. Exit codes: 0 success, 2 bad arguments or "
                "unreadable input.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -149,7 +149,7 @@ def build_parser():
                             "whose settings did not change are kept, the other rows are deleted")
 
     show = commands.add_parser("report", help="per-layer params, non-zeros, sparsity and live units of a model",
-                               description="Print tfprune.report for a saved tf_keras model (.keras or .h5).")
+                               description="Print tfprune.report for a saved Keras model (.keras or .h5; read by the Keras that wrote it).")
     show.add_argument("model", metavar="MODEL", help="a .keras or .h5 file")
 
     write = commands.add_parser(

@@ -19,7 +19,6 @@ is put back as the user had it.
 import collections
 import json
 import os
-import sys
 import types
 import zipfile
 
@@ -59,11 +58,19 @@ KERAS3_UNARY_OPS = tuple(getattr(_ops_nn, name) for name in (
 KERAS3_BINARY_OPS = tuple(getattr(_ops_numpy, name) for name in (
     "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum"))
 FLAVORS = (keras, keras3)
+#: The learning-rate schedule base classes of both flavors.
+LEARNING_RATE_SCHEDULES = (keras.optimizers.schedules.LearningRateSchedule,
+                           keras3.optimizers.schedules.LearningRateSchedule)
+_DENSE = tuple(flavor.layers.Dense for flavor in FLAVORS)
+_CONV = tuple(getattr(flavor.layers, f"Conv{rank}D") for flavor in FLAVORS for rank in (1, 2, 3))
+#: Transposed convolutions of both flavors: their kernels hold output channels second to last.
+TRANSPOSED_CONVOLUTIONS = tuple(getattr(flavor.layers, f"Conv{rank}DTranspose") for flavor in FLAVORS for rank in (1, 2, 3))
 #: Per flavor, the variable aggregation under which only the first replica's updates count (the pruning step).
 FIRST_REPLICA = {keras: tf.VariableAggregation.ONLY_FIRST_REPLICA, keras3: "only_first_replica"}
 
 __all__ = ["tf", "keras", "keras3", "tfmot", "PruneLowMagnitude", "TFOpLambda", "applications", "FLAVORS",
-           "FIRST_REPLICA", "keras_module",
+           "FIRST_REPLICA", "LEARNING_RATE_SCHEDULES", "keras_module", "is_optimizer", "is_callback", "kernel_kind", "TRANSPOSED_CONVOLUTIONS",
+           "learning_rate_schedule", "set_random_seed", "clear_session",
            "KERAS3_UNARY_OPS", "KERAS3_BINARY_OPS", "Node", "flavor_of", "is_model", "is_layer", "is_variable", "is_symbolic", "tf_variable",
            "graph_nodes", "is_graph_model", "weight_slot", "saved_flavor", "load_model", "output_shape", "input_shape", "input_shapes", "check_model", "check_layer", "unwrap_layer"]
 
@@ -112,6 +119,80 @@ def is_model(obj):
       True for a tf_keras or Keras 3 `Model` instance.
     """
     return isinstance(obj, (keras.Model, keras3.Model))
+
+
+def kernel_kind(layer):
+    """"dense" or "conv" for a Dense or Conv1D/2D/3D layer of either flavor, whose kernel holds the output units on
+    its last axis and the input channels on the one before; None for any other layer (transposed convolutions
+    subclass Conv but swap those two axes).
+
+    Args:
+      layer: any layer.
+
+    Returns:
+      "dense", "conv" or None.
+    """
+    if isinstance(layer, _DENSE):
+        return "dense"
+    if isinstance(layer, _CONV) and not isinstance(layer, TRANSPOSED_CONVOLUTIONS):
+        return "conv"
+    return None
+
+
+def is_optimizer(obj):
+    """Whether `obj` is a current optimizer of either flavor (tf_keras' `keras.optimizers.legacy` ones are not:
+    their state is laid out differently).
+
+    Args:
+      obj: any object.
+
+    Returns:
+      True for a tf_keras or Keras 3 `Optimizer` instance.
+    """
+    return isinstance(obj, (keras.optimizers.Optimizer, keras3.optimizers.Optimizer))
+
+
+def is_callback(obj):
+    """Whether `obj` is a Callback of either flavor; `fit` of either flavor calls both kinds alike.
+
+    Args:
+      obj: any object.
+
+    Returns:
+      True for a tf_keras or Keras 3 `Callback` instance.
+    """
+    return isinstance(obj, (keras.callbacks.Callback, keras3.callbacks.Callback))
+
+
+def learning_rate_schedule(optimizer):
+    """The schedule `optimizer` was built with, or None for a fixed rate. Both flavors keep it in
+    `_learning_rate`; their public getter returns only the current value.
+
+    Args:
+      optimizer: an optimizer of either flavor.
+
+    Returns:
+      the `LearningRateSchedule`, or None.
+    """
+    schedule = getattr(optimizer, "_learning_rate", None)
+    return schedule if isinstance(schedule, LEARNING_RATE_SCHEDULES) else None
+
+
+def set_random_seed(seed):
+    """Seed Python, NumPy, TensorFlow and both flavors' initializers, so a model of either flavor built next
+    is reproducible.
+
+    Args:
+      seed: an integer.
+    """
+    keras.utils.set_random_seed(seed)
+    keras3.utils.set_random_seed(seed)
+
+
+def clear_session():
+    """Reset both flavors' global state (automatic layer names restart), so a rebuilt model gets the same names."""
+    keras.backend.clear_session()
+    keras3.backend.clear_session()
 
 
 def is_layer(obj):
@@ -331,12 +412,6 @@ def input_shape(layer):
 # schedule of that name in .h5 files.
 keras.utils.get_custom_objects().setdefault("PruneLowMagnitude", PruneLowMagnitude)
 
-_KERAS3_HELP = (
-    "{what} is a Keras 3 object ({cls}); {entry} works with Keras 2 models from the `tf_keras` package only so "
-    "far. Build the model with `import tf_keras as keras`, then pass it again."
-)
-
-
 def unwrap_layer(layer):
     """The innermost layer behind transparent wrappers (tfmot's PruneLowMagnitude, tfprune_transparent ones),
     so a wrapped and a plain model name and describe their layers alike.
@@ -370,19 +445,9 @@ def _shared_layer_names(model):
     return sorted(shared)
 
 
-def _entry_point():
-    """The outermost public tfprune function on the call stack: the one the user called, for error messages."""
-    frame, name = sys._getframe(2), None
-    while frame is not None:
-        if frame.f_globals.get("__name__", "").split(".")[0] == "tfprune" and not frame.f_code.co_name.startswith("_"):
-            name = frame.f_code.co_name
-        frame = frame.f_back
-    return f"tfprune's {name}" if name else "this function"
-
-
-def check_model(model, argument="model", flavors=(keras,), entry=None):
-    """Raise a clear error unless ``model`` is a Model of one of `flavors` whose layers have unique names; return
-    it unchanged. Entry points that serve Keras 3 pass ``flavors=FLAVORS``.
+def check_model(model, argument="model"):
+    """Raise a clear error unless ``model`` is a Model (tf_keras or Keras 3) whose layers have unique names;
+    return it unchanged.
 
     Masks, strip, shrink and `exclude` find layers by name, so two layers sharing one (possible across nested
     models) would be silently merged. Example: ``model = tfprune.check_model(model)``.
@@ -390,37 +455,29 @@ def check_model(model, argument="model", flavors=(keras,), entry=None):
     Args:
       model: the object to check.
       argument: the argument's name, for the message.
-      flavors: the Keras modules whose models are accepted (default tf_keras only).
-      entry: the public function named in the Keras 3 message; by default the outermost tfprune function on
-        the call stack.
 
     Returns:
       `model`, unchanged.
 
     Raises:
       ValueError: two different layers share a name (nested models and pruning wrappers included).
-      TypeError: `model` is not a Model of one of `flavors` (a Keras 3 model where only tf_keras is served gets
-        a message saying how to rebuild it).
+      TypeError: `model` is not a Model.
     """
-    if isinstance(model, tuple(flavor.Model for flavor in flavors)):
-        shared = _shared_layer_names(model)
-        if shared:
-            raise ValueError(
-                f"argument `{argument}`: model '{model.name}' has different layers sharing the name(s) {shared} "
-                "(nested models and pruning wrappers included). tfprune finds layers by name, so it cannot tell "
-                "them apart. Give every layer a unique name, e.g. `keras.layers.Dense(8, name='branch_a_dense')`, "
-                "and build the model again.")
-        return model
-    if isinstance(model, keras3.Model):
-        entry = entry or _entry_point()
-        raise TypeError(_KERAS3_HELP.format(what=f"argument `{argument}`", cls=type(model).__name__, entry=entry))
-    kinds = " or ".join("Keras 3" if flavor is keras3 else "tf_keras" for flavor in flavors)
-    raise TypeError(f"argument `{argument}` must be a {kinds} Model (Sequential or functional), got "
-                    f"{type(model).__name__}.")
+    if not is_model(model):
+        raise TypeError(f"argument `{argument}` must be a Keras Model (Sequential or functional, Keras 3 or "
+                        f"tf_keras), got {type(model).__name__}.")
+    shared = _shared_layer_names(model)
+    if shared:
+        raise ValueError(
+            f"argument `{argument}`: model '{model.name}' has different layers sharing the name(s) {shared} "
+            "(nested models and pruning wrappers included). tfprune finds layers by name, so it cannot tell "
+            "them apart. Give every layer a unique name, e.g. `keras.layers.Dense(8, name='branch_a_dense')`, "
+            "and build the model again.")
+    return model
 
 
 def check_layer(layer, argument="layer"):
-    """Raise a clear error unless ``layer`` is a tf_keras Layer; return it unchanged.
+    """Raise a clear error unless ``layer`` is a Layer (tf_keras or Keras 3); return it unchanged.
 
     Args:
       layer: the object to check.
@@ -430,11 +487,8 @@ def check_layer(layer, argument="layer"):
       `layer`, unchanged.
 
     Raises:
-      TypeError: `layer` is not a tf_keras Layer (a Keras 3 layer gets a message saying how to rebuild it).
+      TypeError: `layer` is not a Layer.
     """
-    if isinstance(layer, keras.layers.Layer):
+    if is_layer(layer):
         return layer
-    if isinstance(layer, keras3.layers.Layer):
-        raise TypeError(_KERAS3_HELP.format(what=f"argument `{argument}`", cls=type(layer).__name__,
-                                            entry="this function"))
-    raise TypeError(f"argument `{argument}` must be a tf_keras Layer, got {type(layer).__name__}.")
+    raise TypeError(f"argument `{argument}` must be a Keras Layer (Keras 3 or tf_keras), got {type(layer).__name__}.")

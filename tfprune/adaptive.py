@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from tfprune._keras import check_model, keras
+from tfprune._keras import TRANSPOSED_CONVOLUTIONS, check_model, kernel_kind, keras
 from tfprune.graph import output_width_layers, prunable_kernels
 from tfprune.registry import resolve_weight
 from tfprune.callbacks import ScalarLogger
@@ -27,7 +27,6 @@ from tfprune.weight import smallest_to_mask
 __all__ = ["retained_bound", "sap_round", "sap", "PQIndexMonitor", "DynamicPruner"]
 
 _SCOPES = ("layer", "global", "neuron")
-_TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
 
 
 # -- SAP ------------------------------------------------------------------------------------------------------
@@ -96,7 +95,7 @@ def _targets(model, exclude):
             weight = resolve_weight(inner, attribute).numpy()
             mask = current.get((inner.name, attribute))
             alive = np.ones(weight.shape, bool) if mask is None else np.asarray(mask) > 0
-            axis = -2 if isinstance(inner, _TRANSPOSED) else -1
+            axis = -2 if isinstance(inner, TRANSPOSED_CONVOLUTIONS) else -1
             entries.append({"layer": inner.name, "attribute": attribute, "shape": weight.shape, "axis": axis,
                             "magnitude": _columns(np.abs(weight), axis), "alive": _columns(alive, axis)})
     return entries
@@ -268,9 +267,7 @@ class PQIndexMonitor(ScalarLogger):
 def _managed(layer):
     """Dense/Conv MaskedLayers with an element mask on `kernel` (output units on the last axis)."""
     inner = layer.layer
-    return ("kernel" in layer.element_masked and isinstance(inner, (keras.layers.Dense, keras.layers.Conv1D,
-                                                                    keras.layers.Conv2D, keras.layers.Conv3D))
-            and not isinstance(inner, _TRANSPOSED))
+    return "kernel" in layer.element_masked and kernel_kind(inner) is not None
 
 
 @keras.utils.register_keras_serializable(package="tfprune")
@@ -338,7 +335,7 @@ class DynamicPruner(keras.callbacks.Callback):
         """A copy of `model` whose Dense/Conv kernels carry all-ones fixed masks, ready for this callback.
 
         Args:
-          model: a tf_keras model (not changed).
+          model: a model of either flavor (not changed).
 
         Returns:
           the masked copy, uncompiled.
@@ -347,8 +344,7 @@ class DynamicPruner(keras.callbacks.Callback):
         ones = {}
         for layer in iter_layers(model):
             inner = inner_layer(layer)
-            if isinstance(inner, (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D,
-                                  keras.layers.Conv3D)) and not isinstance(inner, _TRANSPOSED):
+            if kernel_kind(inner) is not None:
                 ones[inner.name] = {"kernel": np.ones(inner.kernel.shape, np.float32)}
         return with_masks(model, ones)
 

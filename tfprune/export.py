@@ -206,7 +206,7 @@ def _for_tflite(model):
 
 def _stripped(model, strip):
     """The inference model: plain layers holding weight x mask (`tfprune.strip` unless `strip` is given)."""
-    return check_model((strip or strip_wrappers)(model), "strip(model)", flavors=FLAVORS)
+    return check_model((strip or strip_wrappers)(model), "strip(model)")
 
 
 def _macs(model):
@@ -273,7 +273,7 @@ def save(model, directory, formats=("keras", "saved_model", "tflite"), represent
         recurrent layer without a fixed number of time steps.
       TypeError: `model` is not a tf_keras model.
     """
-    check_model(model, flavors=FLAVORS)
+    check_model(model)
     formats = (formats,) if isinstance(formats, str) else tuple(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:

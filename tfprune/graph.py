@@ -33,7 +33,7 @@ from typing import Optional
 
 import numpy as np
 
-from tfprune._keras import (FLAVORS, check_model, flavor_of, graph_nodes, is_graph_model, is_layer, is_model, is_variable,
+from tfprune._keras import (check_model, flavor_of, graph_nodes, is_graph_model, is_layer, is_model, is_variable,
                             keras, keras3, tf, unwrap_layer)
 from tfprune.registry import UnsupportedLayerError, resolve_weight, spec_for, unsupported as _unsupported
 
@@ -817,7 +817,7 @@ def build_channel_graph(model, exclude=()):
       ValueError: unknown `exclude` names, unbuilt or subclassed models, ambiguous layer names.
       TypeError: `model` is not a Keras model.
     """
-    check_model(model, flavors=FLAVORS)
+    check_model(model)
     if isinstance(exclude, str):
         exclude = [exclude]
     builder = _Builder(model, exclude)

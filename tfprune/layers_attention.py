@@ -12,7 +12,7 @@ import collections.abc
 import inspect
 import math
 
-from tfprune._keras import FLAVORS, input_shapes, keras, tf
+from tfprune._keras import FLAVORS, input_shapes, tf
 from tfprune.registry import LayerSpec, register_layer, unsupported
 
 __all__ = ["attention_spec"]

@@ -14,7 +14,7 @@ mean and variance; gamma and beta follow the channel. Removing channels must kee
 - any other `groups`: whole blocks are kept or removed together (`graph.blocks`), so the blocks left keep
   their statistics exactly; `shrink` sets ``groups`` to the blocks kept. A zeroed block normalizes to 0.
 """
-from tfprune._keras import FLAVORS, keras, tf
+from tfprune._keras import FLAVORS, tf
 from tfprune.registry import LayerSpec, channel_wise, normalized_axes, register_layer, single_input, unsupported
 
 __all__ = []

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfprune._io import atomic_write_file
-from tfprune._keras import check_model, keras, tf
+from tfprune._keras import (check_model, clear_session, flavor_of, is_callback, is_optimizer, is_variable, keras,
+                            learning_rate_schedule, set_random_seed, tf)
 from tfprune.graph import kernel_attributes, prunable_kernels
 from tfprune.registry import resolve_weight
 from tfprune.mask import has_wrappers, inner_layer, iter_layers, masked_layers, masks, with_masks
@@ -24,7 +25,7 @@ from tfprune.pqi import layer_pq_indices
 from tfprune.validation import check_choice, check_exclude, check_finite, check_int, check_number
 from tfprune.weight import smallest_to_mask
 
-__all__ = ["RewindCheckpoint", "RewindPoint", "ConstantLearningRate", "save_rewind_point", "load_rewind_point",
+__all__ = ["RewindCheckpoint", "RewindPoint", "save_rewind_point", "load_rewind_point",
            "restore", "magnitude_masks", "load_masks", "iterative_pruning", "imp", "REWIND_MODES"]
 
 REWIND_MODES = ("weights", "lr", "none", "init")
@@ -76,9 +77,9 @@ def _built_optimizer(model, why):
     if optimizer is None:
         raise ValueError(f"Model '{model.name}' is not compiled, but {why}. Call model.compile(optimizer=..., "
                          "loss=...) first.")
-    if not isinstance(optimizer, keras.optimizers.Optimizer):
+    if not is_optimizer(optimizer):
         raise TypeError(f"Model '{model.name}' uses {type(optimizer).__name__}; rewind points need a current "
-                        "tf_keras optimizer (keras.optimizers.SGD, Adam, ...), not keras.optimizers.legacy.")
+                        "Keras optimizer (keras.optimizers.SGD, Adam, ...), not tf_keras' keras.optimizers.legacy.")
     # Slots are created lazily on the first step; build them now so a step-0 point holds the full state.
     optimizer.build(model.trainable_variables)
     return optimizer
@@ -102,7 +103,7 @@ def save_rewind_point(model, directory):
     """Atomically write `model`'s weights, optimizer variables and global step to ``directory/rewind_point.npz``.
 
     Args:
-      model: a compiled tf_keras model.
+      model: a compiled Keras model.
       directory: an existing folder.
 
     Returns:
@@ -155,7 +156,7 @@ def restore(model, rewind_point, optimizer=True):
     re-apply their masks, so pruned weights read zero. Everything is checked before anything is assigned.
 
     Args:
-      model: the tf_keras model to restore into (the architecture that saved the point).
+      model: the model to restore into (the architecture that saved the point).
       rewind_point: from `load_rewind_point`.
       optimizer: also restore the optimizer's variables and step (the model must be compiled).
 
@@ -264,38 +265,18 @@ class RewindCheckpoint(keras.callbacks.Callback):
         return cls(**config)
 
 
-@keras.utils.register_keras_serializable(package="tfprune")
-class ConstantLearningRate(keras.optimizers.schedules.LearningRateSchedule):
-    """A schedule that always returns `value`: how fine-tuning replaces an optimizer's own schedule.
-
-    tf_keras cannot set a float learning rate on an optimizer built with a schedule, only another schedule.
-
-    Args:
-      value: the learning rate.
-    """
-
-    def __init__(self, value):
-        self.value = float(value)
-
-    def __call__(self, step):
-        return tf.constant(self.value, dtype=tf.float32)
-
-    def get_config(self):
-        return {"value": self.value}
-
-
 def _learning_rate_at(optimizer, step):
     """The learning rate the optimizer uses at `step`."""
-    # tf_keras keeps the schedule in `_learning_rate`; the public getter only returns the current value.
-    schedule = optimizer._learning_rate
-    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
-        return float(schedule(step))
-    return float(optimizer.learning_rate.numpy())
+    schedule = learning_rate_schedule(optimizer)
+    return float(schedule(step)) if schedule is not None else float(optimizer.learning_rate.numpy())
 
 
 def _set_constant_learning_rate(optimizer, value):
-    if isinstance(optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-        optimizer.learning_rate = ConstantLearningRate(value)
+    """Fix the learning rate at `value`; an optimizer built with a schedule takes only another schedule, so
+    it gets a one-piece constant one of its own flavor."""
+    if learning_rate_schedule(optimizer) is not None:
+        constant = flavor_of(optimizer).optimizers.schedules.PiecewiseConstantDecay([0], [value, value])
+        optimizer.learning_rate = constant
     else:
         optimizer.learning_rate = value
 
@@ -309,7 +290,7 @@ def magnitude_masks(model_or_weights, fraction_of_survivors, scope="global", cur
     (``scope="global"``, as IMP does) or per tensor (``scope="layer"``). A global ranking may empty a layer.
 
     Args:
-      model_or_weights: a tf_keras model (its prunable kernels, with the model's own masks as the current
+      model_or_weights: a model (its prunable kernels, with the model's own masks as the current
         masks) or ``{(layer_name, attribute): array}``.
       fraction_of_survivors: in (0, 1]; 0.8 prunes 20% of what survives.
       scope: ``"global"`` or ``"layer"``.
@@ -421,8 +402,8 @@ def _check_fit_kwargs(fit_kwargs, examples):
         raise ValueError(f"{_LOOP}: need fit_kwargs['batch_size'] <= {examples} (the number of training examples), "
                          f"got {batch_size}.")
     callbacks = list(fit_kwargs.get("callbacks") or ())
-    if not all(isinstance(callback, keras.callbacks.Callback) for callback in callbacks):
-        raise TypeError(f"{_LOOP}: fit_kwargs['callbacks'] must hold tf_keras callbacks.")
+    if not all(is_callback(callback) for callback in callbacks):
+        raise TypeError(f"{_LOOP}: fit_kwargs['callbacks'] must hold Keras callbacks.")
     return epochs, batch_size, callbacks, fit_kwargs.get("verbose", 0)
 
 
@@ -446,8 +427,8 @@ def _check_rewind_step(rewind, rewind_step, total_steps):
 
 def _fresh_model(model_fn, seed):
     """model_fn() in a cleared session, so layer names and initial weights repeat in every round and on resume."""
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(seed)
+    clear_session()
+    set_random_seed(seed)
     model = check_model(model_fn(), "model_fn()")
     if has_wrappers(model):
         raise ValueError(f"{_LOOP}: `model_fn` must build an unpruned model; the loop adds the masks itself.")
@@ -474,7 +455,7 @@ def _prune(model, prune_fn, round_index):
         for attribute, mask in by_attribute.items():
             mask = (np.asarray(mask) > 0).astype(np.float32)
             weight = resolve_weight(layers.get(name), attribute)
-            if not isinstance(weight, tf.Variable) or tuple(weight.shape) != mask.shape:
+            if not is_variable(weight) or tuple(weight.shape) != mask.shape:
                 have = "does not have" if weight is None else f"has as {tuple(weight.shape)}"
                 raise ValueError(f"{_LOOP}: prune_fn returned a mask of shape {mask.shape} for layer '{name}' weight "
                                  f"'{attribute}', which the model {have}.")
@@ -565,8 +546,8 @@ def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prun
     * ``"init"``: weights and optimizer state of step 0, T steps (the original lottery ticket).
 
     Args:
-      model_fn: builds the uncompiled, unpruned tf_keras model; layers need the same names on every call (the
-        loop clears the Keras session before each call, so automatic names repeat).
+      model_fn: builds the uncompiled, unpruned model (Keras 3 or tf_keras); layers need the same names on every
+        call (the loop clears the Keras session before each call, so automatic names repeat).
       data: ``(x_train, y_train)`` numpy arrays; labels as integers or one-hot.
       compile_fn: ``compile_fn(model)`` compiles with the optimizer, its learning-rate schedule and the loss.
       fit_kwargs: ``epochs`` (required), ``batch_size`` (32), ``callbacks``, ``verbose`` (0). Each round is
@@ -654,7 +635,7 @@ def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prun
         elif round_index > 0:
             _set_constant_learning_rate(optimizer, final_lr)
         start = 0 if round_index == 0 else step
-        network.fit(_dataset(x, y, batches[start:]), epochs=1, verbose=fit_verbose, callbacks=callbacks + own_callbacks)
+        network.fit(_dataset(x, y, batches[start:]), epochs=1, shuffle=False, verbose=fit_verbose, callbacks=callbacks + own_callbacks)
         for layer in masked_layers(network):
             layer.apply_masks()
         if round_index == 0:

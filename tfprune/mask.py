@@ -21,7 +21,7 @@ import numpy as np
 
 from tfprune import schedules
 from tfprune._keras import PruneLowMagnitude
-from tfprune._keras import (FIRST_REPLICA, FLAVORS, check_model, flavor_of, is_model, is_variable, keras,
+from tfprune._keras import (FIRST_REPLICA, check_model, flavor_of, is_model, is_variable, keras,
                             keras3, tf, tf_variable, weight_slot)
 from tfprune.graph import kernel_attributes  # noqa: F401  (part of the mask API)
 from tfprune.registry import resolve_weight, spec_for
@@ -494,7 +494,7 @@ def masks(model):
       ValueError: two layers of `model` share a name.
       TypeError: `model` is not a Keras model.
     """
-    check_model(model, flavors=FLAVORS)
+    check_model(model)
     result = {}
     for layer in iter_layers(model):
         if isinstance(layer, MaskedLayer) and layer.built:
@@ -533,7 +533,7 @@ def strip(model):
       ValueError: two layers of `model` share a name.
       TypeError: `model` is not a Keras model.
     """
-    check_model(model, flavors=FLAVORS)
+    check_model(model)
 
     def clone(layer):
         if is_model(layer):
@@ -595,7 +595,7 @@ def rewrap(model, spec_for, keep_plans=True):
       ValueError: a layer is wrapped by TFMOT's prune_low_magnitude, or two layers share a name.
       TypeError: `model` is not a Keras model.
     """
-    check_model(model, flavors=FLAVORS)
+    check_model(model)
 
     def clone(layer):
         if is_model(layer):
@@ -680,7 +680,7 @@ def with_masks(model, layer_masks, plan=None):
         by TFMOT, or two layers sharing a name.
       TypeError: `model` is not a Keras model.
     """
-    check_model(model, flavors=FLAVORS)
+    check_model(model)
     by_layer = {inner_layer(layer).name: inner_layer(layer) for layer in iter_layers(model)}
     normalised = {}
     for name, value in layer_masks.items():

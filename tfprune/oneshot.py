@@ -7,7 +7,7 @@ Layers that set the model's output width stay whole, as in the seeds. Both end i
 """
 import numpy as np
 
-from tfprune._keras import FLAVORS, check_model
+from tfprune._keras import check_model
 from tfprune.graph import output_width_layers
 from tfprune.registry import resolve_weight
 from tfprune.mask import freeze, inner_layer, iter_layers, masked_layers, strip, with_masks
@@ -38,7 +38,7 @@ def oneshot(model, method="weight", sparsity=0.5, exclude=()):
         NaN or inf.
       TypeError: `model` is not a tf_keras model.
     """
-    check_model(model, flavors=FLAVORS)
+    check_model(model)
     if method not in ("weight", "unit"):
         raise ValueError(f"method must be 'weight' or 'unit', got {method!r}.")
     if not 0.0 <= sparsity < 1.0:

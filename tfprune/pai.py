@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from tfprune._keras import FLAVORS, check_model, flavor_of, is_model, keras, tf
+from tfprune._keras import check_model, flavor_of, is_model, keras, tf
 from tfprune.graph import prunable_kernels
 from tfprune.registry import resolve_weight
 from tfprune.mask import inner_layer, iter_layers, masks, strip, with_masks
@@ -67,7 +67,7 @@ def score(model, method, data=None, loss=None, batches=1, temperature=200.0, tra
       ValueError: an unknown method, a data-driven method without `data` or with data that do not fit the
         model, an unknown name in `exclude`, or weights holding NaN or inf.
     """
-    check_model(model, flavors=FLAVORS)
+    check_model(model)
     check_finite(model, "score")
     targets = _targets(model, exclude)
     scorer = _Scorer(model, method, targets, data=data, loss=loss, batches=batches, batch_size=batch_size,
@@ -120,7 +120,7 @@ def prune_at_init(model, method, sparsity, data=None, rounds=None, schedule="exp
     Warns:
       UserWarning: a layer lost all its weights (layer collapse).
     """
-    check_model(model, flavors=FLAVORS)
+    check_model(model)
     if isinstance(sparsity, bool) or not isinstance(sparsity, numbers.Real) or not 0.0 <= sparsity < 1.0:
         raise ValueError(f"prune_at_init: `sparsity` must be a fraction in [0, 1), got {sparsity!r}; "
                          f"for a compression ratio c pass sparsity = 1 - 1/c.")

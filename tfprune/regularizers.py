@@ -28,7 +28,8 @@ import math
 
 import numpy as np
 
-from tfprune._keras import check_model, keras, tf
+from tfprune._keras import (FLAVORS, check_model, flavor_of, is_graph_model, is_variable, kernel_kind, keras, keras3,
+                            learning_rate_schedule, tf)
 from tfprune.graph import output_width_layers
 from tfprune.mask import freeze, with_masks
 from tfprune.validation import check_finite, check_number
@@ -39,9 +40,7 @@ __all__ = ["GroupLasso", "ProximalGroupLasso", "apply_group_lasso", "group_spars
 GROUPS = ("filter", "channel", "shape", "unit", "row")
 WEIGHTINGS = ("sqrt", None)
 _DENSE_ONLY = ("unit", "row")
-_CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-# Subclasses of Conv1D/2D/3D whose kernel is laid out (*spatial, out, in): their groups would be swapped.
-_TRANSPOSED_TYPES = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose, keras.layers.Conv3DTranspose)
+_WRAPPER_TYPES = tuple(flavor.layers.Wrapper for flavor in FLAVORS)
 
 
 # -- arguments -----------------------------------------------------------------------------------------
@@ -138,23 +137,16 @@ class GroupLasso(keras.regularizers.Regularizer):
 # tf_keras writes a layer's regularizer into .h5 files under its bare class name but loads .h5 files by looking
 # that bare name up, not "tfprune>GroupLasso"; the alias lets .h5 models load without `custom_objects`.
 keras.utils.get_custom_objects().setdefault("GroupLasso", GroupLasso)
+# Keras 3 layers take any callable regularizer; registering the class lets their .keras files name it.
+keras3.saving.register_keras_serializable(package="tfprune")(GroupLasso)
 
 
 # -- choosing layers -----------------------------------------------------------------------------------
 def _kernel_layer(layer):
     """The layer owning the kernel: `layer`, or the innermost layer of a chain of Keras wrappers."""
-    while isinstance(layer, keras.layers.Wrapper):
+    while isinstance(layer, _WRAPPER_TYPES):
         layer = layer.layer
     return layer
-
-
-def _kind(layer):
-    """'dense', 'conv', or None for a layer whose kernel group lasso does not understand."""
-    if isinstance(layer, keras.layers.Dense):
-        return "dense"
-    if isinstance(layer, _CONV_TYPES) and not isinstance(layer, _TRANSPOSED_TYPES):
-        return "conv"
-    return None
 
 
 def _select(model, groups, layers, owner):
@@ -165,7 +157,7 @@ def _select(model, groups, layers, owner):
     """
     check_model(model)
     by_name = {layer.name: layer for layer in model.layers}
-    kinds = {name: _kind(_kernel_layer(layer)) for name, layer in by_name.items()}
+    kinds = {name: kernel_kind(_kernel_layer(layer)) for name, layer in by_name.items()}
     usable = [name for name, kind in kinds.items() if kind]
     if layers is None:
         wanted = "dense" if groups in _DENSE_ONLY else "conv"
@@ -195,28 +187,28 @@ def _select(model, groups, layers, owner):
 
 def _kernel(layer, owner):
     kernel = getattr(layer, "kernel", None)
-    if not isinstance(kernel, tf.Variable):
+    if not is_variable(kernel):
         raise ValueError(f"{owner}: layer '{layer.name}' is not built yet; call the model on data first.")
     return kernel
 
 
 def _clone(model, clone_function=None, owner="clone"):
     """A new model with the same architecture and weights; the compile state is not copied."""
-    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
+    if not is_graph_model(model):
         raise ValueError(f"{owner}: model '{model.name}' is a subclassed Model, which Keras cannot clone; "
                          f"build it with the functional API or Sequential.")
-    clone = keras.models.clone_model(model, clone_function=clone_function)
+    clone = flavor_of(model).models.clone_model(model, clone_function=clone_function)
     clone.set_weights(model.get_weights())
     return clone
 
 
 def _with_kernel_regularizer(layer, config, regularizer):
     """`config` of `layer` with the regularizer set on the kernel owner, inside any wrappers."""
-    if isinstance(layer, keras.layers.Wrapper):
+    if isinstance(layer, _WRAPPER_TYPES):
         inner = dict(config["layer"])
         inner["config"] = _with_kernel_regularizer(layer.layer, dict(inner["config"]), regularizer)
         return {**config, "layer": inner}
-    return {**config, "kernel_regularizer": keras.regularizers.serialize(regularizer)}
+    return {**config, "kernel_regularizer": flavor_of(layer).regularizers.serialize(regularizer)}
 
 
 # -- applying the regularizer --------------------------------------------------------------------------
@@ -226,7 +218,7 @@ def apply_group_lasso(model, strength, groups="filter", layers=None, weighting="
     A `GroupLasso` already there is replaced; wrapped layers get the regularizer on the inner layer.
 
     Args:
-      model: a built tf_keras model (Sequential or functional).
+      model: a built model (Sequential or functional, Keras 3 or tf_keras).
       strength: the penalty's weight, >= 0.
       groups: ``"filter"``, ``"channel"``, ``"shape"``, ``"unit"`` or ``"row"`` (see the module docstring).
       layers: names of the layers to regularize; None takes every Conv layer (filter/channel/shape groups) or
@@ -240,7 +232,7 @@ def apply_group_lasso(model, strength, groups="filter", layers=None, weighting="
     Raises:
       ValueError: a bad argument, a name in `layers` the model lacks or whose kernel cannot be grouped, a chosen
         layer with another kernel regularizer (it would be dropped silently), or a subclassed model.
-      TypeError: `layers` is not a list of names, or `model` is not a tf_keras model.
+      TypeError: `layers` is not a list of names, or `model` is not a Keras model.
     """
     owner = "apply_group_lasso"
     regularizer = GroupLasso(strength, groups, weighting)
@@ -314,6 +306,7 @@ class ProximalGroupLasso(keras.callbacks.Callback):
     def _compile_step(self):
         """One tf.function thresholding every chosen kernel, reading η on device at each call."""
         optimizer = self.model.optimizer
+        schedule = learning_rate_schedule(optimizer)
         plan = []
         for layer in self._targets:
             kernel = _kernel(layer, "ProximalGroupLasso")
@@ -322,10 +315,8 @@ class ProximalGroupLasso(keras.callbacks.Callback):
 
         @tf.function
         def step():
-            rate = optimizer.learning_rate
-            if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
-                # Legacy optimizers hand back the schedule; the step just taken used the pre-increment count.
-                rate = rate(optimizer.iterations - 1)
+            # The step just taken used the pre-increment count.
+            rate = optimizer.learning_rate if schedule is None else schedule(optimizer.iterations - 1)
             for kernel, axes, scale in plan:
                 norms = tf.sqrt(tf.reduce_sum(tf.square(kernel), axis=axes, keepdims=True))
                 threshold = tf.cast(rate, kernel.dtype) * scale
@@ -361,7 +352,7 @@ def group_sparsity_report(model, groups="filter", tolerance=1e-3, layers=None):
     """How many groups of each chosen layer are zero or nearly so.
 
     Args:
-      model: a tf_keras model.
+      model: a model of either flavor.
       groups: ``"filter"``, ``"channel"``, ``"shape"``, ``"unit"`` or ``"row"`` (see the module docstring).
       tolerance: a group is near zero when ‖w_g‖ ≤ tolerance · (largest ‖w_g‖ in its layer); relative, so one
         value fits layers of any scale. In [0, 1).
@@ -414,7 +405,7 @@ def threshold_groups(model, groups="filter", tolerance=1e-3, layers=None):
     `shrink` rightly refuses to drop.
 
     Args:
-      model: a trained tf_keras model (not changed).
+      model: a trained model of either flavor (not changed).
       groups: ``"filter"``, ``"channel"``, ``"shape"``, ``"unit"`` or ``"row"`` (see the module docstring).
       tolerance: near zero as in `group_sparsity_report`.
       layers: names of the layers to threshold (None: as in `apply_group_lasso`).

@@ -1,5 +1,5 @@
 """Per-layer pruning report: params, non-zeros, sparsity and live units, whatever method pruned."""
-from tfprune._keras import FLAVORS, check_model
+from tfprune._keras import check_model
 from tfprune.metrics import format_table, layer_table
 from tfprune.validation import check_finite
 
@@ -22,7 +22,7 @@ def report(model, print_fn=print):
       ValueError: weights hold NaN or inf.
       TypeError: `model` is not a tf_keras model.
     """
-    check_model(model, flavors=FLAVORS)
+    check_model(model)
     check_finite(model, "report")
     rows = [row for row in layer_table(model) if row["params"]]
     params = sum(row["params"] for row in rows)

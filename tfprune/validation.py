@@ -7,7 +7,7 @@ and passes it on (a masked NaN stays NaN); `check_finite` refuses such weights i
 import math
 import numbers
 
-from tfprune._keras import is_model, keras, tf
+from tfprune._keras import is_model, tf
 
 __all__ = ["check_finite", "check_int", "check_number", "check_choice", "check_exclude"]
 

@@ -10,7 +10,7 @@ finds the exact cut-off with a two-pass radix select on the scores' bits (no sor
 import numpy as np
 
 from tfprune import schedules
-from tfprune._keras import FLAVORS, check_model, flavor_of, keras, tf, tf_variable, tfmot
+from tfprune._keras import check_model, flavor_of, keras, tf, tf_variable, tfmot
 from tfprune.graph import prunable_kernels
 from tfprune.registry import resolve_weight
 from tfprune.mask import MaskedLayer, current_step, has_wrappers, iter_layers, rewrap, shared_plan
@@ -124,7 +124,7 @@ def prune_weights(model, schedule, scope="layer", sparsity_map=None, exclude=())
     Warns:
       UserWarning: a schedule that never reaches its final sparsity, or whose sparsity falls.
     """
-    check_model(model, flavors=FLAVORS)
+    check_model(model)
     schedules.check_schedule(schedule)
     if scope not in ("layer", "global"):
         raise ValueError(f"scope must be 'layer' or 'global', got {scope!r}.")

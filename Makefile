@@ -3,7 +3,6 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export TF_USE_LEGACY_KERAS = 1
 
 .PHONY: demo test docs install colab clean
 

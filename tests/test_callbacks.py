@@ -12,7 +12,7 @@ def _compiled(model):
 
 
 def _pruned(kind):
-    model = tfprune.models.mlp(hidden=(16, 8), seed=0)
+    model = tfprune.models.mlp(hidden=(16, 8), seed=0, flavor="tf_keras")
     schedule = tfprune.PolynomialDecay(0.0, 0.5, 0, 4, frequency=2)
     if kind == "units":
         return _compiled(tfprune.prune_units(model, schedule))
@@ -36,14 +36,14 @@ def test_steps_advance_in_the_model_and_fixed_masks_need_no_callback(mnist_small
     model = _pruned("units")
     model.fit(x[:96], y[:96], batch_size=32, epochs=2, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
     assert {int(layer.pruning_step.numpy()) for layer in tfprune.mask.masked_layers(model)} == {6}
-    fixed = _compiled(tfprune.with_masks(tfprune.models.mlp(hidden=(16, 8), seed=0),
+    fixed = _compiled(tfprune.with_masks(tfprune.models.mlp(hidden=(16, 8), seed=0, flavor="tf_keras"),
                                          {"dense_0": np.ones((784, 16), np.float32)}))
     fixed.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)  # fixed masks: no schedule, no callback
 
 
 def test_wrong_calibration_data_fails_before_anything_changes(mnist_small):
     (x, y), _ = mnist_small
-    model = _compiled(tfprune.prune_units(tfprune.models.mlp(hidden=(16, 8), seed=0),
+    model = _compiled(tfprune.prune_units(tfprune.models.mlp(hidden=(16, 8), seed=0, flavor="tf_keras"),
                                           tfprune.ConstantSparsity(0.5, 0), criterion="taylor"))
     callback = tfprune.UpdatePruningStep(data=(x[:8].reshape(8, 28, 28), y[:8]))
     with pytest.raises(ValueError, match="calibration data for criterion 'taylor' does not fit"):
@@ -69,7 +69,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import tfprune
 kind = sys.argv[1]
 with tf.device("/CPU:1"):
-    model = tfprune.models.mlp(hidden=(32, 16), seed=0)
+    model = tfprune.models.mlp(hidden=(32, 16), seed=0, flavor="tf_keras")
     schedule = tfprune.ConstantSparsity(0.5, 0)
     model = tfprune.prune_units(model, schedule) if kind == "units" else tfprune.prune_weights(model, schedule,
                                                                                              scope="global")
@@ -102,7 +102,7 @@ def test_mask_updates_run_on_the_device_of_the_variables(kind, tmp_path):
     script = tmp_path / "placement.py"
     script.write_text(_PLACEMENT_SCRIPT)
     result = subprocess.run([sys.executable, str(script), kind], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-3000:]
 
 

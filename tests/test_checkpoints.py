@@ -31,7 +31,7 @@ def build(kind, final_sparsity=0.6, end_step=10, optimizer=None):
     (Adam 1e-2 by default). The scripts the subprocesses run import it too."""
     keras.utils.set_random_seed(0)
     schedule = tfprune.PolynomialDecay(0.0, final_sparsity, begin_step=0, end_step=end_step, frequency=2)
-    base = tfprune.models.mlp(hidden=(32, 16), seed=0)
+    base = tfprune.models.mlp(hidden=(32, 16), seed=0, flavor="tf_keras")
     model = (tfprune.prune_units(base, schedule) if kind == "units"
              else tfprune.prune_weights(base, schedule, scope=kind))
     model.compile(optimizer or keras.optimizers.Adam(1e-2),
@@ -201,7 +201,7 @@ BACKUP_SCRIPT = textwrap.dedent("""
 def _env(**extra):
     """The subprocesses' environment: tfprune from this checkout, `build` from this file."""
     paths = [ROOT, os.path.join(ROOT, "tests")] + [p for p in [os.environ.get("PYTHONPATH")] if p]
-    return dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(paths),
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=os.pathsep.join(paths),
                 **extra)
 
 

@@ -84,18 +84,21 @@ def test_pruning_inside_fit(flavor, method):
     assert flavor_of(stripped) is flavor and tfprune.metrics.count_nonzero(stripped) < model.count_params()
 
 
-def test_keras3_layer_scope_matches_tfmot_on_the_tf_keras_twin():
+@pytest.mark.parametrize("pattern", [{}, {"block_size": (4, 1)}, {"sparsity_m_by_n": (2, 4)}],
+                         ids=["weights", "blocks_4x1", "2_of_4"])
+def test_keras3_layer_scope_matches_tfmot_on_the_tf_keras_twin(pattern):
     """Keras 3 layers get tfprune's own per-layer pruner; on the same weights and schedule it makes TFMOT's
-    masks at every update (learning rate 0 keeps the weights, so only the schedule moves). Kept counts that
-    land on .5 can round either way: TFMOT's float32 graph arithmetic is not reproduced bit for bit, so the
-    schedule here keeps clear of them."""
+    masks at every update (learning rate 0 keeps the weights, so only the schedule moves), single weights,
+    (4, 1) blocks or 2:4 alike. Kept counts that land on .5 can round either way: TFMOT's float32 graph
+    arithmetic is not reproduced bit for bit, so the schedule here keeps clear of them."""
     (x, y), _ = tfprune.data.mnist_5k()
     schedule = tfprune.PolynomialDecay(0.1, 0.75, begin_step=2, end_step=10, frequency=2)
     twins = {flavor: _mlp(flavor) for flavor in (keras, keras3)}
     twins[keras].set_weights(twins[keras3].get_weights())
     history = {}
     for flavor, model in twins.items():
-        pruned = _compiled(tfprune.prune_weights(model, schedule, scope="layer"), flavor, learning_rate=0.0)
+        pruned = _compiled(tfprune.prune_weights(model, schedule, scope="layer", **pattern), flavor,
+                           learning_rate=0.0)
         steps = []
 
         class Record(flavor.callbacks.Callback):
@@ -147,9 +150,72 @@ def test_import_leaves_tf_keras_as_the_user_has_it():
     assert result.stdout.strip().startswith("3."), result.stdout
 
 
-def test_entry_points_without_keras3_support_say_so():
-    with pytest.raises(TypeError, match=r"Keras 3 object.*apply_group_lasso.*tf_keras"):
-        tfprune.apply_group_lasso(_mlp(keras3), 0.1)
+def _small_conv(flavor):
+    L = flavor.layers
+    inputs = flavor.Input((8, 8, 1))
+    x = L.Conv2D(8, 3, activation="relu", name="conv_a")(inputs)
+    x = L.GlobalAveragePooling2D(name="pool")(L.Conv2D(8, 3, activation="relu", name="conv_b")(x))
+    return flavor.Model(inputs, L.Dense(3, name="logits")(L.Dense(16, activation="relu", name="hidden")(x)))
+
+
+def _digits():
+    (x, y), _ = tfprune.data.digits(flatten=False)
+    return x[:256].astype("float32"), (y[:256] % 3).astype("int64")
+
+
+def _accuracy_compiled(model, learning_rate=0.05):
+    flavor = flavor_of(model)
+    model.compile(flavor.optimizers.SGD(learning_rate), flavor.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def test_group_lasso_in_the_flavor_given(flavor, tmp_path):
+    x, y = _digits()
+    regularized = tfprune.apply_group_lasso(_small_conv(flavor), 0.01)
+    assert flavor_of(regularized) is flavor
+    _accuracy_compiled(regularized).fit(x, y, epochs=1, verbose=0)
+    regularized.save(tmp_path / "lasso.keras")  # the regularizer serializes in either Keras
+    assert type(tfprune._keras.load_model(tmp_path / "lasso.keras").get_layer("conv_a").kernel_regularizer
+                ).__name__ == "GroupLasso"
+    model = _accuracy_compiled(_small_conv(flavor), learning_rate=0.5)
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[tfprune.ProximalGroupLasso(0.3)])
+    rows = tfprune.group_sparsity_report(model, tolerance=0.0)
+    assert sum(row["zero"] for row in rows) > 0  # exact zeros from the proximal step
+    small = tfprune.shrink(tfprune.threshold_groups(model, tolerance=1e-6))
+    assert flavor_of(small) is flavor and small.count_params() < model.count_params()
+
+
+def test_iterative_loop_and_rewinding_in_the_flavor_given(flavor, tmp_path):
+    x, y = _digits()
+    model, rows = tfprune.imp(lambda: _small_conv(flavor), (x, y), _accuracy_compiled, {"epochs": 1, "batch_size": 32},
+                              directory=tmp_path / "imp", rounds=2, prune_fraction=0.5, rewind="weights",
+                              rewind_step=2, verbose=0)
+    assert flavor_of(model) is flavor and abs(rows[-1]["remaining"] - 0.25) < 0.01
+    again, _ = tfprune.imp(lambda: _small_conv(flavor), (x, y), _accuracy_compiled, {"epochs": 1, "batch_size": 32},
+                           directory=tmp_path / "imp", rounds=2, prune_fraction=0.5, rewind="weights", rewind_step=2,
+                           verbose=0)  # resumes: nothing left to train
+    for key, mask in tfprune.masks(model).items():
+        np.testing.assert_array_equal(tfprune.masks(again)[key], mask)
+    _, sap_rows = tfprune.sap(lambda: _small_conv(flavor), ((x, y), (x, y)), _accuracy_compiled,
+                              {"epochs": 1, "batch_size": 32}, directory=tmp_path / "sap", rounds=1, verbose=0)
+    assert sap_rows[-1]["remaining"] < 1.0
+
+
+def test_dynamic_pruner_in_the_flavor_given(flavor):
+    x, y = _digits()
+    pruner = tfprune.DynamicPruner(every_steps=2, monitor="accuracy", stable_tolerance=10.0)
+    model = _accuracy_compiled(tfprune.DynamicPruner.prepare(_small_conv(flavor)))
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[pruner])
+    assert flavor_of(model) is flavor and any(row.get("removed") for row in pruner.history)
+
+
+def test_study_in_the_flavor_given(flavor, tmp_path):
+    name = "keras" if flavor is keras3 else "tf_keras"
+    study = tfprune.study.Study(model="mlp", flavor=name, dataset="digits", methods=("oneshot_unit", "gradual_weight"),
+                                sparsities=(0.5,), epochs=1, finetune_epochs=1, output=str(tmp_path))
+    rows = study.run(print_fn=lambda *args: None)
+    assert len(rows) == 2 and all(row["accuracy"] > 0.3 for row in rows)
 
 
 @pytest.mark.parametrize("method", ["snip", "synflow"])

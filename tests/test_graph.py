@@ -244,7 +244,7 @@ def test_shared_layers_make_their_groups_unprunable():
 
 
 def test_wrappers_are_seen_through():
-    model = tfmot.sparsity.keras.prune_low_magnitude(mlp(hidden=(8, 6)))
+    model = tfmot.sparsity.keras.prune_low_magnitude(mlp(hidden=(8, 6), flavor="tf_keras"))
     graph = build_channel_graph(model)
     assert [g.producers for g in graph.prunable_groups()] == [["dense_0"], ["dense_1"]]
     assert ("dense_1", "kernel", 0, "in") in _keys(graph.prunable_groups()[0])

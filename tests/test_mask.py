@@ -8,7 +8,7 @@ from tfprune._keras import keras, tf
 
 
 def _model():
-    return tfprune.models.mlp(hidden=(16, 8), seed=0)
+    return tfprune.models.mlp(hidden=(16, 8), seed=0, flavor="tf_keras")
 
 
 def test_with_masks_zeroes_weights_and_gradients(mnist_small):

@@ -9,7 +9,7 @@ import pytest
 
 from tfprune._keras import keras, tf
 from tfprune.mask import MaskedLayer, masks, with_masks
-from tfprune.models import mlp
+from tfprune import models
 from tfprune.pai import _keep_highest, prune_at_init, score
 
 
@@ -143,7 +143,7 @@ def test_synflow_matches_numpy_with_abs_biases_and_batchnorm_buffers_in_float64(
 
 
 def test_synflow_layer_sums_are_conserved_and_equal_r():
-    model = mlp(input_shape=(6,), hidden=(5, 4, 3), num_classes=2, seed=0)
+    model = models.mlp(input_shape=(6,), hidden=(5, 4, 3), num_classes=2, seed=0, flavor="tf_keras")
     product = np.ones((1, 6))
     for kernel in model.get_weights():
         product = product @ np.abs(kernel.astype(np.float64))
@@ -203,7 +203,7 @@ def test_keep_highest_never_revives_even_top_scored_pruned_entries():
 @pytest.mark.parametrize("method, extra", [("magnitude", {"ablation": "invert"}), ("random", {"rounds": 4}),
                                            ("snip", {"rounds": 3}), ("synflow", {"rounds": 5})])
 def test_pruning_a_masked_model_again_never_revives(method, extra):
-    first = prune_at_init(mlp(input_shape=(6,), hidden=(8,), num_classes=4, seed=0), "magnitude", 0.5)
+    first = prune_at_init(models.mlp(input_shape=(6,), hidden=(8,), num_classes=4, seed=0, flavor="tf_keras"), "magnitude", 0.5)
     second, info = prune_at_init(first, method, 0.75, data=toy_data(features=6), return_info=True, **extra)
     old, new = kernel_masks(first), kernel_masks(second)
     assert all(np.all(new[name] <= old[name]) for name in old)
@@ -214,7 +214,7 @@ def test_pruning_a_masked_model_again_never_revives(method, extra):
 
 @pytest.mark.parametrize("schedule", ["exponential", "linear"])
 def test_iterative_rounds_reach_the_exact_count(schedule):
-    model = mlp(input_shape=(10,), hidden=(20, 20), num_classes=3, seed=0)
+    model = models.mlp(input_shape=(10,), hidden=(20, 20), num_classes=3, seed=0, flavor="tf_keras")
     pruned, info = prune_at_init(model, "synflow", 0.95, rounds=7, schedule=schedule, return_info=True)
     total = 10 * 20 + 20 * 20 + 20 * 3
     assert sum(m.sum() for m in kernel_masks(pruned).values()) == total - round(0.95 * total)
@@ -222,14 +222,14 @@ def test_iterative_rounds_reach_the_exact_count(schedule):
 
 
 def test_layer_scope_prunes_each_layer_to_the_sparsity():
-    pruned = prune_at_init(mlp(input_shape=(10,), hidden=(20,), num_classes=4, seed=0), "magnitude", 0.75,
+    pruned = prune_at_init(models.mlp(input_shape=(10,), hidden=(20,), num_classes=4, seed=0, flavor="tf_keras"), "magnitude", 0.75,
                            scope="layer")
     found = kernel_masks(pruned)
     assert found["dense_0"].sum() == 50 and found["logits"].sum() == 20
 
 
 def test_shuffle_keeps_layer_counts_and_moves_positions():
-    model, data = mlp(input_shape=(10,), hidden=(20,), num_classes=4, seed=0), toy_data(16, features=10)
+    model, data = models.mlp(input_shape=(10,), hidden=(20,), num_classes=4, seed=0, flavor="tf_keras"), toy_data(16, features=10)
     plain = kernel_masks(prune_at_init(model, "snip", 0.8, data=data))
     shuffled = kernel_masks(prune_at_init(model, "snip", 0.8, data=data, ablation="shuffle", seed=1))
     again = kernel_masks(prune_at_init(model, "snip", 0.8, data=data, ablation="shuffle", seed=1))

@@ -5,7 +5,7 @@ import tfprune
 import pytest
 
 from tfprune._keras import keras, tf, tfmot
-from tfprune.models import lenet5, mlp
+from tfprune import models
 from tfprune.regularizers import (GroupLasso, ProximalGroupLasso, apply_group_lasso, format_group_sparsity,
                                   group_sparsity_report, threshold_groups)
 
@@ -165,7 +165,7 @@ def test_apply_group_lasso_keeps_weights_and_leaves_the_input_alone():
 
 
 def test_default_dense_selection_skips_output_layers():
-    model = mlp(input_shape=(8,), hidden=(6, 5), seed=0)
+    model = models.mlp(input_shape=(8,), hidden=(6, 5), seed=0, flavor="tf_keras")
     regularized = apply_group_lasso(model, 0.1, "unit")
     assert [layer.name for layer in regularized.layers if getattr(layer, "kernel_regularizer", None)] == [
         "dense_0", "dense_1"]
@@ -222,7 +222,7 @@ def test_layer_selection_errors_name_the_problem_and_the_choices():
     with pytest.raises(TypeError, match=r"layers=\['conv'\]"):
         apply_group_lasso(model, 0.1, layers="conv")
     with pytest.raises(ValueError, match="no Conv layer.*groups='unit'"):
-        apply_group_lasso(mlp(input_shape=(8,), hidden=(4,)), 0.1, "filter")
+        apply_group_lasso(models.mlp(input_shape=(8,), hidden=(4,), flavor="tf_keras"), 0.1, "filter")
     with pytest.raises(ValueError, match="strength"):
         apply_group_lasso(model, -0.1)
 
@@ -359,7 +359,7 @@ def test_threshold_groups_zeroes_near_zero_groups_in_a_new_model():
 @pytest.mark.slow
 def test_proximal_training_kills_lenet_filters(mnist_small):
     (x, y), _ = mnist_small
-    model = lenet5(filters=(8, 16), hidden=32)
+    model = models.lenet5(filters=(8, 16), hidden=32, flavor="tf_keras")
     model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     history = model.fit(x.reshape(-1, 28, 28, 1), y, batch_size=32, epochs=2, verbose=0,
@@ -371,7 +371,7 @@ def test_proximal_training_kills_lenet_filters(mnist_small):
 
 
 def test_threshold_groups_zeroes_dead_filters_bias_so_shrink_removes_them():
-    model = tfprune.models.lenet5(filters=(6, 8), hidden=16)
+    model = tfprune.models.lenet5(filters=(6, 8), hidden=16, flavor="tf_keras")
     conv = model.get_layer("conv_0")
     kernel = conv.kernel.numpy()
     kernel[..., :3] *= 1e-6  # three filters the penalty has nearly killed

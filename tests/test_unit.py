@@ -76,10 +76,10 @@ def _top(scores, kept):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("build, data", [
-    (lambda: tfprune.models.mlp(hidden=(64, 32), seed=0), "mnist_flat"),
-    (lambda: tfprune.models.lenet5(filters=(8, 16), hidden=32), "mnist_images"),
-    (lambda: tfprune.models.vgg(11, 0.125), "random"),
-    (lambda: tfprune.models.resnet20(widths=(8, 16, 32)), "random"),
+    (lambda: tfprune.models.mlp(hidden=(64, 32), seed=0, flavor="tf_keras"), "mnist_flat"),
+    (lambda: tfprune.models.lenet5(filters=(8, 16), hidden=32, flavor="tf_keras"), "mnist_images"),
+    (lambda: tfprune.models.vgg(11, 0.125, flavor="tf_keras"), "random"),
+    (lambda: tfprune.models.resnet20(widths=(8, 16, 32), flavor="tf_keras"), "random"),
     (_concat_depthwise, "random"),
 ], ids=["mlp", "lenet5", "vgg11", "resnet20", "concat_depthwise"])
 def test_every_coupled_slice_is_zero_at_the_same_channels(build, data):
@@ -114,7 +114,7 @@ def test_global_scope_ranks_normalised_scores_and_keeps_a_unit_per_group():
         _fire_once(pruned)
         return _kept_by_group(pruned)
 
-    model = tfprune.models.mlp(hidden=(48, 16, 40), seed=3)
+    model = tfprune.models.mlp(hidden=(48, 16, 40), seed=3, flavor="tf_keras")
     groups = build_channel_graph(model).prunable_groups()
     scores = [np.asarray(criteria.normalize_scores(criteria.l2(group, criteria.ModelTensors(model))))
               for group in groups]
@@ -143,7 +143,7 @@ def test_global_scope_ranks_normalised_scores_and_keeps_a_unit_per_group():
 
 
 def test_layer_scope_round_to_keeps_multiples():
-    model = tfprune.models.mlp(hidden=(40, 24), seed=0)
+    model = tfprune.models.mlp(hidden=(40, 24), seed=0, flavor="tf_keras")
     pruned = tfprune.prune_units(model, tfprune.ConstantSparsity(0.7, 0, frequency=100), round_to=8)
     _fire_once(pruned)
     assert [int(k.sum()) for k in _kept_by_group(pruned)] == [16, 8]  # 12 -> 16, 7 -> 8
@@ -157,7 +157,7 @@ def _expected_keeps(model, criterion, tensors, sparsity=0.5):
 @pytest.mark.parametrize("name", ["l2", "l1", "mean_column_norm", "random", "taylor", "apoz", "custom"])
 def test_each_criterion_keeps_its_best_channels(name):
     x, y = _mnist(flatten=True)
-    model = _compile(tfprune.models.mlp(hidden=(32, 16), seed=0))
+    model = _compile(tfprune.models.mlp(hidden=(32, 16), seed=0, flavor="tf_keras"))
     if name == "custom":
         @criteria.register_criterion("test_unit_high_index")
         def criterion(group, tensors):
@@ -189,7 +189,7 @@ def test_criteria_read_masked_weights_not_optimizer_drift():
 
     try:
         schedule = tfprune.PolynomialDecay(0.25, 0.5, begin_step=0, end_step=1, power=1, frequency=1)
-        pruned = tfprune.prune_units(tfprune.models.mlp(hidden=(16, 8), seed=0), schedule, criterion="test_unit_spy")
+        pruned = tfprune.prune_units(tfprune.models.mlp(hidden=(16, 8), seed=0, flavor="tf_keras"), schedule, criterion="test_unit_spy")
         with pytest.warns(UserWarning, match="'test_unit_spy' is not written with TensorFlow ops"):
             callback = _fire_once(pruned)
         kernel = pruned.get_layer("masked_dense_1").layer.kernel
@@ -208,14 +208,14 @@ def test_criteria_read_masked_weights_not_optimizer_drift():
 def test_data_criteria_prune_during_fit(name):
     x, y = _mnist(flatten=True, n=400)
     schedule = tfprune.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=2, frequency=1)
-    pruned = _compile(tfprune.prune_units(tfprune.models.mlp(hidden=(32, 16), seed=0), schedule, criterion=name))
+    pruned = _compile(tfprune.prune_units(tfprune.models.mlp(hidden=(32, 16), seed=0, flavor="tf_keras"), schedule, criterion=name))
     callback = tfprune.UpdatePruningStep(data=(x[:128], y[:128]))
     pruned.fit(x, y, batch_size=100, epochs=1, verbose=0, callbacks=[callback])
     assert [int((~k).sum()) for k in _kept_by_group(pruned)] == [16, 8]
 
 
 def test_bn_gamma_on_vgg_keeps_largest_scales():
-    model = tfprune.models.vgg(11, 0.125)
+    model = tfprune.models.vgg(11, 0.125, flavor="tf_keras")
     rng = np.random.default_rng(0)
     for layer in model.layers:
         if isinstance(layer, L.BatchNormalization):
@@ -231,7 +231,7 @@ def test_bn_gamma_on_vgg_keeps_largest_scales():
 
 
 def test_errors_are_raised_early_and_name_the_fix():
-    model = tfprune.models.mlp(hidden=(8, 4), seed=0)
+    model = tfprune.models.mlp(hidden=(8, 4), seed=0, flavor="tf_keras")
     schedule = tfprune.ConstantSparsity(0.5, 0, frequency=100)
     with pytest.raises(ValueError, match="Unknown criterion 'l3'"):
         tfprune.prune_units(model, schedule, criterion="l3")
@@ -269,7 +269,7 @@ def test_save_load_and_resume_match_the_uninterrupted_run(tmp_path):
         model.fit(x[rows], y[rows], batch_size=100, epochs=1, shuffle=False, verbose=0,
                   callbacks=[tfprune.UpdatePruningStep()])
 
-    model = _compile(tfprune.prune_units(tfprune.models.mlp(hidden=(64, 32), seed=0), schedule))
+    model = _compile(tfprune.prune_units(tfprune.models.mlp(hidden=(64, 32), seed=0, flavor="tf_keras"), schedule))
     fit(model, slice(0, 600))  # 6 steps: pruning is half-way
     restored = []
     for suffix in (".keras", ".h5"):
@@ -296,7 +296,7 @@ def test_custom_training_loop_recipe_matches_fit():
 
     def build():
         keras.utils.set_random_seed(0)
-        return _compile(tfprune.prune_units(tfprune.models.mlp(hidden=(64, 32), seed=0), schedule))
+        return _compile(tfprune.prune_units(tfprune.models.mlp(hidden=(64, 32), seed=0, flavor="tf_keras"), schedule))
 
     fitted = build()
     fitted.fit(x, y, batch_size=100, epochs=2, shuffle=False, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
@@ -329,7 +329,7 @@ def test_custom_training_loop_recipe_matches_fit():
 @pytest.mark.parametrize("scope", ["global", "layer"])
 def test_weight_pruning_on_a_unit_pruned_model(scope):
     x, y = _mnist(flatten=True, n=800)
-    units = _compile(tfprune.prune_units(tfprune.models.mlp(hidden=(64, 32), seed=0),
+    units = _compile(tfprune.prune_units(tfprune.models.mlp(hidden=(64, 32), seed=0, flavor="tf_keras"),
                                          tfprune.ConstantSparsity(0.5, 0, frequency=100)))
     units.fit(x[:400], y[:400], batch_size=100, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
     unit_masks = tfprune.masks(units)
@@ -367,7 +367,7 @@ def test_mirrored_strategy_gives_the_single_device_masks(tmp_path):
             keras.utils.set_random_seed(0)
             with strategy.scope():
                 schedule = tfprune.PolynomialDecay(0.0, 0.5, begin_step=0, end_step=6, frequency=2)
-                model = tfprune.prune_units(tfprune.models.mlp(hidden=(64, 32), seed=0), schedule)
+                model = tfprune.prune_units(tfprune.models.mlp(hidden=(64, 32), seed=0, flavor="tf_keras"), schedule)
                 model.compile(keras.optimizers.Adam(1e-3),
                               keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             model.fit(x[:512], y[:512], batch_size=64, epochs=1, shuffle=False, verbose=0,
@@ -378,7 +378,7 @@ def test_mirrored_strategy_gives_the_single_device_masks(tmp_path):
         results = {"replicas": np.array(mirrored.num_replicas_in_sync)}
         with mirrored.scope():  # per-step global weight pruning writes its masks to every replica
             schedule = tfprune.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=7, frequency=1)
-            model = tfprune.prune_weights(tfprune.models.mlp(hidden=(64, 32), seed=0), schedule, scope="global")
+            model = tfprune.prune_weights(tfprune.models.mlp(hidden=(64, 32), seed=0, flavor="tf_keras"), schedule, scope="global")
             model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(x[:512], y[:512], batch_size=64, epochs=1, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
         layers = [layer for layer in model.layers if hasattr(layer, "masks")]
@@ -410,7 +410,7 @@ def test_mirrored_strategy_gives_the_single_device_masks(tmp_path):
 
 def test_pruning_summaries_log_unit_sparsity(tmp_path):
     x, y = _mnist(flatten=True, n=200)
-    pruned = _compile(tfprune.prune_units(tfprune.models.mlp(hidden=(16, 8), seed=0),
+    pruned = _compile(tfprune.prune_units(tfprune.models.mlp(hidden=(16, 8), seed=0, flavor="tf_keras"),
                                           tfprune.ConstantSparsity(0.5, 0, frequency=100)))
     pruned.fit(x, y, batch_size=100, epochs=2, verbose=0,
                callbacks=[tfprune.UpdatePruningStep(), tfprune.PruningSummaries(str(tmp_path))])

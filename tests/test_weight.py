@@ -16,7 +16,7 @@ def _compile(model, lr=1e-3):
 
 
 def _small_mlp():
-    return tfprune.models.mlp(hidden=(64, 48, 32), seed=1)
+    return tfprune.models.mlp(hidden=(64, 48, 32), seed=1, flavor="tf_keras")
 
 
 def _fit(model, data, epochs=1):
@@ -56,7 +56,7 @@ def test_global_scope_exact_overall_and_uneven(mnist_small):
 
 
 def test_global_pruning_is_uneven_on_the_seeds_mlp():
-    model = tfprune.models.mlp(seed=0)
+    model = tfprune.models.mlp(seed=0, flavor="tf_keras")
     pruned = tfprune.prune_weights(model, tfprune.ConstantSparsity(0.9, 0, frequency=1), scope="global")
     callback = tfprune.UpdatePruningStep()
     callback.set_model(pruned)
@@ -192,7 +192,7 @@ def test_per_step_global_pruning_matches_a_full_ranking(variant):
     exactly the smallest |w ⊙ m|, the same entries a full host ranking cuts; on a model whose units were
     pruned first, their entries rank lowest and do not count."""
     from tfprune.weight import WeightPruner, smallest_to_mask
-    model = tfprune.models.mlp(hidden=(63, 31), seed=0)
+    model = tfprune.models.mlp(hidden=(63, 31), seed=0, flavor="tf_keras")
     if variant == "after units":  # every third unit removed
         model = tfprune.prune_units(model, tfprune.ConstantSparsity(0.3, 0))
         for keep in [keep for layer in iter_layers(model) if isinstance(layer, MaskedLayer)
@@ -234,7 +234,7 @@ def test_non_finite_weights_stop_the_update_and_name_the_layer():
     """An inf in a kernel would turn into NaN under the mask; the update refuses, naming the weight, and
     leaves every mask as it was."""
     from tfprune.weight import WeightPruner
-    model = tfprune.prune_weights(tfprune.models.mlp(hidden=(16, 8), seed=0), tfprune.ConstantSparsity(0.5, 0),
+    model = tfprune.prune_weights(tfprune.models.mlp(hidden=(16, 8), seed=0, flavor="tf_keras"), tfprune.ConstantSparsity(0.5, 0),
                                   scope="global")
     layers = [layer for layer in iter_layers(model) if isinstance(layer, MaskedLayer)]
     layers[1].layer.kernel[0, 0].assign(np.inf)

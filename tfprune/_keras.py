@@ -165,8 +165,8 @@ def is_callback(obj):
 
 
 def learning_rate_schedule(optimizer):
-    """The schedule `optimizer` was built with, or None for a fixed rate. Both flavors keep it in
-    `_learning_rate`; their public getter returns only the current value.
+    """The schedule `optimizer` was built with, or None for a fixed rate. Both flavors' current optimizers keep
+    it in `_learning_rate`; their public getter returns only the current value.
 
     Args:
       optimizer: an optimizer of either flavor.
@@ -175,6 +175,8 @@ def learning_rate_schedule(optimizer):
       the `LearningRateSchedule`, or None.
     """
     schedule = getattr(optimizer, "_learning_rate", None)
+    if not isinstance(schedule, LEARNING_RATE_SCHEDULES):
+        schedule = getattr(optimizer, "learning_rate", None)  # tf_keras' legacy optimizers hand it back
     return schedule if isinstance(schedule, LEARNING_RATE_SCHEDULES) else None
 
 

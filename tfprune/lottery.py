@@ -635,7 +635,8 @@ def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prun
         elif round_index > 0:
             _set_constant_learning_rate(optimizer, final_lr)
         start = 0 if round_index == 0 else step
-        network.fit(_dataset(x, y, batches[start:]), epochs=1, shuffle=False, verbose=fit_verbose, callbacks=callbacks + own_callbacks)
+        network.fit(_dataset(x, y, batches[start:]), epochs=1, shuffle=False, verbose=fit_verbose,
+                    callbacks=callbacks + own_callbacks)
         for layer in masked_layers(network):
             layer.apply_masks()
         if round_index == 0:

@@ -1,4 +1,5 @@
-"""Reference models used by the seeds, the tests and the benchmarks (all tf_keras functional models)."""
+"""Reference models used by the seeds, the tests and the benchmarks: functional models of either Keras (Keras 3 by
+default)."""
 from tfprune._keras import keras, keras_module
 
 _VGG_CONFIGS = {
@@ -11,7 +12,7 @@ def _scaled(channels, width_multiplier):
     return max(1, int(round(channels * width_multiplier)))
 
 
-def mlp(input_shape=(784,), num_classes=10, hidden=(1000, 1000, 500, 200), seed=None, flavor="tf_keras"):
+def mlp(input_shape=(784,), num_classes=10, hidden=(1000, 1000, 500, 200), seed=None, flavor="keras"):
     """The seeds' MNIST network: 784-1000-1000-500-200-10, ReLU, no biases, logits out.
 
     Args:
@@ -19,7 +20,7 @@ def mlp(input_shape=(784,), num_classes=10, hidden=(1000, 1000, 500, 200), seed=
       num_classes: the width of the ``logits`` layer.
       hidden: the widths of the ReLU layers ``dense_0``, ``dense_1``, ...
       seed: seed of layer i's Glorot initializer is ``seed + i``; None draws fresh weights.
-      flavor: "tf_keras" (Keras 2, which TFMOT wraps) or "keras" (Keras 3).
+      flavor: "keras" (Keras 3, the default) or "tf_keras" (Keras 2, which TFMOT wraps).
 
     Returns:
       an uncompiled functional model of `flavor` named ``mlp``.
@@ -39,7 +40,7 @@ def mlp(input_shape=(784,), num_classes=10, hidden=(1000, 1000, 500, 200), seed=
     return keras.Model(inputs, outputs, name="mlp")
 
 
-def lenet5(input_shape=(28, 28, 1), num_classes=10, filters=(20, 50), hidden=500, flavor="tf_keras"):
+def lenet5(input_shape=(28, 28, 1), num_classes=10, filters=(20, 50), hidden=500, flavor="keras"):
     """Caffe's LeNet-5 (conv 20-50, dense 500), the network SSL pruned from 20-50 to 5-19 filters.
 
     Args:
@@ -47,7 +48,7 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10, filters=(20, 50), hidden=500
       num_classes: the width of the ``logits`` layer.
       filters: the two 5x5 convolutions' filter counts.
       hidden: the width of the ReLU dense layer.
-      flavor: "tf_keras" (Keras 2, which TFMOT wraps) or "keras" (Keras 3).
+      flavor: "keras" (Keras 3, the default) or "tf_keras" (Keras 2, which TFMOT wraps).
 
     Returns:
       an uncompiled functional model of `flavor` named ``lenet5``, logits out.
@@ -64,7 +65,7 @@ def lenet5(input_shape=(28, 28, 1), num_classes=10, filters=(20, 50), hidden=500
     return keras.Model(inputs, outputs, name="lenet5")
 
 
-def vgg(depth=11, width_multiplier=1.0, num_classes=10, input_shape=(32, 32, 3), flavor="tf_keras"):
+def vgg(depth=11, width_multiplier=1.0, num_classes=10, input_shape=(32, 32, 3), flavor="keras"):
     """CIFAR-style VGG with BatchNorm; a pooling step that would shrink the map below 1x1 is skipped.
 
     Args:
@@ -72,7 +73,7 @@ def vgg(depth=11, width_multiplier=1.0, num_classes=10, input_shape=(32, 32, 3),
       width_multiplier: scales every convolution's filter count (rounded, at least 1).
       num_classes: the width of the ``logits`` layer.
       input_shape: the image shape without the batch, channels last.
-      flavor: "tf_keras" (Keras 2, which TFMOT wraps) or "keras" (Keras 3).
+      flavor: "keras" (Keras 3, the default) or "tf_keras" (Keras 2, which TFMOT wraps).
 
     Returns:
       an uncompiled functional model of `flavor` named ``vgg<depth>``, logits out.
@@ -103,7 +104,7 @@ def vgg(depth=11, width_multiplier=1.0, num_classes=10, input_shape=(32, 32, 3),
     return keras.Model(inputs, outputs, name=f"vgg{depth}")
 
 
-def resnet20(num_classes=10, input_shape=(32, 32, 3), widths=(16, 32, 64), blocks_per_stage=3, flavor="tf_keras"):
+def resnet20(num_classes=10, input_shape=(32, 32, 3), widths=(16, 32, 64), blocks_per_stage=3, flavor="keras"):
     """CIFAR ResNet-20 (He et al. 2016) with 1x1-conv projection shortcuts where the shape changes; its
     residual adds make it the reference for coupled channel groups.
 
@@ -112,7 +113,7 @@ def resnet20(num_classes=10, input_shape=(32, 32, 3), widths=(16, 32, 64), block
       input_shape: the image shape without the batch, channels last.
       widths: the filter count of each stage (stages after the first halve the map).
       blocks_per_stage: residual blocks per stage (3 gives 20 layers).
-      flavor: "tf_keras" (Keras 2, which TFMOT wraps) or "keras" (Keras 3).
+      flavor: "keras" (Keras 3, the default) or "tf_keras" (Keras 2, which TFMOT wraps).
 
     Returns:
       an uncompiled functional model of `flavor` named ``resnet20``, logits out.
@@ -172,7 +173,7 @@ def model_digest(path):
     return digest.hexdigest()
 
 
-def pretrained(name):
+def pretrained(name, flavor="keras"):
     """A reference model trained by ``pretrained/train.py``, loaded by name after its digest is checked.
 
     The files live in the repository's ``pretrained/`` folder (next to the package), or in
@@ -181,10 +182,12 @@ def pretrained(name):
     recorded. Example: ``tfprune.models.pretrained("lenet5")``.
 
     Args:
-      name: a model name listed in ``manifest.json``.
+      name: a model name listed in ``manifest.json``, also the name of its builder in this module.
+      flavor: "keras" (Keras 3) or "tf_keras". The files were written by tf_keras; a Keras 3 model is the same
+        builder's model in Keras 3 holding the file's weights (the layers and weight order are the same).
 
     Returns:
-      the tf_keras model, uncompiled.
+      the model, uncompiled.
 
     Raises:
       FileNotFoundError: no ``manifest.json`` in the folder, or the model's file is missing.
@@ -194,6 +197,7 @@ def pretrained(name):
     import json
     import os
 
+    keras_module(flavor)  # a bad name raises before any file is read
     directory = os.environ.get("TFPRUNE_PRETRAINED_DIR") or os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained")
     manifest_path = os.path.join(directory, "manifest.json")
@@ -219,4 +223,9 @@ def pretrained(name):
     if digest != entry["model_sha256"]:
         raise ValueError(f"pretrained: {path!r} has model digest {digest}, but the manifest records "
                          f"{entry['model_sha256']}; the model was changed or damaged. {restore}")
-    return keras.models.load_model(path, compile=False)
+    saved = keras.models.load_model(path, compile=False)
+    if keras_module(flavor) is keras:
+        return saved
+    twin = globals()[name](input_shape=saved.input_shape[1:], num_classes=saved.output_shape[-1], flavor=flavor)
+    twin.set_weights(saved.get_weights())
+    return twin

@@ -1,8 +1,15 @@
 """Gradual magnitude weight pruning: TFMOT per layer, tfprune's own ranking across layers.
 
-`scope="layer"` hands the model to TFMOT's `prune_low_magnitude` (one schedule per layer, so a sparsity
-map becomes per-layer schedules). `scope="global"` ranks |w| over every prunable kernel at once, which
-TFMOT cannot do; it uses tfprune's `MaskedLayer` and is driven by `tfprune.UpdatePruningStep`.
+`scope="layer"` hands a tf_keras model to TFMOT's `prune_low_magnitude` (one schedule per layer, so a sparsity
+map becomes per-layer schedules); a Keras 3 model, which TFMOT cannot wrap, gets tfprune's own per-layer pruner
+counting steps as TFMOT does. `scope="global"` ranks |w| over every prunable kernel at once, which TFMOT cannot
+do. tfprune's pruners work on `MaskedLayer`s and are driven by `tfprune.UpdatePruningStep`.
+
+Two patterns follow TFMOT's: `block_size=(4, 1)` ranks blocks of 4 consecutive inputs of one output unit by
+their mean |w| (LiteRT's sparse fully-connected kernel runs that layout fast); `sparsity_m_by_n=(2, 4)` zeros
+the 2 smallest of every 4 consecutive weights along the input-channel axis once, at the first training step,
+on the weights the model was given (the schedule is not used, as in TFMOT). LiteRT has no M:N kernel, so M:N
+masks save no CPU time there.
 
 A mask update is one compiled TensorFlow function on the device that holds the variables: it scores,
 finds the exact cut-off with a two-pass radix select on the scores' bits (no sort) and assigns the masks.
@@ -13,7 +20,7 @@ from tfprune import schedules
 from tfprune._keras import check_model, flavor_of, keras, tf, tf_variable, tfmot
 from tfprune.graph import prunable_kernels
 from tfprune.registry import resolve_weight
-from tfprune.mask import MaskedLayer, current_step, has_wrappers, iter_layers, rewrap, shared_plan
+from tfprune.mask import MaskedLayer, current_step, has_wrappers, iter_layers, rewrap, shared_plan, with_masks
 from tfprune.validation import check_finite
 
 def _prunable_names(model, exclude):
@@ -95,7 +102,68 @@ def layer_targets(model, schedule, sparsity_map, layers):
                      f"got {sparsity_map!r}.")
 
 
-def prune_weights(model, schedule, scope="layer", sparsity_map=None, exclude=()):
+def _check_patterns(model, layers, scope, sparsity_map, block_size, sparsity_m_by_n):
+    """`block_size` and `sparsity_m_by_n` as tuples, checked against the scope and every chosen kernel."""
+    def pair(value, name, example):
+        if (not isinstance(value, (tuple, list)) or len(value) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+            raise ValueError(f"prune_weights: `{name}` must be two positive integers, e.g. {example}, got {value!r}.")
+        return tuple(value)
+
+    block = pair(block_size, "block_size", "(4, 1)")
+    m_by_n = None if sparsity_m_by_n is None else pair(sparsity_m_by_n, "sparsity_m_by_n", "(2, 4)")
+    if m_by_n is not None and m_by_n[0] >= m_by_n[1]:
+        raise ValueError(f"prune_weights: sparsity_m_by_n=(m, n) zeros m of every n weights, so m < n; got {m_by_n}.")
+    pattern = "block_size" if block != (1, 1) else "sparsity_m_by_n" if m_by_n else None
+    if pattern is None:
+        return block, m_by_n
+    if block != (1, 1) and m_by_n:
+        raise ValueError("prune_weights: pass `block_size` or `sparsity_m_by_n`, not both.")
+    if scope != "layer":
+        raise ValueError(f"prune_weights: `{pattern}` is a per-layer pattern; use scope='layer'.")
+    if m_by_n and sparsity_map is not None:
+        raise ValueError("prune_weights: `sparsity_m_by_n` fixes every layer's sparsity at m/n; drop `sparsity_map`.")
+    if has_wrappers(model):
+        raise ValueError(f"prune_weights: `{pattern}` needs a model without pruning wrappers (masks from "
+                         "prune_units or another pruning would break the pattern); pass the plain model.")
+    ranks = (2,) if block != (1, 1) else (2, 4)
+    for layer in iter_layers(model):
+        if layer.name in layers:
+            for attribute in prunable_kernels(layer):
+                shape = tuple(resolve_weight(layer, attribute).shape)
+                if len(shape) not in ranks:
+                    raise ValueError(
+                        f"prune_weights: `{pattern}` works on kernels of rank {' or '.join(map(str, ranks))} (as "
+                        f"TFMOT's), but layer '{layer.name}' has {attribute} of shape {shape}; leave it out with "
+                        f"exclude=[{layer.name!r}].")
+    return block, m_by_n
+
+
+def m_by_n_mask(weight, m, n):
+    """0/1 mask zeroing the `m` smallest |w| of every `n` consecutive entries along the input-channel axis
+    (second to last), the layout TFLite reads; a last, partial group counts as padded with zeros.
+
+    Args:
+      weight: a Dense kernel (in, out) or a Conv2D kernel (h, w, in, out), as an array.
+      m, n: m zeros in every n.
+
+    Returns:
+      a float32 0/1 array of `weight`'s shape.
+    """
+    moved = np.moveaxis(np.abs(np.asarray(weight, np.float32)), -2, -1)  # (..., out, in): groups on the last axis
+    inputs = moved.shape[-1]
+    padded = np.concatenate([moved, np.zeros(moved.shape[:-1] + (-inputs % n,), np.float32)], axis=-1)
+    groups = padded.reshape(-1, n)
+    # Keep the n - m largest of each group; a stable sort keeps the earlier of equal entries, as top_k does.
+    order = np.argsort(-groups, axis=-1, kind="stable")
+    keep = np.zeros(groups.shape, np.float32)
+    np.put_along_axis(keep, order[:, :n - m], 1.0, axis=-1)
+    keep = keep.reshape(padded.shape)[..., :inputs]
+    return np.ascontiguousarray(np.moveaxis(keep, -1, -2))
+
+
+def prune_weights(model, schedule, scope="layer", sparsity_map=None, exclude=(), block_size=(1, 1),
+                  sparsity_m_by_n=None):
     """A new model whose Dense/Conv kernels are pruned by magnitude while it trains.
     Example: ``tfprune.prune_weights(model, tfprune.PolynomialDecay(0.0, 0.8, 0, 1000), scope="global")``.
 
@@ -106,6 +174,10 @@ def prune_weights(model, schedule, scope="layer", sparsity_map=None, exclude=())
         (one magnitude threshold across all prunable kernels; layers end up unevenly sparse).
       sparsity_map: per-layer targets for scope="layer": None/"uniform", "erk", or {layer_name: sparsity}.
       exclude: names of layers left dense.
+      block_size: (rows, columns) of the blocks ranked by their mean |w| on 2-D kernels, scope="layer" only;
+        (4, 1) is the block LiteRT runs fast. (1, 1) prunes single weights.
+      sparsity_m_by_n: (m, n) zeros m of every n consecutive weights along the input-channel axis of rank-2
+        and rank-4 kernels, once at the first training step (the schedule is not used), as TFMOT does.
 
     Train with ``callbacks=[tfprune.UpdatePruningStep()]``; recompile after calling (the optimizer is not
     carried over, as in TFMOT). On a model already being pruned (e.g. after `prune_units`), the schedule's
@@ -118,7 +190,8 @@ def prune_weights(model, schedule, scope="layer", sparsity_map=None, exclude=())
     Raises:
       ValueError: an unknown scope; a sparsity_map with scope="global", naming unknown layers, holding values
         outside [0, 1) or of another kind; `exclude` names that are not prunable layers; nothing left to
-        prune; weights holding NaN or inf; a nested model with scope="layer" (TFMOT); a TFMOT-wrapped model.
+        prune; weights holding NaN or inf; a nested model with scope="layer" (TFMOT); a TFMOT-wrapped model;
+        a block or M:N pattern with scope="global", on an already wrapped model, or on a kernel of another rank.
       TypeError: `model` is not a Keras model, or `schedule` is not a TFMOT schedule.
 
     Warns:
@@ -132,12 +205,20 @@ def prune_weights(model, schedule, scope="layer", sparsity_map=None, exclude=())
         raise ValueError("sparsity_map sets per-layer targets, which global ranking replaces; use "
                          "scope='layer' with a sparsity_map, or scope='global' without one.")
     layers = _prunable_names(model, exclude)
+    block, m_by_n = _check_patterns(model, layers, scope, sparsity_map, block_size, sparsity_m_by_n)
     targets = layer_targets(model, schedule, sparsity_map, layers)
     check_finite(model, "prune_weights")
-    schedules.warn_if_never_reaches_target(schedule)
+    if m_by_n is None:
+        schedules.warn_if_never_reaches_target(schedule)
 
     if scope == "layer" and not has_wrappers(model) and flavor_of(model) is keras:
-        return _prune_with_tfmot(model, schedule, targets)  # Keras 3 layers get tfprune's own per-layer pruner
+        # Keras 3 layers get tfprune's own per-layer pruner below.
+        return _prune_with_tfmot(model, schedule, targets, block_size=block, sparsity_m_by_n=m_by_n)
+    if m_by_n is not None:
+        # Fixed at the first step on the weights as given (training has not moved them yet), as TFMOT does.
+        return with_masks(model, {name: {attribute: m_by_n_mask(resolve_weight(layer, attribute).numpy(), *m_by_n)
+                                         for attribute in prunable_kernels(layer)}
+                                  for name, layer in _layers_by_name(model, layers).items()})
 
     config = schedules.serialize(schedule)
     final = schedules.final_sparsity(schedule)
@@ -150,14 +231,21 @@ def prune_weights(model, schedule, scope="layer", sparsity_map=None, exclude=())
         if layer.name not in targets:
             return None
         ratio = targets[layer.name] / final if final > 0 else 0.0
-        return {"element_masked": prunable_kernels(layer),
-                "plan": {"weight": {"schedule": config, "scope": scope, "ratio": ratio, "start": start}}}
+        plan = {"schedule": config, "scope": scope, "ratio": ratio, "start": start}
+        if block != (1, 1):
+            plan["block"] = list(block)
+        return {"element_masked": prunable_kernels(layer), "plan": {"weight": plan}}
 
     return rewrap(model, spec)
 
 
-def _prune_with_tfmot(model, schedule, targets):
-    prune = tfmot.sparsity.keras.prune_low_magnitude
+def _layers_by_name(model, names):
+    return {layer.name: layer for layer in iter_layers(model) if layer.name in names}
+
+
+def _prune_with_tfmot(model, schedule, targets, **patterns):
+    def prune(layer, pruning_schedule):
+        return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=pruning_schedule, **patterns)
 
     def clone(layer):
         if isinstance(layer, keras.Model):
@@ -296,18 +384,24 @@ class WeightPruner:
       ratio: the pool's target as a fraction of the schedule's sparsity (per-layer sparsity maps).
       start: the model step that is the schedule's step 0.
       per_layer: count kept weights as TFMOT does for one layer.
+      block: (rows, columns) of the blocks of 2-D kernels ranked by mean |w ⊙ m| (None: single weights).
     """
 
-    def __init__(self, layers, schedule, ratio=1.0, start=0, per_layer=False):
+    def __init__(self, layers, schedule, ratio=1.0, start=0, per_layer=False, block=None):
         self.layers = layers
         self.per_layer = per_layer
         self.schedule = schedule
         self.ratio = ratio
         self.start = start
+        self.block = None if block is None or tuple(block) == (1, 1) else tuple(block)
         self._entries = [(layer, name) for layer in layers for name in layer.element_masked]
+        # Per entry, how many real weights each block averages (edge blocks are partial).
+        self._block_sizes = [self._pool(tf.ones(layer.masks[name].shape), tf.reduce_sum)
+                             for layer, name in self._entries] if self.block else None
         # The update runs where the masks live (under a distribution strategy: where their primary copy is).
         self._device = tf_variable(self._entries[0][0].masks[self._entries[0][1]]).device
-        self._size = sum(layer.masks[name].shape.num_elements() for layer, name in self._entries)
+        self._size = (sum(int(tf.size(sizes)) for sizes in self._block_sizes) if self.block else
+                      sum(layer.masks[name].shape.num_elements() for layer, name in self._entries))
         # Scores and their sort keys in one XLA-fused pass over the weights and masks.
         self._keys = tf.function(lambda: sort_keys(self._scores()), jit_compile=True, autograph=False)
         self._compiled = tf.function(self._update_masks, autograph=False)
@@ -336,7 +430,7 @@ class WeightPruner:
                 global_layers.append(layer)
             else:
                 pools.append(cls([layer], schedules.deserialize(plan["schedule"]), plan["ratio"],
-                                 plan.get("start", 0), per_layer=True))
+                                 plan.get("start", 0), per_layer=True, block=plan.get("block")))
         if global_layers:
             plan = shared_plan(global_layers, "weight")
             pools.append(cls(global_layers, schedules.deserialize(plan["schedule"]), start=plan.get("start", 0)))
@@ -370,11 +464,28 @@ class WeightPruner:
             if name in layer.channel_masked:
                 score = tf.where(layer.channel_mask_tensor(name) > 0, score, -1.0)
             scores.append(score)
+        if self.block:
+            return [self._pool(score, tf.reduce_sum) / sizes for score, sizes in zip(scores, self._block_sizes)]
         return scores
+
+    def _pool(self, weight, reduce):
+        """`reduce` over each block of a 2-D `weight`, zero-padded at the far edges to whole blocks."""
+        (rows, columns), (height, width) = self.block, weight.shape
+        padded = tf.pad(weight, [[0, -height % rows], [0, -width % columns]])
+        blocks = tf.reshape(padded, [-1, rows, padded.shape[1] // columns, columns])
+        return reduce(blocks, axis=[1, 3])
+
+    def _unpooled(self, mask, shape):
+        """A block mask spread back over the weights of a 2-D `shape`."""
+        rows, columns = self.block
+        spread = tf.repeat(tf.repeat(mask, rows, axis=0), columns, axis=1)
+        return spread[:shape[0], :shape[1]]
 
     def _update_masks(self, sparsity, step):
         with tf.device(self._device):
-            alive = tf.add_n([self._alive(layer, name) for layer, name in self._entries])
+            # Blocks are ranked on plain models (prune_weights refuses wrapped ones), so every block is alive.
+            alive = (tf.constant(self._size, tf.int64) if self.block else
+                     tf.add_n([self._alive(layer, name) for layer, name in self._entries]))
             if self.per_layer:  # TFMOT's arithmetic (float32, kept count rounded), so its wrapper's masks match
                 kept_alive = tf.cast(tf.round(tf.cast(alive, tf.float32) * (1.0 - tf.cast(sparsity * self.ratio,
                                                                                         tf.float32))), tf.int64)
@@ -384,8 +495,11 @@ class WeightPruner:
             masks, non_finite = masks_without_smallest(*self._keys(), count)
 
             def assign_masks():
-                for (layer, name), mask in zip(self._entries, masks):
-                    tf_variable(layer.masks[name]).assign(tf.reshape(mask, layer.masks[name].shape), read_value=False)
+                for index, ((layer, name), mask) in enumerate(zip(self._entries, masks)):
+                    shape = layer.masks[name].shape
+                    if self.block:
+                        mask = self._unpooled(tf.reshape(mask, self._block_sizes[index].shape), shape)
+                    tf_variable(layer.masks[name]).assign(tf.reshape(mask, shape), read_value=False)
                     tf_variable(layer.mask_step).assign(step, read_value=False)
                 return non_finite
 

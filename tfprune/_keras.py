@@ -80,13 +80,15 @@ def flavor_of(obj):
     in the flavor they were given.
 
     Args:
-      obj: a model, layer, operation, Keras tensor or variable, or one of their classes.
+      obj: a model, layer, operation, Keras tensor, variable, optimizer, schedule or callback, or one of their
+        classes.
 
     Returns:
       `keras3` for Keras 3 objects; tf_keras `keras` for everything else.
     """
     cls = obj if isinstance(obj, type) else type(obj)
-    if issubclass(cls, (keras3.Operation, keras3.KerasTensor, keras3.Variable)):
+    if issubclass(cls, (keras3.Operation, keras3.KerasTensor, keras3.Variable, keras3.optimizers.Optimizer,
+                        keras3.optimizers.schedules.LearningRateSchedule, keras3.callbacks.Callback)):
         return keras3
     return keras
 

@@ -299,6 +299,11 @@ class MaskedLayer:
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(*_shapes_for(self.layer.compute_output_shape, input_shape))
 
+    def compute_output_spec(self, *args, **kwargs):
+        """Keras 3 asks this of symbolic calls: the wrapped layer answers, tracing its own `call` when it has no
+        `compute_output_shape` (custom layers often have none)."""
+        return self.layer.compute_output_spec(*args, **kwargs)
+
     # -- mask state as numpy, for callbacks, reports and export --------------------------------------
     def mask_values(self):
         """``{attribute: effective 0/1 mask as np.ndarray}`` for every masked weight, for reports and export.

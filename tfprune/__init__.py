@@ -1,9 +1,10 @@
-"""tfprune: pruning for tf_keras models that really shrinks them, and says honestly by how much.
+"""tfprune: pruning for Keras models (Keras 3 and tf_keras) that really shrinks them, and says honestly by how much.
 
 The public API on one screen. Modules, bottom to top (imports only point down):
-  _keras (the one tf_keras import) · registry, graph, metrics, pqi, validation (model analysis) · criteria, pai scorers ·
-  mask, schedules, weight, unit, callbacks, regularizers (masking) · oneshot, lottery, adaptive, pai
-  (procedures) · shrink, export, bench (deployment) · report, study, cli, data, models (faces).
+  _keras (the one Keras import, both flavors) · registry (layers_* and layers_keras_hub: layer specs), graph,
+  metrics, pqi, validation (model analysis) · criteria, pai scorers · mask, schedules, weight, unit, callbacks,
+  regularizers (masking) · oneshot, lottery, adaptive, pai (procedures) · shrink, export, bench (deployment) ·
+  report, study, cli, data, models (faces).
 """
 from tfprune._keras import check_model
 from tfprune import models, data, registry, graph, criteria, metrics

@@ -57,6 +57,8 @@ KERAS3_UNARY_OPS = tuple(getattr(_ops_nn, name) for name in (
         "Negative", "Abs", "Absolute", "Square", "Sqrt", "Exp", "Tanh"))
 KERAS3_BINARY_OPS = tuple(getattr(_ops_numpy, name) for name in (
     "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum", "Minimum"))
+#: The Keras 3 operation `x[...]` puts in a functional graph.
+KERAS3_GET_ITEM = _ops_numpy.GetItem
 FLAVORS = (keras, keras3)
 #: The learning-rate schedule base classes of both flavors.
 LEARNING_RATE_SCHEDULES = (keras.optimizers.schedules.LearningRateSchedule,
@@ -71,7 +73,7 @@ FIRST_REPLICA = {keras: tf.VariableAggregation.ONLY_FIRST_REPLICA, keras3: "only
 __all__ = ["tf", "keras", "keras3", "tfmot", "PruneLowMagnitude", "TFOpLambda", "applications", "FLAVORS",
            "FIRST_REPLICA", "LEARNING_RATE_SCHEDULES", "keras_module", "is_optimizer", "is_callback", "kernel_kind", "TRANSPOSED_CONVOLUTIONS",
            "learning_rate_schedule", "set_random_seed", "clear_session",
-           "KERAS3_UNARY_OPS", "KERAS3_BINARY_OPS", "Node", "flavor_of", "is_model", "is_layer", "is_variable", "is_symbolic", "tf_variable",
+           "KERAS3_UNARY_OPS", "KERAS3_BINARY_OPS", "KERAS3_GET_ITEM", "Node", "flavor_of", "is_model", "is_layer", "is_variable", "is_symbolic", "tf_variable",
            "graph_nodes", "is_graph_model", "weight_slot", "saved_flavor", "load_model", "output_shape", "input_shape", "input_shapes", "check_model", "check_layer", "unwrap_layer"]
 
 

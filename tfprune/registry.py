@@ -23,7 +23,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from tfprune._keras import (FLAVORS, KERAS3_BINARY_OPS, KERAS3_UNARY_OPS, TFOpLambda, applications,
+from tfprune._keras import (FLAVORS, KERAS3_BINARY_OPS, KERAS3_GET_ITEM, KERAS3_UNARY_OPS, TFOpLambda,
+                            applications,
                             flavor_of, is_symbolic, keras, keras3, tf)
 
 __all__ = ["LayerSpec", "UnsupportedLayerError", "register_layer", "spec_for", "producer", "channel_wise",
@@ -167,6 +168,8 @@ def spec_for(layer):
     Returns:
       its `LayerSpec`, or None.
     """
+    if type(layer) not in _REGISTRY and type(layer).__module__.startswith("keras_hub."):
+        from tfprune import layers_keras_hub  # noqa: F401  (registers keras_hub's layers; imported on first use)
     return _REGISTRY.get(type(layer))
 
 
@@ -455,6 +458,24 @@ def _embedding(graph, layer, inputs, output_shapes):
     return [result]
 
 
+def _reversible_embedding(graph, layer, inputs, output_shapes):
+    """An Embedding; called with ``reverse=True`` it is a Dense onto the vocabulary instead."""
+    args, kwargs = graph.call_arguments()
+    if kwargs.get("reverse") or len(args) > 1 and args[1]:
+        raise unsupported(layer, "called with reverse=True it projects onto the vocabulary")
+    return _embedding(graph, layer, inputs, output_shapes)
+
+
+def _get_item(graph, op, inputs, output_shapes):
+    """``x[:, 0, :]`` and the like: indexing that leaves the channel axis whole keeps the channels."""
+    x = single_input(op, inputs)
+    key = graph.call_arguments()[0][1]
+    key = key if isinstance(key, tuple) else (key,)
+    if len(key) != len(x.shape) or key[-1] != slice(None) or any(k is None or k is Ellipsis for k in key):
+        raise unsupported(op, f"its index {key!r} does not leave every axis in place with the channel axis whole")
+    return [graph.same(x, output_shapes[0], op)]
+
+
 def _depthwise(graph, layer, inputs, output_shapes):
     """Channel c's filters become outputs c*m .. c*m+m-1, so positions downstream scale by m."""
     x = single_input(layer, inputs)
@@ -658,6 +679,9 @@ def _register_builtins(flavor):
                                       output_units=_depthwise_units))
     register_layer(_L.Embedding, LayerSpec(_embedding, width_key="output_dim", prunable_kernels=("embeddings",),
                                            silent=_all_zero("embeddings")))
+    for cls in _classes(flavor, "ReversibleEmbedding"):
+        register_layer(cls, LayerSpec(_reversible_embedding, width_key="output_dim", prunable_kernels=("embeddings",),
+                                      silent=_all_zero("embeddings")))
     register_layer(_L.BatchNormalization, LayerSpec(_batch_normalization, silent=_bn_silent))
     # (x - mean) / std of a zero channel is not zero: only gamma = beta = 0 silences it.
     register_layer(_L.LayerNormalization, dataclasses.replace(
@@ -692,6 +716,7 @@ def _register_op_layers():
     register_layer(TFOpLambda, LayerSpec(_tf_op, silent=_tf_op_keeps_zero))
     for op in KERAS3_UNARY_OPS + KERAS3_BINARY_OPS:
         register_layer(op, LayerSpec(_keras3_op, silent=_keras3_op_keeps_zero))
+    register_layer(KERAS3_GET_ITEM, LayerSpec(_get_item))
 
 
 def _frozen_if_per_channel_stats(graph, layer, x):
@@ -707,3 +732,4 @@ _register_op_layers()
 from tfprune import layers_attention  # noqa: E402,F401  (registers its specs)
 from tfprune import layers_recurrent  # noqa: E402,F401  (registers its specs)
 from tfprune import layers_normalization  # noqa: E402,F401  (registers its specs)
+# tfprune.layers_keras_hub registers keras_hub's layers when `spec_for` first meets one (keras_hub loads slowly).

@@ -103,7 +103,7 @@ def test_interrupted_study_resumes_without_recomputing(tmp_path, monkeypatch):
     rows = changed.run(print_fn=lines.append, replace=True)
     assert len(calls) == 2 and [r["key"] for r in rows[:2]] == [r["key"] for r in finished[:2]]
     assert [r["accuracy"] for r in rows[:2]] == [r["accuracy"] for r in finished[:2]]
-    assert lines[0].endswith(f"replaces: 2 finished cells kept, 2 rows deleted.")
+    assert lines[0].endswith("replaces: 2 finished cells kept, 2 rows deleted.")
     assert read_results(tmp_path) == rows and {r["study"] for r in rows} == {changed.digest()}
 
 

@@ -107,6 +107,14 @@ def test_sensitivity_rows_per_group_and_ratio(tmp_path, lenet, images):
     assert os.path.getsize(path) > 0
 
 
+def test_sensitivity_and_cuts_take_keras_3_models(images):
+    model = tfprune.models.lenet5(filters=(8, 16), hidden=64, flavor="keras")
+    rows = tfprune.sensitivity(model, images[1], ratios=(0.5,), metric="macs", cache_dir=False, verbose=0)
+    assert [row["kept"] for row in rows] == [4, 8, 32]
+    small = costs.cut(model, {"conv_1": 8})
+    assert type(small).__module__.startswith("keras") and small.get_layer("conv_1").filters == 8
+
+
 def run(lenet, images, directory, budget, **kwargs):
     settings = dict(epochs=1, final_epochs=1, proposal_steps=0, fractions=(0.5, 0.25), cache_dir=False, verbose=0)
     return tfprune.prune_to_budget(lenet, images[0], images[1], budget, directory=directory,

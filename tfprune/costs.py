@@ -129,7 +129,14 @@ def measure(model, runtime, path=None):
 
 # -- cuts --------------------------------------------------------------------------------------------------
 def group_name(group):
-    """A group's name: its first producer (unique, since a layer's outputs belong to one group)."""
+    """A group's name: its first producer (unique, since a layer's outputs belong to one group).
+
+    Args:
+      group: a `tfprune.graph.ChannelGroup`.
+
+    Returns:
+      the name, a string.
+    """
     return group.producers[0] if group.producers else f"group_{group.id}"
 
 
@@ -290,11 +297,13 @@ class CostTable:
     batch, TensorFlow version and machine), so a change to any of them measures afresh; widths asked for later
     are measured and added to the same file.
 
-    Attributes:
+    Made by `build`; ``measured`` counts the costs this object measured (the rest came from the cache).
+
+    Args:
       key: what the measurements depend on (a dict).
       sizes: ``{group name: channels}`` of the whole model.
+      scaling: ``(layer MACs, {layer: {group: exponent}})``, how each layer's MACs follow the widths.
       points: ``{widths as JSON: measured cost}``.
-      measured: how many costs this object measured (the rest came from the cache).
       path: the cache file, or None.
     """
 
@@ -440,6 +449,9 @@ def predictor_error(model, table, runtime, samples=5, seed=0, exclude=()):
 
     Returns:
       one dict per sample: ``widths``, ``predicted``, ``measured`` and ``error`` (predicted / measured - 1).
+
+    Raises:
+      ValueError: `samples` is not a positive integer.
     """
     rng = np.random.default_rng(seed)
     rows = []

@@ -8,7 +8,7 @@ import pytest
 
 import tfprune
 from tfprune import costs
-from tfprune._keras import keras
+from tfprune._keras import flavor_of, keras, set_random_seed
 
 pytest.importorskip("ai_edge_litert")
 
@@ -21,14 +21,15 @@ def images():
 
 
 def compiled(model):
-    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    flavor = flavor_of(model)
+    model.compile(flavor.optimizers.Adam(1e-3), flavor.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
 
 @pytest.fixture(scope="module")
 def lenet(images):
-    """A small LeNet-5 trained one epoch."""
-    keras.utils.set_random_seed(0)
+    """A small Keras 3 LeNet-5 trained one epoch."""
+    set_random_seed(0)
     model = compiled(tfprune.models.lenet5(filters=(8, 16), hidden=64))
     model.fit(*images[0], epochs=1, batch_size=32, verbose=0)
     return model
@@ -107,12 +108,13 @@ def test_sensitivity_rows_per_group_and_ratio(tmp_path, lenet, images):
     assert os.path.getsize(path) > 0
 
 
-def test_sensitivity_and_cuts_take_keras_3_models(images):
-    model = tfprune.models.lenet5(filters=(8, 16), hidden=64, flavor="keras")
+def test_tf_keras_models_are_pruned_to_a_budget_too(tmp_path, images):
+    model = compiled(tfprune.models.lenet5(filters=(8, 16), hidden=64, flavor="tf_keras"))
     rows = tfprune.sensitivity(model, images[1], ratios=(0.5,), metric="macs", cache_dir=False, verbose=0)
     assert [row["kept"] for row in rows] == [4, 8, 32]
-    small = costs.cut(model, {"conv_1": 8})
-    assert type(small).__module__.startswith("keras") and small.get_layer("conv_1").filters == 8
+    budget = {"macs": 0.5 * tfprune.metrics.count_macs(model)}
+    result = run(model, images, tmp_path, budget, max_rounds=4)
+    assert result.report["met"] and flavor_of(result.model) is keras
 
 
 def run(lenet, images, directory, budget, **kwargs):

@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 
 from tfprune._io import atomic_write_file
-from tfprune._keras import FLAVORS, check_model, keras, load_model
+from tfprune._keras import check_model, load_model, set_random_seed
 from tfprune.costs import METRICS, CostTable, Runtime, _groups_by_name, cut, group_masks, measure, widths
 from tfprune.export import _accuracy, save
 from tfprune.lottery import iterative_pruning
@@ -68,7 +68,7 @@ def sensitivity(model, data, ratios=(0.25, 0.5, 0.75), criterion="l2", metric="l
       ValueError: a bad argument, or a model without prunable groups.
       TypeError: `model` is not a Keras model.
     """
-    check_model(model, flavors=FLAVORS)
+    check_model(model)
     for ratio in ratios:
         check_number(ratio, "ratios", "sensitivity", 0, 1, low_open=True, high_open=True)
     check_int(round_to, "round_to", "sensitivity", 1)
@@ -168,8 +168,7 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
     directory="run")``.
 
     Args:
-      model: a trained tf_keras model (not changed). The loop takes tf_keras models today; Keras 3 models get
-        there when `tfprune.iterative_pruning` takes them.
+      model: a trained model of either flavor (not changed).
       train_data: ``(x, y)`` numpy arrays for the fine-tunes.
       eval_data: ``(x, y)`` held-out examples (a validation split, not the test set): they choose among the
         proposals and give the accuracies reported.
@@ -213,7 +212,7 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
       ValueError: a bad argument, an uncompiled model without `compile_fn`, a model without prunable groups, a
         budget that even the smallest allowed model cannot meet (before any training), or `directory` holding
         a run with other settings.
-      TypeError: `model` is not a tf_keras model.
+      TypeError: `model` is not a Keras model.
       RuntimeError: no group can be cut further although the budget is not met (measurement noise near the
         smallest allowed model).
 
@@ -333,7 +332,7 @@ def _finish(trained, rows, final, compile_fn, train_data, eval_data, settings, t
             return stored["report"]
     metric = settings.metric
     small = shrink(trained)
-    keras.utils.set_random_seed(seed)
+    set_random_seed(seed)
     compile_fn(small)
     small.fit(*train_data, batch_size=batch_size, epochs=final["final_epochs"], verbose=0, shuffle=True)
     formats = tuple(dict.fromkeys((settings.file_format, "keras")))

@@ -23,7 +23,7 @@ import tempfile
 import numpy as np
 
 from tfprune import criteria
-from tfprune._keras import FLAVORS, check_model, tf
+from tfprune._keras import check_model, tf
 from tfprune._io import atomic_write_file
 from tfprune.bench import latency
 from tfprune.export import save
@@ -335,7 +335,7 @@ class CostTable:
           ValueError: a bad argument, or a model without prunable groups.
           TypeError: `model` is not a Keras model or `runtime` not a `Runtime`.
         """
-        check_model(model, flavors=FLAVORS)
+        check_model(model)
         if not isinstance(runtime, Runtime):
             raise TypeError(f"CostTable.build: `runtime` must be a tfprune.Runtime, got {type(runtime).__name__}.")
         for fraction in fractions:

@@ -5,7 +5,7 @@ the training split train, the last fifth validates, the 1,000 test images score)
 of the dense model's LiteRT batch-1 latency (one thread). Three ways, compared at the latency each measures:
 (a) `prune_to_budget` (round_to 8); (b) `prune_units` with the same sparsity in every group, the smallest
 (in steps of 5%) whose shrunk model meets the budget, fine-tuned as many epochs as (a) trained; (c) the same
-network built narrow (every width times one factor, the largest in steps of 1/32 that meets the budget) and
+network built narrow (every width times one factor, the largest in steps of 1/16 that meets the budget) and
 trained from scratch as long as the dense model and (a) together. Accuracy is the test accuracy of the
 exported .tflite file. The closing lines give the cost table's prediction error on random widths.
 Usage: python benchmarks/budget.py [--quick] [--width 1.0] [--epochs 3] [--out benchmarks/results]
@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 import tfprune  # noqa: E402
 from tfprune import costs  # noqa: E402
-from tfprune._keras import keras, tf  # noqa: E402
+from tfprune._keras import flavor_of, set_random_seed, tf  # noqa: E402
 from tfprune.bench import predict  # noqa: E402
 from tfprune.export import save  # noqa: E402
 from tfprune.metrics import format_table  # noqa: E402
@@ -39,6 +39,7 @@ def builders(width):
 
 
 def compile_adam(model):
+    keras = flavor_of(model)
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
 
@@ -64,7 +65,7 @@ def uniform(dense, target, train, epochs, round_to, batch_size):
 
 def narrow(build, target, train, epochs, batch_size):
     """(c): the widest uniformly narrowed network meeting `target`, trained from scratch."""
-    for factor in np.arange(1.0, 0.0, -1 / 32):
+    for factor in np.arange(1.0, 0.0, -1 / 16):
         model = build(float(factor))
         if costs.measure(model, RUNTIME) <= target:
             break
@@ -82,6 +83,7 @@ def main():
     args = parser.parse_args()
     tf.get_logger().setLevel("ERROR")
     (x, y), test = tfprune.data.mnist_5k(flatten=False)
+    set_random_seed(0)
     if args.quick:
         x, y, args.epochs, args.final_epochs = x[:1000], y[:1000], 1, 1
     split = len(x) * 4 // 5
@@ -90,7 +92,7 @@ def main():
     rows, errors = [], {}
     with tempfile.TemporaryDirectory() as scratch:
         for name, build in builders(args.width).items():
-            keras.utils.set_random_seed(0)
+            set_random_seed(0)
             dense = compile_adam(build(1.0))
             dense.fit(*train, epochs=args.epochs, batch_size=batch_size, verbose=0)
             dense_accuracy, dense_ms = test_accuracy(dense, test, scratch, f"{name}_dense")

@@ -101,29 +101,29 @@ def _machine():
 
 
 def measure(model, runtime, path=None):
-    """The cost of `model` (or of its exported file at `path`) on `runtime`: the median latency in ms, the file's
-    bytes, or the MACs per example.
+    """The cost of `model` on `runtime`: the median latency in ms, the exported file's bytes, or the MACs per
+    example. Latency in LiteRT and bytes are measured on the exported file (written to a scratch folder unless
+    `path` names it), so a prediction and the final report measure the same kind of file.
 
     Args:
       model: a plain model of either flavor (shrink a pruned one first: masked channels still cost).
       runtime: a `Runtime`.
-      path: the model's exported file, measured instead of a fresh conversion (the final, honest measurement).
+      path: the model's exported file in `runtime`'s format, if it was already written.
 
     Returns:
       the cost, a float.
     """
     if runtime.metric == "macs":
         return float(count_macs(model))
-    if runtime.metric == "bytes" and path is not None:
-        return float(os.path.getsize(path))
-    if runtime.metric == "bytes":
+    if path is None and (runtime.metric == "bytes" or runtime.runtime == "litert"):
         with tempfile.TemporaryDirectory() as scratch:
             report = save(model, scratch, formats=(runtime.file_format,))
-            return float(report["artifacts"][runtime.file_format]["bytes"])
-    target = model if path is None or runtime.runtime == "keras" else path
-    result = latency(target, batch_size=runtime.batch_size, backend=runtime.runtime,
-                     threads=runtime.threads if runtime.runtime == "litert" else None, warmup=20,
-                     repeats=runtime.repeats)
+            return measure(model, runtime, report["artifacts"][runtime.file_format]["path"])
+    if runtime.metric == "bytes":
+        return float(os.path.getsize(path))
+    result = latency(path if runtime.runtime == "litert" else model, batch_size=runtime.batch_size,
+                     backend=runtime.runtime, threads=runtime.threads if runtime.runtime == "litert" else None,
+                     warmup=20, repeats=runtime.repeats)
     return result["median_ms"]
 
 

@@ -230,6 +230,7 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
                          (batch_size, "batch_size"), (round_to, "round_to")):
         check_int(number, name, _OWNER, 1)
     check_int(proposal_steps, "proposal_steps", _OWNER, 0)
+    step = None if step is None else check_number(step, "step", _OWNER, 0, low_open=True)
     if not isinstance(directory, (str, os.PathLike)):
         raise TypeError(f"{_OWNER}: `directory` must be a path, got {type(directory).__name__}.")
     directory = os.fspath(directory)
@@ -256,7 +257,8 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
                          "or `max_pruning_ratio`, or exclude fewer layers.")
     table = CostTable.build(source, settings, fractions, round_to, {name: [width] for name, width in floor.items()},
                             exclude, cache_dir, verbose)
-    step = (dense - target) / 4 if step is None else check_number(step, "step", _OWNER, 0, low_open=True)
+    given_step = step  # the run's setting; a default step follows the (noisy) measurement of each call
+    step = (dense - target) / 4 if step is None else step
     costs = {}  # widths -> measured cost: the cost depends on the architecture only
 
     def cost(network):
@@ -303,7 +305,7 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
                 best = (accuracy, layer_masks)
         return best[1]
 
-    config = {"budget": {metric: target}, "runtime": settings.key(), "step": step,
+    config = {"budget": {metric: target}, "runtime": settings.key(), "step": given_step,
               "max_pruning_ratio": max_pruning_ratio, "round_to": round_to, "criterion": criterion,
               "proposal_steps": proposal_steps, "fractions": list(fractions), "exclude": exclude}
     trained, rows = iterative_pruning(

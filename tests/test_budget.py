@@ -90,6 +90,14 @@ def test_cost_table_is_cached_and_invalidated_by_its_key(tmp_path, lenet):
     assert set(stored) == {"format", "key", "points"}
 
 
+def test_measure_on_each_runtime(lenet):
+    assert costs.measure(lenet, costs.Runtime("latency_ms", "keras", repeats=3)) > 0
+    tflite, keras_file = (costs.measure(lenet, costs.Runtime("bytes", runtime)) for runtime in ("litert", "keras"))
+    assert tflite > 4 * tfprune.metrics.count_params(lenet) and keras_file > tflite / 2
+    with pytest.raises(ValueError, match="`runtime` must be one of \\['litert', 'keras'\\]"):
+        costs.Runtime("latency_ms", "tflite")
+
+
 def test_cost_model_predicts_macs_of_joint_cuts(lenet):
     macs = costs.Runtime("macs")
     table = costs.CostTable.build(lenet, macs, cache_dir=False)

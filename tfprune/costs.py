@@ -6,13 +6,17 @@ concatenations) are cut together and reported as one group, named by its first p
 masks (`group_masks`), so "what was cut" is exactly what `tfprune.shrink` removes, and costs are measured on the
 shrunk model: small layers are overhead-bound, so latency follows MACs poorly and is measured, not assumed.
 
-The model of cost behind `CostTable`: for one model on one runtime it measures the model with one group
-narrowed to each candidate width (the others whole), and predicts the cost of any widths as the whole model's
-cost minus the sum of those per-group savings, as NetAdapt's per-layer tables do. That assumes the savings add
-up. They do not quite: a layer between two cut groups loses inputs and outputs, and its cost falls with their
-product, so cutting neighbours together saves less than the sum and the prediction comes out low. Interpolating
-between measured widths also smooths over LiteRT's blocks of channels. `predictor_error` measures how far off
-it is; `tfprune.prune_to_budget` uses the table only to propose cuts and measures every model it keeps.
+The model of cost behind `CostTable`. For one model on one runtime it measures the whole model, the model
+with each group alone narrowed to each candidate width, and every group narrowed at once by each fraction.
+It then fits ``cost = fixed + sum over layers of c_l * MACs_l(widths) / MACs_l(whole)`` with non-negative
+terms: a layer's MACs follow the widths of the groups its kernel reads and writes, so cutting two neighbouring
+groups interacts as their product, and `fixed` stands for per-call overhead that no cut removes. Adding up
+per-group savings measured alone (NetAdapt's lookup) was tried first and predicted negative latencies for
+LeNet-5 with every group cut to a quarter: the savings of neighbours overlap. What the fit still assumes:
+time per MAC is constant within a layer, so LiteRT's blocks of 8 channels (a width just above a multiple of 8
+costs like the next multiple) and cache effects are averaged away. `predictor_error` measures how far off it
+is on random widths; `tfprune.prune_to_budget` uses the table only to propose cuts and measures every model it
+keeps.
 """
 import hashlib
 import json

@@ -26,7 +26,6 @@ from tfprune._keras import flavor_of, set_random_seed, tf  # noqa: E402
 from tfprune.bench import predict  # noqa: E402
 from tfprune.export import save  # noqa: E402
 from tfprune.metrics import format_table  # noqa: E402
-from tfprune.unit import kept_count  # noqa: E402
 
 BUDGETS = (0.5, 0.25)
 

@@ -123,9 +123,9 @@ def _budget(args):
                                                   ("macs", args.macs)) if value is not None}
     (x, y), _ = _data_for(model, args.data, "--data")
     split = len(x) * 4 // 5  # the last fifth of the training split picks proposals and measures accuracy
-    result = prune_to_budget(model, (x[:split], y[:split]), (x[split:], y[split:]), budget, args.runtime, directory=args.out,
-                             compile_fn=compile_fn, epochs=args.epochs, final_epochs=args.final_epochs,
-                             max_rounds=args.max_rounds, round_to=args.round_to, verbose=1)
+    result = prune_to_budget(model, (x[:split], y[:split]), (x[split:], y[split:]), budget, args.runtime,
+                             directory=args.out, compile_fn=compile_fn, epochs=args.epochs,
+                             final_epochs=args.final_epochs, max_rounds=args.max_rounds, round_to=args.round_to)
     if not result.rows:  # already met: nothing was written
         print(format_budget_report(result.report))
 

@@ -413,7 +413,8 @@ class CostTable:
 
     def _features(self, widths):
         ratios = {name: widths[name] / size for name, size in self.sizes.items()}
-        return [1.0] + [float(np.prod([ratios[name] ** power for name, power in self._exponents.get(layer, {}).items()]))
+        return [1.0] + [float(np.prod([ratios[group] ** power
+                                        for group, power in self._exponents.get(layer, {}).items()]))
                         for layer in self._macs]
 
     def predict(self, widths):

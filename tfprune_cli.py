@@ -15,6 +15,8 @@ import textwrap
 # against the library's (tfprune.export.FORMATS, bench.BACKENDS, study.PRESETS and METHODS, pai.METHODS/ABLATIONS).
 FORMATS = ("keras", "h5", "saved_model", "tflite", "tflite_sparse", "tflite_int8")
 BACKENDS = ("keras", "saved_model", "litert")
+RUNTIMES = ("litert", "keras")
+METRICS = ("latency_ms", "bytes", "macs")
 PRESETS = ("pai-mnist", "seeds-mnist")
 DATASETS = ("mnist_5k", "digits")
 STUDY_METHODS = ("oneshot_weight", "oneshot_unit", "gradual_weight", "gradual_unit", "group_lasso", "imp_weights",
@@ -52,14 +54,20 @@ def _fraction(text):
     return value
 
 
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
-    return value
+def _above_zero(kind):
+    """An argparse type: `text` read as `kind` (int or float) and above 0."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'} above 0")
+        return value
+    return parse
+
+
+_positive, _positive_number = _above_zero(int), _above_zero(float)
 
 
 # -- checks that need no TensorFlow, one per subcommand ----------------------------------------------------------
@@ -95,6 +103,18 @@ def _check_bench(args):
                          "SavedModel folder; pass --backend explicitly.")
 
 
+def _ratios(text):
+    values = tuple(_positive_number(part) for part in text.split(","))
+    if not all(value < 1.0 for value in values):
+        raise argparse.ArgumentTypeError(f"{text}: every ratio must be in (0, 1), e.g. 0.25,0.5,0.75")
+    return values
+
+
+def _check_budget(args):
+    _keras_file(args.model)
+    args.out = args.out or f"{os.path.splitext(args.model)[0]}_budget"
+
+
 def _check_prune(args):
     if args.shrink and args.method != "unit":
         raise UsageError("--shrink removes whole units, which --method weight does not create; use --method unit.")
@@ -105,7 +125,7 @@ def _check_prune(args):
 
 
 _CHECKS = {"study": _check_study, "report": _check_report, "export": _check_export, "bench": _check_bench,
-           "prune": _check_prune}
+           "prune": _check_prune, "sensitivity": _check_report, "budget": _check_budget}
 
 
 # -- the parser -----------------------------------------------------------------------------------------------------
@@ -192,6 +212,50 @@ def build_parser():
     cut.add_argument("--sparsity", type=_fraction, required=True, help="fraction in [0, 1) to remove, e.g. 0.5")
     cut.add_argument("--out", metavar="PATH", help="result file, .keras or .h5 (default: MODEL_<method><k>.keras)")
     cut.add_argument("--shrink", action="store_true", help="remove the pruned units physically (unit only)")
+
+    look = commands.add_parser(
+        "sensitivity", help="accuracy and cost saved when one channel group at a time is pruned, no retraining",
+        description="Prune each channel group of MODEL alone (coupled layers, such as residual partners, are one "
+                    "group) to each ratio, evaluate on the held-out split of --data, and measure what the cut saves "
+                    "on --runtime. Prints one row per group and ratio.",
+        epilog="example:\n  tfprune sensitivity model.keras --data mnist_5k --ratios 0.25,0.5,0.75 --plot sens.png",
+        formatter_class=formatter)
+    look.add_argument("model", metavar="MODEL", help="a trained .keras or .h5 file, logits or probabilities out")
+    look.add_argument("--data", choices=DATASETS, default="mnist_5k", help="evaluation data (default mnist_5k)")
+    look.add_argument("--ratios", type=_ratios, default=(0.25, 0.5, 0.75),
+                      help="fractions of each group's channels to remove (default 0.25,0.5,0.75)")
+    look.add_argument("--metric", choices=METRICS, default="latency_ms", help="what a cut saves (default latency_ms)")
+    look.add_argument("--runtime", choices=RUNTIMES, default="litert",
+                      help="litert: batch 1, .tflite; keras: tf.function, batch 32, .keras (default litert)")
+    look.add_argument("--plot", metavar="PATH", help="also draw the table as an image")
+
+    fit = commands.add_parser(
+        "budget", help="shrink a trained model until it meets a latency, file size or MAC budget",
+        formatter_class=formatter,
+        description="NetAdapt-style rounds: each round proposes, per channel group, the width that saves a step of\n"
+                    "the budget (from a cost table measured on --runtime), keeps the most accurate proposal,\n"
+                    "fine-tunes and measures; then a final fine-tune, the export, and a report measured on the\n"
+                    "exported file. Fine-tunes use Adam and sparse cross-entropy on logits on the first four\n"
+                    "fifths of --data's training split; the last fifth picks proposals and gives the accuracies.\n"
+                    "Rerunning the same command resumes from --out.",
+        epilog="example:\n  tfprune budget model.keras --latency-ms 2 --runtime litert --data mnist_5k --out run")
+    fit.add_argument("model", metavar="MODEL", help="a trained .keras or .h5 file with logits out")
+    target = fit.add_mutually_exclusive_group(required=True)
+    target.add_argument("--latency-ms", type=_positive_number, help="median ms per call on --runtime")
+    target.add_argument("--bytes", type=_positive_number, help="size of the exported file")
+    target.add_argument("--macs", type=_positive_number, help="multiply-accumulates per example")
+    fit.add_argument("--runtime", choices=RUNTIMES, default="litert",
+                     help="litert: batch 1, .tflite; keras: tf.function, batch 32, .keras (default litert)")
+    fit.add_argument("--data", choices=DATASETS, default="mnist_5k", help="training and held-out data "
+                                                                          "(default mnist_5k)")
+    fit.add_argument("--epochs", type=_positive, default=1, help="fine-tune epochs per round (default 1)")
+    fit.add_argument("--final-epochs", type=_positive, default=2, help="fine-tune epochs at the end (default 2)")
+    fit.add_argument("--max-rounds", type=_positive, default=10, help="at most this many rounds (default 10)")
+    fit.add_argument("--round-to", type=_positive, default=1, help="widths in multiples of this (default 1; 8 "
+                                                                   "suits LiteRT)")
+    fit.add_argument("--lr", type=_positive_number, default=1e-3, help="Adam's learning rate (default 1e-3)")
+    fit.add_argument("--out", metavar="DIR", help="folder for the rounds, the files and report.json (default: "
+                                                  "MODEL_budget)")
 
     demo = commands.add_parser(
         "demo", help="the seeds' MNIST exercise end to end (what `make demo` runs; needs tfprune[demo])",

@@ -47,7 +47,8 @@ def _command_lines():
 
 def test_command_lines_run_as_printed(tmp_path, monkeypatch, capsys):
     lines = _command_lines()
-    assert {line.split()[1] for line in lines} == {"study", "report", "export", "bench", "prune"}
+    assert {line.split()[1] for line in lines} == {"study", "report", "export", "bench", "prune", "sensitivity",
+                                                   "budget"}
     monkeypatch.chdir(tmp_path)
     models.lenet5().save("model.keras")
     for line in lines:

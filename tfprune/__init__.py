@@ -4,7 +4,7 @@ The public API on one screen. Modules, bottom to top (imports only point down):
   _keras (the one Keras import, both flavors) · registry (layers_* and layers_keras_hub: layer specs), graph,
   metrics, pqi, validation (model analysis) · criteria, pai scorers · mask, schedules, weight, unit, callbacks,
   regularizers (masking) · oneshot, lottery, adaptive, pai (procedures) · shrink, export, bench (deployment) ·
-  report, study, cli, data, models (faces).
+  costs, budget (pruning to a measured budget) · report, study, cli, data, models (faces).
 """
 from tfprune._keras import check_model
 from tfprune import models, data, registry, graph, criteria, metrics
@@ -23,6 +23,9 @@ from tfprune import pai
 from tfprune.pai import prune_at_init
 from tfprune.shrink import shrink
 from tfprune import export, bench
+from tfprune import costs
+from tfprune.costs import CostTable, Runtime
+from tfprune.budget import BudgetResult, prune_to_budget, sensitivity
 from tfprune.report import report
 from tfprune import plots, study
 
@@ -34,5 +37,6 @@ __all__ = [
     "GroupLasso", "ProximalGroupLasso", "apply_group_lasso", "group_sparsity_report", "threshold_groups",
     "oneshot", "iterative_pruning", "RewindCheckpoint", "imp", "load_rewind_point", "restore",
     "DynamicPruner", "PQIndexMonitor", "sap", "sap_round", "pai", "prune_at_init",
-    "shrink", "export", "bench", "report", "plots", "study",
+    "shrink", "export", "bench", "costs", "CostTable", "Runtime", "sensitivity", "prune_to_budget", "BudgetResult",
+    "report", "plots", "study",
 ]

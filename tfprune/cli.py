@@ -9,9 +9,11 @@ import dataclasses
 import math
 import os
 
-from tfprune import bench, data as datasets, demo, export
-from tfprune._keras import load_model
+from tfprune import bench, data as datasets, demo, export, plots
+from tfprune._keras import flavor_of, load_model
+from tfprune.budget import format_budget_report, prune_to_budget, sensitivity
 from tfprune.mask import strip
+from tfprune.metrics import format_table
 from tfprune.oneshot import oneshot
 from tfprune.report import report
 from tfprune.shrink import shrink
@@ -56,16 +58,20 @@ def _report(args):
     report(model)
 
 
+def _data_for(model, name, option):
+    """Dataset `name`'s ((x, y), (x_test, y_test)), images reshaped to the model's input shape."""
+    (x, y), (x_test, y_test) = getattr(datasets, name)()
+    shape = tuple(model.input_shape[1:])
+    if None in shape or math.prod(shape) != x.shape[1]:
+        raise UsageError(f"{option} {name}: its {x.shape[1]} features do not fit the model's input shape {shape}.")
+    return (x.reshape((-1,) + shape), y), (x_test.reshape((-1,) + shape), y_test)
+
+
 def _export(args):
     model = _load(args.model)
     representative = None
     if "tflite_int8" in args.formats:
-        x = getattr(datasets, args.calibration)()[0][0][:200]
-        shape = tuple(model.input_shape[1:])
-        if None in shape or math.prod(shape) != x.shape[1]:
-            raise UsageError(f"--calibration {args.calibration}: its {x.shape[1]} features do not fit the model's "
-                             f"input shape {shape}.")
-        representative = x.reshape((-1,) + shape)
+        representative = _data_for(model, args.calibration, "--calibration")[0][0][:200]
     name = args.name or os.path.splitext(os.path.basename(args.model))[0]
     print(export.format_report(export.save(model, args.out, formats=args.formats,
                                            representative_data=representative, name=name, strip=strip)))
@@ -97,10 +103,37 @@ def _prune(args):
     print(f"wrote {args.out}")
 
 
+def _sensitivity(args):
+    model = _load(args.model)
+    rows = sensitivity(model, _data_for(model, args.data, "--data")[1], ratios=args.ratios, metric=args.metric,
+                       runtime=args.runtime)
+    print(format_table(rows))
+    if args.plot:
+        print(f"wrote {plots.sensitivity(rows, args.plot)}")
+
+
+def _budget(args):
+    model = _load(args.model)
+    keras = flavor_of(model)
+
+    def compile_fn(network):
+        network.compile(keras.optimizers.Adam(args.lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    budget = {metric: value for metric, value in (("latency_ms", args.latency_ms), ("bytes", args.bytes),
+                                                  ("macs", args.macs)) if value is not None}
+    (x, y), _ = _data_for(model, args.data, "--data")
+    split = len(x) * 4 // 5  # the last fifth of the training split picks proposals and measures accuracy
+    result = prune_to_budget(model, (x[:split], y[:split]), (x[split:], y[split:]), budget, args.runtime,
+                             directory=args.out, compile_fn=compile_fn, epochs=args.epochs,
+                             final_epochs=args.final_epochs, max_rounds=args.max_rounds, round_to=args.round_to)
+    if not result.rows:  # already met: nothing was written
+        print(format_budget_report(result.report))
+
+
 def _demo(args):
     demo.main(args.out, args.epochs)
 
 
 #: Subcommand name -> function of the parsed, checked arguments.
 COMMANDS = {"study": _study, "report": _report, "export": _export, "bench": _bench, "prune": _prune,
-            "demo": _demo}
+            "sensitivity": _sensitivity, "budget": _budget, "demo": _demo}

@@ -506,7 +506,8 @@ def _write_results(directory, config, final_lr, rows):
     full = [dict(row, checkpoint=os.path.join(directory, row["checkpoint"])) for row in rows]
     _write_json(os.path.join(directory, "results.json"), full)
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    columns = list(RESULT_COLUMNS) + [key for key in full[0] if key not in RESULT_COLUMNS] if full else RESULT_COLUMNS
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(full)
     atomic_write_file(os.path.join(directory, "results.csv"), lambda file: file.write(text.getvalue().encode()))
@@ -528,7 +529,7 @@ def _read_state(directory, config):
 
 
 def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prune_fn, rounds=5, rewind="weights",
-                      rewind_step=None, seed=0, eval_data=None, prune_config=None, verbose=1):
+                      rewind_step=None, seed=0, eval_data=None, prune_config=None, measure=None, stop=None, verbose=1):
     """Train a dense model, then `rounds` times: prune with `prune_fn`, rewind, retrain. Resumes from `directory`.
 
     Round 0 trains the dense model for ``fit_kwargs['epochs']`` epochs (T steps) and, for the rewinding
@@ -563,6 +564,10 @@ def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prun
       seed: round r runs under ``keras.utils.set_random_seed(seed + r)``; the batch order depends on seed only.
       eval_data: ``(x_test, y_test)`` for each round's accuracy and loss; None evaluates on `data`.
       prune_config: JSON settings of `prune_fn`, stored with the run, so resuming with other ones raises.
+      measure: ``measure(model) -> dict`` of further JSON columns for each round's row, from its trained model
+        (e.g. the latency of its shrunk copy); stored with the row, so a resumed run does not measure again.
+      stop: ``stop(row) -> bool``, asked after each round (and, on resuming, of the last one): True ends the run
+        there, and `rounds` is a maximum (the budget rounds of `tfprune.prune_to_budget`).
       verbose: 1 shows a progress bar over the rounds (accuracy, weights remaining, time left) and says when a
         run resumes; 0 is silent. Keras' own epoch lines follow ``fit_kwargs["verbose"]``, each round's
         preceded by its label.
@@ -609,7 +614,8 @@ def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prun
     kernel_count = sum(int(np.prod(shape)) for shape in kernels.values())
     rewind_dir = os.path.join(directory, "rewind")
 
-    todo = range(len(rows), rounds + 1)
+    stopped = stop is not None and rows and stop(rows[-1])
+    todo = range(len(rows), len(rows) if stopped else rounds + 1)
     if verbose and rows and len(todo):
         print(f"{_LOOP}: resuming from round {len(rows)} of {rounds} in {directory}")
     progress = (keras.utils.Progbar(len(todo), unit_name="round", stateful_metrics=["accuracy", "remaining"])
@@ -649,11 +655,15 @@ def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prun
         rows.append({"round": round_index, "remaining": (kernel_count - pruned) / kernel_count,
                      "accuracy": accuracy, "loss": loss, "pqi_global": layer_pq_indices(network)["global"],
                      "steps": total_steps - start, "checkpoint": checkpoint})
+        if measure is not None:
+            rows[-1].update(measure(network))
         _write_results(directory, config, final_lr, rows)
         if progress is not None:
             progress.add(1, [("accuracy", accuracy), ("remaining", rows[-1]["remaining"])])
+        if stop is not None and stop(rows[-1]):
+            break
     rows = [dict(row, checkpoint=os.path.join(directory, row["checkpoint"])) for row in rows[:rounds + 1]]
-    return _trained_model(model_fn, seed + rounds, rows[-1]["checkpoint"]), rows
+    return _trained_model(model_fn, seed + rows[-1]["round"], rows[-1]["checkpoint"]), rows
 
 
 def imp(model_fn, data, compile_fn, fit_kwargs, *, directory, rounds=5, prune_fraction=0.2, rewind="weights",

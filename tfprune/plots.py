@@ -1,5 +1,5 @@
 """Every figure tfprune draws: a study's rows (accuracy, per-layer sparsity, size and latency against
-sparsity), `imp`'s rounds and `export.compare`'s variants.
+sparsity), `imp`'s rounds, `export.compare`'s variants and a `tfprune.sensitivity` table.
 
 Drawn on Agg canvases (no display, no global pyplot state, so the caller's matplotlib backend is left alone)
 and written atomically, so a figure on disk is always complete. Points are means over seeds; the bars around
@@ -12,7 +12,7 @@ import numpy as np
 
 from tfprune._io import atomic_write
 
-__all__ = ["accuracy_vs_sparsity", "layer_sparsity", "size_latency", "study_plots", "imp", "compare"]
+__all__ = ["accuracy_vs_sparsity", "layer_sparsity", "size_latency", "study_plots", "imp", "compare", "sensitivity"]
 
 
 def _figure(width, height):
@@ -251,3 +251,34 @@ def compare(rows, path):
             axes.set_yscale("log")
             axes.legend(fontsize="small")
     return _save(figure, path)
+
+
+def sensitivity(rows, path):
+    """Accuracy against the fraction of channels removed, one line per channel group, and beside it what each cut
+    saves (when the rows have a saving): where a model can lose channels cheaply.
+
+    Args:
+      rows: the rows `tfprune.sensitivity` returned.
+      path: the image file to write.
+
+    Returns:
+      `path`.
+
+    Raises:
+      ValueError: `rows` is empty.
+    """
+    _check(rows, "sensitivity")
+    saved = next((key for key in rows[0] if key.startswith("saved_") and key != "saved_fraction"), None)
+    figure = _figure(10 if saved else 5, 3.5)
+    panels = [("accuracy", "accuracy without retraining")] + ([("saved_fraction", f"{saved[6:]} saved (fraction)")]
+                                                              if saved else [])
+    for index, (key, title) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        for group in dict.fromkeys(row["group"] for row in rows):
+            mine = [row for row in rows if row["group"] == group]
+            axes.plot([row["ratio"] for row in mine], [row[key] for row in mine], marker="o", label=group)
+        axes.set_xlabel("fraction of the group's channels removed")
+        axes.set_title(title)
+    axes.legend(fontsize="small")
+    return _save(figure, path)
+

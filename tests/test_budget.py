@@ -1,0 +1,201 @@
+"""Pruning to a measured budget: cuts per channel group, the cost table (caching, invalidation, prediction),
+sensitivity, and prune_to_budget (a LiteRT budget met, resuming, a budget impossible or already met)."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import tfprune
+from tfprune import costs
+from tfprune._keras import flavor_of, keras, set_random_seed
+
+pytest.importorskip("ai_edge_litert")
+
+
+@pytest.fixture(scope="module")
+def images():
+    """300 training and 200 held-out MNIST images, 28x28x1."""
+    (x, y), (x_test, y_test) = tfprune.data.mnist_5k(flatten=False)
+    return (x[:300], y[:300]), (x_test[:200], y_test[:200])
+
+
+def compiled(model):
+    flavor = flavor_of(model)
+    model.compile(flavor.optimizers.Adam(1e-3), flavor.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+@pytest.fixture(scope="module")
+def lenet(images):
+    """A small Keras 3 LeNet-5 trained one epoch."""
+    set_random_seed(0)
+    model = compiled(tfprune.models.lenet5(filters=(8, 16), hidden=64))
+    model.fit(*images[0], epochs=1, batch_size=32, verbose=0)
+    return model
+
+
+def residual_model():
+    inputs = keras.Input((12, 12, 1), name="input")
+    stem = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inputs)
+    branch = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="branch_a")(stem)
+    branch = keras.layers.Conv2D(8, 3, padding="same", name="branch_b")(branch)
+    added = keras.layers.Add(name="add")([stem, branch])
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(added)
+    return keras.Model(inputs, keras.layers.Dense(10, name="logits")(pooled))
+
+
+def test_coupled_groups_are_cut_together_and_named_once():
+    model = residual_model()
+    names = {name: group.producers for name, group in costs._groups_by_name(model, (), "test").items()}
+    assert names == {"stem": ["stem", "branch_b"], "branch_a": ["branch_a"]}
+    small = costs.cut(model, {"stem": 3})
+    assert small.get_layer("stem").filters == small.get_layer("branch_b").filters == 3
+    assert small.get_layer("branch_a").filters == 8
+    assert costs.widths(tfprune.with_masks(model, costs.group_masks(model, {"stem": 5})), 
+                        costs._groups_by_name(model, (), "test").values()) == {"stem": 5, "branch_a": 8}
+    with pytest.raises(ValueError, match="no prunable group named \\['branch_b'\\]"):
+        costs.group_masks(model, {"branch_b": 3})
+
+
+def test_masks_keep_the_best_channels_and_never_revive_one(lenet):
+    masked = tfprune.with_masks(lenet, costs.group_masks(lenet, {"conv_0": 4}))
+    kernel = lenet.get_layer("conv_0").kernel.numpy()
+    best = np.argsort(-np.sqrt((kernel ** 2).sum(axis=(0, 1, 2))), kind="stable")[:4]
+    kept = np.flatnonzero(tfprune.masks(masked)[("conv_0", "kernel")].any(axis=(0, 1, 2)))
+    assert sorted(kept) == sorted(best)
+    narrower = costs.group_masks(masked, {"conv_0": 2})["conv_0"]["kernel"].any(axis=(0, 1, 2))
+    assert set(np.flatnonzero(narrower)) <= set(kept)
+    with pytest.raises(ValueError, match="has 4 channels left; cannot keep 6"):
+        costs.group_masks(masked, {"conv_0": 6})
+
+
+def test_cost_table_is_cached_and_invalidated_by_its_key(tmp_path, lenet):
+    macs = costs.Runtime("macs")
+    table = costs.CostTable.build(lenet, macs, fractions=(0.5,), cache_dir=tmp_path)
+    assert table.measured == len(table.points) == 1 + 3 + 1  # whole, each group alone, all groups halved
+    assert table.measured_cost({}) == tfprune.metrics.count_macs(lenet)
+    again = costs.CostTable.build(lenet, macs, fractions=(0.5,), cache_dir=tmp_path)
+    assert again.measured == 0 and again.points == table.points
+    more = costs.CostTable.build(lenet, macs, fractions=(0.5, 0.25), cache_dir=tmp_path)
+    assert more.measured == 3 + 1  # only the new widths
+    other_model = costs.CostTable.build(compiled(tfprune.models.lenet5(filters=(8, 12), hidden=64)), macs,
+                                        fractions=(0.5,), cache_dir=tmp_path)
+    assert other_model.measured == 5
+    litert = costs.Runtime("latency_ms", "litert", threads=1, repeats=5)
+    assert litert.key() != costs.Runtime("latency_ms", "litert", threads=2).key()
+    assert "machine" in litert.key() and "machine" not in macs.key()
+    assert len(os.listdir(tmp_path)) == 2  # one file per key, rewritten as widths are added
+    stored = json.loads((tmp_path / os.listdir(tmp_path)[0]).read_text())
+    assert set(stored) == {"format", "key", "points"}
+
+
+def test_measure_on_each_runtime(lenet):
+    assert costs.measure(lenet, costs.Runtime("latency_ms", "keras", repeats=3)) > 0
+    tflite, keras_file = (costs.measure(lenet, costs.Runtime("bytes", runtime)) for runtime in ("litert", "keras"))
+    assert tflite > 4 * tfprune.metrics.count_params(lenet) and keras_file > tflite / 2
+    with pytest.raises(ValueError, match="`runtime` must be one of \\['litert', 'keras'\\]"):
+        costs.Runtime("latency_ms", "tflite")
+
+
+def test_cost_model_predicts_macs_of_joint_cuts(lenet):
+    macs = costs.Runtime("macs")
+    table = costs.CostTable.build(lenet, macs, cache_dir=False)
+    rows = costs.predictor_error(lenet, table, macs, samples=3)
+    assert max(abs(row["error"]) for row in rows) < 0.02  # MACs are bilinear in neighbouring widths
+
+
+def test_sensitivity_rows_per_group_and_ratio(tmp_path, lenet, images):
+    rows = tfprune.sensitivity(lenet, images[1], ratios=(0.5, 0.75), metric="macs", cache_dir=tmp_path, verbose=0)
+    assert [(row["group"], row["ratio"], row["kept"]) for row in rows] == [
+        ("conv_0", 0.5, 4), ("conv_0", 0.75, 2), ("conv_1", 0.5, 8), ("conv_1", 0.75, 4),
+        ("dense_0", 0.5, 32), ("dense_0", 0.75, 16)]
+    assert all(0 < row["saved_fraction"] < 1 and 0 <= row["accuracy"] <= 1 for row in rows)
+    assert rows[1]["saved_macs"] > rows[0]["saved_macs"]
+    path = tfprune.plots.sensitivity(rows, tmp_path / "sensitivity.png")
+    assert os.path.getsize(path) > 0
+
+
+def test_tf_keras_models_are_pruned_to_a_budget_too(tmp_path, images):
+    model = compiled(tfprune.models.lenet5(filters=(8, 16), hidden=64, flavor="tf_keras"))
+    rows = tfprune.sensitivity(model, images[1], ratios=(0.5,), metric="macs", cache_dir=False, verbose=0)
+    assert [row["kept"] for row in rows] == [4, 8, 32]
+    budget = {"macs": 0.5 * tfprune.metrics.count_macs(model)}
+    result = run(model, images, tmp_path, budget, max_rounds=4)
+    assert result.report["met"] and flavor_of(result.model) is keras
+
+
+def run(lenet, images, directory, budget, **kwargs):
+    settings = dict(epochs=1, final_epochs=1, proposal_steps=0, fractions=(0.5, 0.25), cache_dir=False, verbose=0)
+    return tfprune.prune_to_budget(lenet, images[0], images[1], budget, directory=directory,
+                                   **{**settings, **kwargs})
+
+
+def test_budget_met_on_litert(tmp_path, images):
+    # Full-width LeNet-5: the small one is overhead-bound in LiteRT, and its narrowest widths run slower.
+    lenet = compiled(tfprune.models.lenet5())
+    lenet.fit(*images[0], epochs=1, batch_size=32, verbose=0)
+    dense = costs.measure(lenet, costs.Runtime("latency_ms", "litert"))
+    result = run(lenet, images, tmp_path, {"latency_ms": 0.6 * dense}, proposal_steps=2, round_to=4)
+    report = result.report
+    assert result.rows[-1]["latency_ms"] <= 0.6 * dense  # the loop stops on a measurement
+    assert report["measured"] <= 0.75 * dense  # the exported file, measured again (timings are noisy)
+    assert report["file"].endswith("model.tflite") and os.path.isfile(report["file"])
+    assert report["params"] < tfprune.metrics.count_params(lenet)
+    assert report["accuracy_after"] > 0.5 and 0 <= report["accuracy_before"] <= 1
+    assert {"predicted_latency_ms", "widths", "accuracy"} <= set(result.rows[-1])
+
+
+def test_resume_after_stopping_short_of_the_budget(tmp_path, lenet, images):
+    budget = {"macs": 0.3 * tfprune.metrics.count_macs(lenet)}
+    with pytest.warns(UserWarning, match="not met after 1 rounds"):
+        first = run(lenet, images, tmp_path, budget, max_rounds=1)  # as if killed after round 1
+    assert not first.report["met"] and len(first.rows) == 2
+    resumed = run(lenet, images, tmp_path, budget, max_rounds=10)
+    assert resumed.report["met"] and len(resumed.rows) > 2
+    assert resumed.rows[:2] == first.rows  # rounds already run are read back, not run again
+    assert tfprune.metrics.count_macs(resumed.model) == resumed.report["measured"] <= budget["macs"]
+    again = run(lenet, images, tmp_path, budget, max_rounds=10)
+    assert again.rows == resumed.rows and again.report == resumed.report
+    with pytest.raises(ValueError, match="different settings"):
+        run(lenet, images, tmp_path, budget, max_rounds=10, criterion="l1")
+
+
+def test_impossible_budget_raises_before_training(tmp_path, lenet, images):
+    with pytest.raises(ValueError, match="cannot be met: the smallest allowed model"):
+        run(lenet, images, tmp_path, {"macs": 10})
+    assert os.listdir(tmp_path) == []
+
+
+def test_budget_already_met_returns_the_model_untouched(tmp_path, lenet, images):
+    with pytest.warns(UserWarning, match="already meets the budget"):
+        result = run(lenet, images, tmp_path, {"bytes": 10 ** 9})
+    assert result.model is lenet and result.rows == [] and result.report["met"]
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("budget, message", [
+    ({"ms": 2}, "`budget` must be a dict with one of"), ({"latency_ms": -1}, "budget\\['latency_ms'\\]"),
+    ({"macs": 1, "bytes": 1}, "`budget` must be a dict with one of")])
+def test_bad_budgets_are_refused(tmp_path, lenet, images, budget, message):
+    with pytest.raises(ValueError, match=message):
+        run(lenet, images, tmp_path, budget)
+
+
+def test_an_uncompiled_model_needs_compile_fn(tmp_path, images):
+    with pytest.raises(ValueError, match="not compiled and no `compile_fn`"):
+        run(tfprune.models.lenet5(), images, tmp_path, {"macs": 1e5})
+
+
+def test_command_line(tmp_path, lenet, capsys):
+    import tfprune_cli
+    assert tfprune_cli.RUNTIMES == costs.RUNTIMES and tfprune_cli.METRICS == costs.METRICS
+    path = str(tmp_path / "lenet.keras")
+    lenet.save(path)
+    assert tfprune_cli.main(["sensitivity", path, "--metric", "macs", "--ratios", "0.5",
+                             "--plot", str(tmp_path / "s.png")]) == 0
+    out = capsys.readouterr().out
+    assert "saved_macs" in out and "conv_1" in out and os.path.isfile(tmp_path / "s.png")
+    assert tfprune_cli.main(["budget", path, "--macs", "10", "--out", str(tmp_path / "run")]) == 2
+    assert "cannot be met" in capsys.readouterr().err
+    assert tfprune_cli.main(["budget", path, "--latency-ms", "1", "--bytes", "5"]) == 2

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tfprune import ConstantSparsity, UpdatePruningStep, prune_units, strip
-from tfprune._keras import flavor_of, keras, load_model, output_shape
+from tfprune._keras import flavor_of, keras, keras3, load_model, output_shape
 from tfprune.bench import predict
 from tfprune.export import save
 from tfprune.graph import UnsupportedLayerError, build_channel_graph
@@ -106,13 +106,12 @@ def test_concatenate_depthwise_separable_flatten_shrink():
     assert widths["dw1"] == widths["conv_a"] + widths["conv_b"] and widths["dw2"] == 2 * widths["dw1"]
 
 
-@pytest.mark.parametrize("build", [
-    lambda: keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35, classes=10,
-                                           classifier_activation=None),
-    lambda: keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=10,
-                                        classifier_activation=None)], ids=["mobilenet_v2", "resnet50"])
-def test_keras_applications_shrink(build):
-    _assert_shrinks(build())
+@pytest.mark.parametrize("flavor", [keras, keras3], ids=["tf_keras", "keras3"])
+@pytest.mark.parametrize("name, options", [("MobileNetV2", {"alpha": 0.35}), ("ResNet50", {})],
+                         ids=["mobilenet_v2", "resnet50"])
+def test_keras_applications_shrink(flavor, name, options):
+    build = getattr(flavor.applications, name)
+    _assert_shrinks(build(weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None, **options))
 
 
 def test_round_to_keeps_multiples_and_the_same_outputs():

@@ -124,10 +124,11 @@ def kept_count(size, sparsity, round_to):
       a scalar int32 tensor.
     """
     removed = tf.cast(tf.round(tf.cast(sparsity, tf.float64) * size), tf.int32)
-    return _rounded_up(tf.maximum(1, size - removed), size, round_to)
+    return rounded_up(tf.maximum(1, size - removed), size, round_to)
 
 
-def _rounded_up(kept, size, round_to):
+def rounded_up(kept, size, round_to):
+    """`kept` channels rounded up to a multiple of `round_to`, at least `round_to` and at most `size`."""
     if round_to == 1:
         return kept
     return tf.minimum(size, tf.maximum(round_to, (kept + round_to - 1) // round_to * round_to))
@@ -294,5 +295,5 @@ class UnitPruner:
         keeps = tf.split(keep, sizes)
         if self.round_to == 1:
             return keeps
-        return [_top(score, _rounded_up(tf.reduce_sum(tf.cast(k, tf.int32)), k.shape[0], self.round_to))
+        return [_top(score, rounded_up(tf.reduce_sum(tf.cast(k, tf.int32)), k.shape[0], self.round_to))
                 for k, score in zip(keeps, normalised)]

@@ -129,7 +129,7 @@ def main():
                 rows.append({"model": name, "budget": label, "method": "narrow from scratch", "latency_ms": ms,
                              "accuracy": accuracy, "epochs": args.epochs + epochs, "setting": f"width x{factor:.3f}"})
             table = costs.CostTable.build(dense, RUNTIME, round_to=round_to)  # the runs' table, from the cache
-            samples = costs.predictor_error(dense, table, RUNTIME, samples=6)
+            samples = costs.predictor_error(dense, table, RUNTIME, samples=6, round_to=round_to)
             errors[name] = {"mean_abs": float(np.mean([abs(s["error"]) for s in samples])),
                             "max_abs": float(np.max([abs(s["error"]) for s in samples])), "samples": samples}
             write(args, rows, errors)  # after each model, so a long run keeps what it finished
@@ -140,7 +140,8 @@ def write(args, rows, errors):
           + (" (quick: a smoke run)" if args.quick else ""))
     print(format_table(rows, columns=["model", "budget", "method", "latency_ms", "accuracy", "epochs", "setting"]))
     for name, error in errors.items():
-        print(f"{name}: cost-table prediction error on 6 random widths: mean |error| {error['mean_abs']:.1%}, "
+        print(f"{name}: cost-table prediction error on 6 random widths (multiples of 8): "
+              f"mean |error| {error['mean_abs']:.1%}, "
               f"max {error['max_abs']:.1%}")
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "budget.json")

@@ -336,7 +336,8 @@ def masks_without_smallest(keys, highs, count):
       ``(masks, non_finite)``: a list of flat float32 masks, one per key vector, and a scalar int32 tensor.
     """
     def histogram(values):
-        return tf.math.bincount(values, minlength=_HALF, maxlength=_HALF, dtype=tf.int32)
+        # The bin count is fixed; tf.math.bincount would first scan every value for the largest one.
+        return tf.raw_ops.DenseBincount(input=values, size=_HALF, weights=tf.zeros([0], tf.int32))
 
     high_counts = tf.add_n([histogram(high) for high in highs])
     non_finite = tf.reduce_sum(high_counts[(_NON_FINITE_KEY >> 16) + _HALF // 2:])

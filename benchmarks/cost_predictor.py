@@ -18,11 +18,12 @@ import numpy as np  # noqa: E402
 
 import tfprune  # noqa: E402
 from tfprune import costs  # noqa: E402
+from tfprune._keras import keras_module  # noqa: E402
 from tfprune.metrics import format_table  # noqa: E402
 
 MODELS = {"vgg11": lambda: tfprune.models.vgg(11, input_shape=(28, 28, 1)),
           "resnet20": lambda: tfprune.models.resnet20(input_shape=(28, 28, 1)),
-          "mobilenetv2": lambda: __import__("keras").applications.MobileNetV2(
+          "mobilenetv2": lambda: keras_module("keras").applications.MobileNetV2(
               alpha=0.35, input_shape=(96, 96, 3), weights=None, classes=10, classifier_activation=None)}
 RUNTIME = costs.Runtime("latency_ms", "litert", threads=1)
 

@@ -78,8 +78,7 @@ def sensitivity(model, data, ratios=(0.25, 0.5, 0.75), criterion="l2", metric="l
     settings = None if metric is None else Runtime(metric, runtime, threads, batch_size)
     table = None if metric is None else CostTable.build(
         model, settings, fractions=(), counts={name: list(by_ratio.values()) for name, by_ratio in kept.items()},
-        random_settings=0,
-        exclude=exclude, cache_dir=cache_dir)
+        exclude=exclude, cache_dir=cache_dir, random_settings=0)  # sensitivity reads measured points only
     dense = _accuracy(model, None, data)
     rows = []
     for name, group in groups.items():

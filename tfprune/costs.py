@@ -271,7 +271,7 @@ def random_widths(sizes, rng, round_to=1):
     """
     chosen = {}
     for name, size in sizes.items():
-        allowed = sorted({int(rounded_up(width, size, round_to)) for width in range(max(1, size // 10), size + 1)})
+        allowed = np.unique(np.asarray(rounded_up(np.arange(max(1, size // 10), size + 1), size, round_to)))
         chosen[name] = int(rng.choice(allowed))
     return chosen
 
@@ -314,8 +314,8 @@ class CostTable:
     """Measured costs of a model with its groups narrowed, cached on disk, and the cost model fitted to them.
 
     Measured: the whole model; each group alone at each candidate width (the others whole); every group at once
-    at each fraction; and every group at a random width, a few times. The fit (the module docstring says what it assumes): ``cost = fixed + sum over
-    layers of cost_l * MACs_l(widths) / MACs_l``, with non-negative terms; a layer's MACs follow the widths of
+    at each fraction; and every group at a random width, a few times. The fit (the module docstring says what
+    it assumes): ``cost = fixed + sum over layers of cost_l * MACs_l(widths) / MACs_l``, with non-negative terms; a layer's MACs follow the widths of
     the groups its kernel reads and writes, so two neighbouring cuts interact as they do in the MACs. The file
     is named by a digest of `key` (the architecture, the exclusions and `Runtime.key`: metric, runtime, threads,
     batch, TensorFlow version and machine), so a change to any of them measures afresh; widths asked for later

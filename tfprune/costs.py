@@ -315,11 +315,11 @@ class CostTable:
 
     Measured: the whole model; each group alone at each candidate width (the others whole); every group at once
     at each fraction; and every group at a random width, a few times. The fit (the module docstring says what
-    it assumes): ``cost = fixed + sum over layers of cost_l * MACs_l(widths) / MACs_l``, with non-negative terms; a layer's MACs follow the widths of
-    the groups its kernel reads and writes, so two neighbouring cuts interact as they do in the MACs. The file
-    is named by a digest of `key` (the architecture, the exclusions and `Runtime.key`: metric, runtime, threads,
-    batch, TensorFlow version and machine), so a change to any of them measures afresh; widths asked for later
-    are measured and added to the same file.
+    it assumes): ``cost = fixed + sum over layers of cost_l * MACs_l(widths) / MACs_l``, with non-negative terms;
+    a layer's MACs follow the widths of the groups its kernel reads and writes, so two neighbouring cuts interact
+    as they do in the MACs. The file is named by a digest of `key` (the architecture, the exclusions and
+    `Runtime.key`: metric, runtime, threads, batch, TensorFlow version and machine), so a change to any of them
+    measures afresh; widths asked for later are measured and added to the same file.
 
     Made by `build`; ``measured`` counts the costs this object measured (the rest came from the cache).
 

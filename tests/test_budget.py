@@ -70,15 +70,17 @@ def test_masks_keep_the_best_channels_and_never_revive_one(lenet):
         costs.group_masks(masked, {"conv_0": 6})
 
 
-def test_cost_table_is_cached_and_invalidated_by_its_key(tmp_path, lenet):
+def test_cost_table_is_cached_and_invalidated_by_its_key(tmp_path, lenet, capsys):
     macs = costs.Runtime("macs")
     table = costs.CostTable.build(lenet, macs, fractions=(0.5,), cache_dir=tmp_path, random_settings=2)
     assert table.measured == len(table.points) == 1 + 3 + 1 + 2  # whole, each alone, all halved, random widths
     assert table.measured_cost({}) == tfprune.metrics.count_macs(lenet)
     again = costs.CostTable.build(lenet, macs, fractions=(0.5,), cache_dir=tmp_path, random_settings=2)
     assert again.measured == 0 and again.points == table.points
-    more = costs.CostTable.build(lenet, macs, fractions=(0.5, 0.25), cache_dir=tmp_path, random_settings=3)
+    more = costs.CostTable.build(lenet, macs, fractions=(0.5, 0.25), cache_dir=tmp_path, random_settings=3,
+                                 verbose=1)
     assert more.measured == 3 + 1 + 1  # only the new widths and the third random draw
+    assert capsys.readouterr().out.count(" of 5 costs measured") == 5  # progress, one line per cost
     other_model = costs.CostTable.build(compiled(tfprune.models.lenet5(filters=(8, 12), hidden=64)), macs,
                                         fractions=(0.5,), cache_dir=tmp_path, random_settings=0)
     assert other_model.measured == 5

@@ -3,8 +3,8 @@
 The public API on one screen. Modules, bottom to top (imports only point down):
   _keras (the one Keras import, both flavors) · registry (layers_* and layers_keras_hub: layer specs), graph,
   metrics, pqi, validation (model analysis) · criteria, pai scorers · mask, schedules, weight, unit, callbacks,
-  regularizers (masking) · oneshot, lottery, adaptive, pai (procedures) · shrink, export, bench (deployment) ·
-  costs, budget (pruning to a measured budget) · report, study, cli, data, models (faces).
+  regularizers (masking) · oneshot, lottery, adaptive, pai, batch_norm (procedures) · shrink, export, bench
+  (deployment) · costs, budget (pruning to a measured budget) · report, study, cli, data, models (faces).
 """
 from tfprune._keras import check_model
 from tfprune import models, data, registry, graph, criteria, metrics
@@ -21,6 +21,7 @@ from tfprune.lottery import RewindCheckpoint, imp, iterative_pruning, load_rewin
 from tfprune.adaptive import DynamicPruner, PQIndexMonitor, sap, sap_round
 from tfprune import pai
 from tfprune.pai import prune_at_init
+from tfprune.batch_norm import recalibrate_batch_norm
 from tfprune.shrink import shrink
 from tfprune import export, bench
 from tfprune import costs
@@ -36,7 +37,7 @@ __all__ = [
     "prune_weights", "prune_units", "UpdatePruningStep", "PruningSummaries",
     "GroupLasso", "ProximalGroupLasso", "apply_group_lasso", "group_sparsity_report", "threshold_groups",
     "oneshot", "iterative_pruning", "RewindCheckpoint", "imp", "load_rewind_point", "restore",
-    "DynamicPruner", "PQIndexMonitor", "sap", "sap_round", "pai", "prune_at_init",
+    "DynamicPruner", "PQIndexMonitor", "sap", "sap_round", "pai", "prune_at_init", "recalibrate_batch_norm",
     "shrink", "export", "bench", "costs", "CostTable", "Runtime", "sensitivity", "prune_to_budget", "BudgetResult",
     "report", "plots", "study",
 ]

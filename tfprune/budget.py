@@ -22,6 +22,7 @@ import numpy as np
 
 from tfprune._io import atomic_write_file
 from tfprune._keras import check_model, load_model, set_random_seed
+from tfprune.batch_norm import recalibrate_batch_norm
 from tfprune.costs import METRICS, CostTable, Runtime, _groups_by_name, cut, group_masks, measure, widths
 from tfprune.export import _accuracy, save
 from tfprune.lottery import iterative_pruning
@@ -157,15 +158,15 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
     measure the file. Resumes from `directory`.
 
     Each round: the cost table predicts, for every channel group, the widest width that saves ``step`` (if no
-    group's cut does, each group's narrowest allowed width is proposed instead); each proposal keeps its group's
-    best channels by `criterion`, is fine-tuned `proposal_steps` batches and evaluated on `eval_data`; the most
-    accurate proposal's masks become the round's, and the loop fine-tunes the model `epochs` epochs, shrinks it
-    and measures it (the loop also runs one proposal step on the given model before any training, so a step
-    that cannot run fails early). Rounds stop when
-    the measurement meets the budget, or after `max_rounds`. Then the shrunk model is fine-tuned
-    `final_epochs` epochs and written to ``directory/model.tflite`` (LiteRT) or ``model.keras`` (Keras), and
-    that file is measured. Example: ``prune_to_budget(model, (x, y), (x_val, y_val), {"latency_ms": 0.5},
-    directory="run")``.
+    group's cut does, the step shrinks to half of what the best group's cut saves); each proposal keeps its
+    group's best channels by `criterion`, is fine-tuned `proposal_steps` batches, has its batch-normalization
+    statistics recomputed on up to 512 training examples and is evaluated on `eval_data`; the most accurate
+    proposal's masks become the round's, and the loop fine-tunes the model `epochs` epochs, shrinks it and
+    measures it (the loop also runs one proposal step on the given model before any training, so a step that
+    cannot run fails early). Rounds stop when the measurement meets the budget, or after `max_rounds`. Then the
+    shrunk model is fine-tuned `final_epochs` epochs and written to ``directory/model.tflite`` (LiteRT) or
+    ``model.keras`` (Keras), and that file is measured. Example: ``prune_to_budget(model, (x, y), (x_val,
+    y_val), {"latency_ms": 0.5}, directory="run")``.
 
     Args:
       model: a trained model of either flavor (not changed).
@@ -275,31 +276,39 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
     calibration = (x[:512], y[:512])
 
     def propose(network, round_index):
-        """The NetAdapt step: of the groups whose cut is predicted to save a step (else of all), the widest such
-        width per group; the proposal most accurate after a short fine-tune wins."""
+        """The NetAdapt step: per group, the widest width predicted to save the round's step; the proposal most
+        accurate after a short fine-tune wins. When no single group can save a step, the step shrinks to half of
+        what the best one can (proposing every group at its narrowest instead let the proposal that saves least
+        win on accuracy, round after round); when the table predicts no saving at all, every group's narrowest
+        width is proposed."""
         current, now = cost(network)
-        goal = table.predict(current) - min(step, now - target)
-        reaching, short = {}, {}
-        for name, width in current.items():
-            allowed = [w for w in range(floor[name], width) if w % round_to == 0 or w == floor[name]]
-            saving = [w for w in allowed if table.predict({**current, name: w}) <= goal]
-            if saving:
-                reaching[name] = max(saving)
-            elif allowed:
-                short[name] = min(allowed)
-        if not reaching and not short:
+        predicted = table.predict(current)
+        allowed = {name: [w for w in range(floor[name], width) if w % round_to == 0 or w == floor[name]]
+                   for name, width in current.items()}
+        allowed = {name: widths for name, widths in allowed.items() if widths}
+        most = max([predicted - table.predict({**current, name: min(widths)}) for name, widths in allowed.items()],
+                   default=0.0)
+        wanted = min(step, now - target)
+        if most < wanted:
+            wanted = most / 2
+        reaching = {name: max(saving) for name, widths in allowed.items()
+                    if (saving := [w for w in widths if table.predict({**current, name: w}) <= predicted - wanted])}
+        if most <= 0:
+            reaching = {name: min(widths) for name, widths in allowed.items()}
+        if not reaching:
             raise RuntimeError(f"{_OWNER}: every group is at its smallest allowed width ({_widths_text(floor)}) "
                                f"but the model measures {now:.4g} > {target:.4g}; the smallest model measured "
                                f"{smallest:.4g} before, so this is measurement noise: raise the budget a little.")
         rng = np.random.default_rng([seed, round_index])
         best = None
-        for name, proposal in (reaching or short).items():
+        for name, proposal in reaching.items():
             layer_masks = group_masks(network, {name: proposal}, criterion, calibration, exclude)
             candidate = with_masks(network, layer_masks)
             if proposal_steps:
                 compile_fn(candidate)
                 chosen = rng.choice(len(x), min(len(x), proposal_steps * batch_size), replace=False)
                 candidate.fit(x[chosen], y[chosen], batch_size=batch_size, epochs=1, verbose=0)
+            recalibrate_batch_norm(candidate, calibration[0], batch_size)
             accuracy = _accuracy(candidate, None, eval_data)
             if best is None or accuracy > best[0]:
                 best = (accuracy, layer_masks)
@@ -337,6 +346,7 @@ def _finish(trained, rows, final, compile_fn, train_data, eval_data, settings, t
     set_random_seed(seed)
     compile_fn(small)
     small.fit(*train_data, batch_size=batch_size, epochs=final["final_epochs"], verbose=0, shuffle=True)
+    recalibrate_batch_norm(small, train_data[0][:512], batch_size)
     formats = tuple(dict.fromkeys((settings.file_format, "keras")))
     exported = save(small, directory, formats=formats, name="model")
     file = exported["artifacts"][settings.file_format]["path"]

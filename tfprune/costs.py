@@ -356,7 +356,7 @@ class CostTable:
             False keeps nothing on disk.
           random_settings: how many random widths (`random_widths`, seed 0) to measure as well: every group cut
             at once by different amounts, which the points above alone leave to guesswork.
-          verbose: 1 prints a line per group measured.
+          verbose: 1 prints a line per cost measured (a table of a large model takes minutes).
 
         Returns:
           a `CostTable`.
@@ -387,13 +387,15 @@ class CostTable:
                    for fraction in fractions]
         rng = np.random.default_rng(0)
         wanted += [random_widths(sizes, rng, round_to) for _ in range(random_settings)]
-        for cuts in wanted:
-            if _point(table.full(cuts)) not in table.points:
-                table.points[_point(table.full(cuts))] = measure(cut(model, cuts, exclude=exclude), runtime)
-                table.measured += 1
-                table._save()  # after each measurement, so a killed build keeps what it measured
-        if verbose and table.measured:
-            print(f"cost table: {table.measured} of {len(table.points)} costs measured on {runtime}")
+        missing = {_point(table.full(cuts)): cuts for cuts in wanted}
+        missing = {point: cuts for point, cuts in missing.items() if point not in table.points}
+        for point, cuts in missing.items():
+            table.points[point] = measure(cut(model, cuts, exclude=exclude), runtime)
+            table.measured += 1
+            table._save()  # after each measurement, so a killed build keeps what it measured
+            if verbose:
+                print(f"cost table: {table.measured} of {len(missing)} costs measured on {runtime}: "
+                      f"{table.points[point]:.4g}", flush=True)
         return table
 
     @staticmethod

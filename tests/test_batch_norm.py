@@ -36,6 +36,9 @@ def test_masked_models_frozen_layers_and_bad_input():
     x = np.ones((8, 8, 8, 3), "float32")
     assert tfprune.recalibrate_batch_norm(masked, x) == 1
     model.get_layer("bn").trainable = False  # frozen statistics stay as they are
-    assert tfprune.recalibrate_batch_norm(model, x) == 0
+    with pytest.warns(UserWarning, match="no trainable batch normalization"):
+        assert tfprune.recalibrate_batch_norm(model, x) == 0
     with pytest.raises(ValueError, match="no examples"):
         tfprune.recalibrate_batch_norm(model, x[:0])
+    with pytest.raises(TypeError, match="array of input examples"):
+        tfprune.recalibrate_batch_norm(model, iter(x))

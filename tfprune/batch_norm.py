@@ -7,10 +7,19 @@ each epoch of Adam on the offline MNIST subset: validation accuracy 0.33 / 0.86 
 statistics, 0.94 / 0.96 / 0.96 / 0.97 with recomputed ones. Candidates compared with stale statistics are
 compared at random.
 """
+import warnings
+
 from tfprune.mask import inner_layer, iter_layers
 from tfprune.validation import check_int
 
 __all__ = ["recalibrate_batch_norm"]
+
+
+def statistics_layers(model):
+    """The trainable batch normalizations of `model` (inner layers of wrappers): the layers whose moving
+    statistics `recalibrate_batch_norm` recomputes (frozen ones keep theirs)."""
+    return [layer for layer in map(inner_layer, iter_layers(model))
+            if hasattr(layer, "moving_mean") and hasattr(layer, "momentum") and layer.trainable]
 
 
 def recalibrate_batch_norm(model, x, batch_size=32):
@@ -24,16 +33,25 @@ def recalibrate_batch_norm(model, x, batch_size=32):
       batch_size: examples per forward pass.
 
     Returns:
-      how many layers were recalibrated (0: the model has no trainable batch normalization).
+      how many layers were recalibrated.
 
     Raises:
       ValueError: `x` is empty or `batch_size` is not a positive integer.
+      TypeError: `x` is not an array of examples (e.g. a tf.data.Dataset).
+
+    Warns:
+      UserWarning: the model has no trainable batch normalization, so nothing changed.
     """
     check_int(batch_size, "batch_size", "recalibrate_batch_norm", 1)
+    if not hasattr(x, "__len__") or not hasattr(x, "__getitem__"):
+        raise TypeError(f"recalibrate_batch_norm: `x` must be an array of input examples, got {type(x).__name__}; "
+                        "for a dataset pass e.g. next(iter(dataset.unbatch().batch(512)))[0].numpy().")
     if not len(x):
         raise ValueError("recalibrate_batch_norm: `x` holds no examples; pass a few hundred training inputs.")
-    layers = [layer for layer in map(inner_layer, iter_layers(model))
-              if hasattr(layer, "moving_mean") and hasattr(layer, "momentum") and layer.trainable]
+    layers = statistics_layers(model)
+    if not layers:
+        warnings.warn(f"recalibrate_batch_norm: model '{model.name}' has no trainable batch normalization; "
+                      "nothing was recomputed.", UserWarning, stacklevel=2)
     momenta = [layer.momentum for layer in layers]
     try:
         for index, start in enumerate(range(0, len(x), batch_size)):

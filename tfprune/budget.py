@@ -22,7 +22,7 @@ import numpy as np
 
 from tfprune._io import atomic_write_file
 from tfprune._keras import check_model, load_model, set_random_seed
-from tfprune.batch_norm import recalibrate_batch_norm
+from tfprune.batch_norm import recalibrate_batch_norm, statistics_layers
 from tfprune.costs import METRICS, CostTable, Runtime, _groups_by_name, cut, group_masks, measure, widths
 from tfprune.export import _accuracy, save
 from tfprune.lottery import iterative_pruning
@@ -308,7 +308,8 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
                 compile_fn(candidate)
                 chosen = rng.choice(len(x), min(len(x), proposal_steps * batch_size), replace=False)
                 candidate.fit(x[chosen], y[chosen], batch_size=batch_size, epochs=1, verbose=0)
-            recalibrate_batch_norm(candidate, calibration[0], batch_size)
+            if statistics_layers(candidate):
+                recalibrate_batch_norm(candidate, calibration[0], batch_size)
             accuracy = _accuracy(candidate, None, eval_data)
             if best is None or accuracy > best[0]:
                 best = (accuracy, layer_masks)
@@ -346,7 +347,8 @@ def _finish(trained, rows, final, compile_fn, train_data, eval_data, settings, t
     set_random_seed(seed)
     compile_fn(small)
     small.fit(*train_data, batch_size=batch_size, epochs=final["final_epochs"], verbose=0, shuffle=True)
-    recalibrate_batch_norm(small, train_data[0][:512], batch_size)
+    if statistics_layers(small):
+        recalibrate_batch_norm(small, train_data[0][:512], batch_size)
     formats = tuple(dict.fromkeys((settings.file_format, "keras")))
     exported = save(small, directory, formats=formats, name="model")
     file = exported["artifacts"][settings.file_format]["path"]

@@ -284,17 +284,16 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
         current, now = cost(network)
         predicted = table.predict(current)
         allowed = {name: [w for w in range(floor[name], width) if w % round_to == 0 or w == floor[name]]
-                   for name, width in current.items()}
-        allowed = {name: widths for name, widths in allowed.items() if widths}
+                   for name, width in current.items() if width > floor[name]}
         most = max([predicted - table.predict({**current, name: min(widths)}) for name, widths in allowed.items()],
                    default=0.0)
-        wanted = min(step, now - target)
-        if most < wanted:
-            wanted = most / 2
-        reaching = {name: max(saving) for name, widths in allowed.items()
-                    if (saving := [w for w in widths if table.predict({**current, name: w}) <= predicted - wanted])}
         if most <= 0:
             reaching = {name: min(widths) for name, widths in allowed.items()}
+        else:
+            wanted = min(step, now - target)
+            wanted = wanted if most >= wanted else most / 2  # no group saves a whole step alone
+            reaching = {name: max(saving) for name, widths in allowed.items() if (saving := [
+                w for w in widths if table.predict({**current, name: w}) <= predicted - wanted])}
         if not reaching:
             raise RuntimeError(f"{_OWNER}: every group is at its smallest allowed width ({_widths_text(floor)}) "
                                f"but the model measures {now:.4g} > {target:.4g}; the smallest model measured "

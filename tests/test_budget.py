@@ -8,6 +8,7 @@ import pytest
 
 import tfprune
 from tfprune import costs
+from tfprune.budget import uniform_cut
 from tfprune._keras import flavor_of, keras, set_random_seed
 
 pytest.importorskip("ai_edge_litert")
@@ -56,6 +57,13 @@ def test_coupled_groups_are_cut_together_and_named_once():
                         costs._groups_by_name(model, (), "test").values()) == {"stem": 5, "branch_a": 8}
     with pytest.raises(ValueError, match="no prunable group named \\['branch_b'\\]"):
         costs.group_masks(model, {"branch_b": 3})
+
+
+def test_uniform_cut_is_the_smallest_common_fraction_that_saves():
+    current, floor = {"a": 64, "b": 32, "c": 8}, {"a": 8, "b": 8, "c": 8}
+    assert uniform_cut(current, floor, 8, lambda cut: sum(cut.values()) <= 80) == {"a": 48, "b": 24}
+    assert uniform_cut(current, floor, 1, lambda cut: sum(cut.values()) <= 100) == {"a": 61, "b": 31}
+    assert uniform_cut(current, floor, 8, lambda cut: False) == {}
 
 
 def test_masks_keep_the_best_channels_and_never_revive_one(lenet):

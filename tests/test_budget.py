@@ -89,6 +89,14 @@ def test_cost_table_is_cached_and_invalidated_by_its_key(tmp_path, lenet, capsys
                                  verbose=1)
     assert more.measured == 3 + 1 + 1  # only the new widths and the third random draw
     assert capsys.readouterr().out.count(" of 5 costs measured") == 5  # progress, one line per cost
+    assert more.measured_cost({"conv_0": 5}) is None
+    cost = more.cost(lenet, macs, {"conv_0": 5})  # a pruner's measurement joins the table and its file
+    assert cost == tfprune.metrics.count_macs(costs.cut(lenet, {"conv_0": 5})) and more.measured == 6
+    assert more.cost(lenet, macs, {"conv_0": 5}) == cost and more.measured == 6
+    reread = costs.CostTable.build(lenet, macs, fractions=(0.5,), cache_dir=tmp_path)
+    assert reread.measured_cost({"conv_0": 5}) == cost
+    with pytest.raises(ValueError, match="differ from those the table was built for"):
+        more.cost(lenet, costs.Runtime("bytes", "litert"), {"conv_0": 5})
     other_model = costs.CostTable.build(compiled(tfprune.models.lenet5(filters=(8, 12), hidden=64)), macs,
                                         fractions=(0.5,), cache_dir=tmp_path, random_settings=0)
     assert other_model.measured == 5

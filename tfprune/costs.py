@@ -16,8 +16,8 @@ per-group savings measured alone (NetAdapt's lookup) was tried first and predict
 LeNet-5 with every group cut to a quarter: the savings of neighbours overlap. What the fit still assumes:
 time per MAC is constant within a layer, so LiteRT's blocks of 8 channels (a width just above a multiple of 8
 costs like the next multiple) and cache effects are averaged away. `predictor_error` measures how far off it
-is on random widths; `tfprune.prune_to_budget` uses the table only to propose cuts and measures every model it
-keeps.
+is on random widths; `tfprune.prune_to_budget` uses the table only to propose cuts, measures every proposal
+and every model it keeps, and adds those measurements to the table (`CostTable.cost`).
 """
 import hashlib
 import json
@@ -388,15 +388,41 @@ class CostTable:
         rng = np.random.default_rng(0)
         wanted += [random_widths(sizes, rng, round_to) for _ in range(random_settings)]
         missing = {_point(table.full(cuts)): cuts for cuts in wanted}
-        missing = {point: cuts for point, cuts in missing.items() if point not in table.points}
-        for point, cuts in missing.items():
-            table.points[point] = measure(cut(model, cuts, exclude=exclude), runtime)
-            table.measured += 1
-            table._save()  # after each measurement, so a killed build keeps what it measured
+        missing = [cuts for point, cuts in missing.items() if point not in table.points]
+        for cuts in missing:
+            value = table.cost(model, runtime, cuts, exclude)
             if verbose:
-                print(f"cost table: {table.measured} of {len(missing)} costs measured on {runtime}: "
-                      f"{table.points[point]:.4g}", flush=True)
+                print(f"cost table: {table.measured} of {len(missing)} costs measured on {runtime}: {value:.4g}",
+                      flush=True)
         return table
+
+    def cost(self, model, runtime, widths, exclude=()):
+        """The cost at `widths`: the one measured before (by this table or into its cache file), else `model` cut
+        to them is measured now and added, so a pruner's own measurements refine the fit where it prunes.
+
+        Args:
+          model: the plain model the table was built for.
+          runtime: its `Runtime`.
+          widths: ``{group name: channels}``; groups left out are whole.
+          exclude: as given to `build`.
+
+        Returns:
+          the cost, a float.
+
+        Raises:
+          ValueError: `model`, `runtime` or `exclude` is not the table's.
+          KeyError: an unknown group.
+        """
+        key = {"model": _architecture_digest(model), "exclude": sorted(exclude), **runtime.key()}
+        if key != self.key:
+            raise ValueError("CostTable.cost: the model, runtime or exclude differ from those the table was built "
+                             "for; build a table for them with CostTable.build.")
+        point = _point(self.full(widths))
+        if point not in self.points:
+            self.points[point] = measure(cut(model, widths, exclude=exclude), runtime)
+            self.measured += 1
+            self._save()  # after each measurement, so a killed build keeps what it measured
+        return self.points[point]
 
     @staticmethod
     def _load(path, key):

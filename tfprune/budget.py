@@ -7,9 +7,8 @@ the target runtime proposes, for every channel group, the width that saves one s
 common fraction of every group that saves as much; each proposal is measured (the table learns the
 measurement), those that save enough are masked, briefly fine-tuned and evaluated, and the most accurate one
 is kept; the round's model is then fine-tuned, shrunk and measured, and rounds repeat until the measurement
-meets the budget. A last,
-longer fine-tune runs on the shrunk model, which is exported and measured once more as a file: the report
-states that measurement, never the prediction.
+meets the budget. A last, longer fine-tune runs on the shrunk model, which is exported and measured once more
+as a file: the report states that measurement, never the prediction.
 
 The rounds are rounds of `tfprune.iterative_pruning` (``rewind="none"``): the proposals are its pruning step,
 the measurement its `measure` hook and the budget its `stop` rule, so a killed run resumes from its directory
@@ -281,7 +280,7 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
         (timing noise) are fine-tuned briefly and the most accurate one wins. The table learns each
         measurement, so when none saves enough it proposes again from the corrected fit (twice at most), and
         then the proposal that saves most is taken. Proposals trusted from the table alone were ResNet-20's
-        undoing: widths off LiteRT's blocks predicted to save a step saved a third of it, round after round."""
+        undoing: widths off multiples of 8 predicted to save a step saved a third of it on LiteRT."""
         current = widths(network, groups.values())
         now = cost(current)
         for _ in range(3):

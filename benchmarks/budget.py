@@ -12,7 +12,8 @@ statistics are recomputed on 512 training images first (`tfprune.recalibrate_bat
 does so itself), so no way is scored with stale ones. The closing lines give the cost table's prediction error
 on random widths (multiples of `--round-to`).
 Usage: python benchmarks/budget.py [--quick] [--width 1.0] [--epochs 3] [--round-to 8] [--models resnet20]
-       [--budgets 0.5,0.25] [--out benchmarks/results]  (writes budget_<models>.json)
+       [--budgets 0.5,0.25] [--seeds 0,1,2] [--out benchmarks/results]  (writes budget_<models>.json; with
+       several seeds, a summary of mean and sd per way)
 """
 import argparse
 import json
@@ -86,6 +87,8 @@ def main():
     parser.add_argument("--final-epochs", type=int, default=2, help="prune_to_budget's final fine-tune")
     parser.add_argument("--round-to", type=int, default=8, help="widths are multiples of this, in all three ways")
     parser.add_argument("--budgets", default="0.5,0.25", help="comma-separated fractions of dense latency")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds: each trains, prunes and scores the "
+                                                     "three ways afresh; several give mean and sd per way")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     tf.get_logger().setLevel("ERROR")
@@ -95,58 +98,89 @@ def main():
         x, y, args.epochs, args.final_epochs = x[:1000], y[:1000], 1, 1
     split = len(x) * 4 // 5
     train, validation = (x[:split], y[:split]), (x[split:], y[split:])
-    batch_size, round_to = 32, args.round_to  # small batches: BatchNorm's moving statistics need steps to settle
     rows, errors = [], {}
     with tempfile.TemporaryDirectory() as scratch:
         for name, build in builders(args.width).items():
             if name not in args.models.split(","):
                 continue
-            set_random_seed(0)
-            dense = compile_adam(build(1.0))
-            dense.fit(*train, epochs=args.epochs, batch_size=batch_size, verbose=0)
-            tfprune.recalibrate_batch_norm(dense, train[0][:512])
-            dense_accuracy, dense_ms = test_accuracy(dense, test, scratch, f"{name}_dense")
-            rows.append({"model": name, "budget": "dense", "method": "dense", "latency_ms": dense_ms,
-                         "accuracy": dense_accuracy, "epochs": args.epochs, "setting": ""})
-            for fraction in map(float, args.budgets.split(",")):
-                target = fraction * dense_ms
-                label = f"{fraction:.0%}"
-                started = time.perf_counter()
-                try:
-                    result = tfprune.prune_to_budget(
-                        dense, train, validation, {"latency_ms": target},
-                        directory=os.path.join(scratch, f"{name}{fraction}"), epochs=1, final_epochs=args.final_epochs,
-                        batch_size=batch_size, round_to=round_to, proposal_steps=5, max_rounds=12, verbose=0)
-                except ValueError as error:  # the smallest allowed model is too slow: overhead-bound
-                    rows.append({"model": name, "budget": label, "method": "prune_to_budget",
-                                 "setting": str(error).split(": ", 1)[1][:90]})
-                    continue
-                seconds = time.perf_counter() - started
-                epochs = result.report["rounds"] + 1 + args.final_epochs  # round 0 fine-tunes too
-                accuracy, ms = test_accuracy(result.model, test, scratch, f"{name}{fraction}_budget")
-                rows.append({"model": name, "budget": label, "method": "prune_to_budget", "latency_ms": ms,
-                             "accuracy": accuracy, "epochs": epochs, "setting": result.report["widths"],
-                             "rounds": result.report["rounds"], "seconds": seconds})
-                target = min(target, ms)  # (b) and (c) as fast as (a), or as the budget (a) missed
-                small, sparsity = uniform(dense, target, train, epochs, round_to, batch_size)
-                accuracy, ms = test_accuracy(small, test, scratch, f"{name}{fraction}_uniform")
-                rows.append({"model": name, "budget": label, "method": "uniform prune_units", "latency_ms": ms,
-                             "accuracy": accuracy, "epochs": epochs, "setting": f"sparsity {sparsity:.2f}"})
-                scratch_model, factor = narrow(build, target, train, args.epochs + epochs, batch_size)
-                accuracy, ms = test_accuracy(scratch_model, test, scratch, f"{name}{fraction}_narrow")
-                rows.append({"model": name, "budget": label, "method": "narrow from scratch", "latency_ms": ms,
-                             "accuracy": accuracy, "epochs": args.epochs + epochs, "setting": f"width x{factor:.3f}"})
-            table = costs.CostTable.build(dense, RUNTIME, round_to=round_to)  # the runs' table, from the cache
-            samples = costs.predictor_error(dense, table, RUNTIME, samples=6, round_to=round_to)
+            for seed in map(int, args.seeds.split(",")):
+                dense = run_seed(args, name, build, seed, train, validation, test, scratch, rows)
+                write(args, rows, errors)  # after each seed, so a long run keeps what it finished
+            # the runs' table, from the cache (a model built anew would get other layer names, so another key)
+            table = costs.CostTable.build(dense, RUNTIME, round_to=args.round_to)
+            samples = costs.predictor_error(dense, table, RUNTIME, samples=6, round_to=args.round_to)
             errors[name] = {"mean_abs": float(np.mean([abs(s["error"]) for s in samples])),
                             "max_abs": float(np.max([abs(s["error"]) for s in samples])), "samples": samples}
-            write(args, rows, errors)  # after each model, so a long run keeps what it finished
+            write(args, rows, errors)
+
+
+def run_seed(args, name, build, seed, train, validation, test, scratch, rows):
+    """One seed of one model: the dense network, then (a), (b) and (c) at each budget, appended to `rows`;
+    returns the dense network."""
+    batch_size, round_to = 32, args.round_to  # small batches: BatchNorm's moving statistics need steps to settle
+    set_random_seed(seed)
+    dense = compile_adam(build(1.0))
+    dense.fit(*train, epochs=args.epochs, batch_size=batch_size, verbose=0)
+    tfprune.recalibrate_batch_norm(dense, train[0][:512])
+    dense_accuracy, dense_ms = test_accuracy(dense, test, scratch, f"{name}_dense")
+    rows.append({"model": name, "budget": "dense", "method": "dense", "latency_ms": dense_ms,
+                 "accuracy": dense_accuracy, "epochs": args.epochs, "setting": "", "seed": seed})
+    for fraction in map(float, args.budgets.split(",")):
+        target = fraction * dense_ms
+        label = f"{fraction:.0%}"
+        started = time.perf_counter()
+        try:
+            result = tfprune.prune_to_budget(
+                dense, train, validation, {"latency_ms": target},
+                directory=os.path.join(scratch, f"{name}{fraction}_{seed}"), epochs=1,
+                final_epochs=args.final_epochs, batch_size=batch_size, round_to=round_to, proposal_steps=5,
+                max_rounds=12, seed=seed, verbose=0)
+        except ValueError as error:  # the smallest allowed model is too slow: overhead-bound
+            rows.append({"model": name, "budget": label, "method": "prune_to_budget",
+                         "setting": str(error).split(": ", 1)[1][:90], "seed": seed})
+            continue
+        seconds = time.perf_counter() - started
+        epochs = result.report["rounds"] + 1 + args.final_epochs  # round 0 fine-tunes too
+        accuracy, ms = test_accuracy(result.model, test, scratch, f"{name}{fraction}_budget")
+        rows.append({"model": name, "budget": label, "method": "prune_to_budget", "latency_ms": ms,
+                     "accuracy": accuracy, "epochs": epochs, "setting": result.report["widths"],
+                     "rounds": result.report["rounds"], "seconds": seconds, "seed": seed})
+        target = min(target, ms)  # (b) and (c) as fast as (a), or as the budget (a) missed
+        small, sparsity = uniform(dense, target, train, epochs, round_to, batch_size)
+        accuracy, ms = test_accuracy(small, test, scratch, f"{name}{fraction}_uniform")
+        rows.append({"model": name, "budget": label, "method": "uniform prune_units", "latency_ms": ms,
+                     "accuracy": accuracy, "epochs": epochs, "setting": f"sparsity {sparsity:.2f}", "seed": seed})
+        scratch_model, factor = narrow(build, target, train, args.epochs + epochs, batch_size)
+        accuracy, ms = test_accuracy(scratch_model, test, scratch, f"{name}{fraction}_narrow")
+        rows.append({"model": name, "budget": label, "method": "narrow from scratch", "latency_ms": ms,
+                     "accuracy": accuracy, "epochs": args.epochs + epochs, "setting": f"width x{factor:.3f}",
+                     "seed": seed})
+    return dense
+
+
+def summarize(rows):
+    """Mean and sd over seeds of each model, budget and way: one run cannot tell gaps of one standard error of a
+    1,000-image test set (about 0.006 here) from noise."""
+    ways = {}
+    for row in rows:
+        if "accuracy" in row:
+            ways.setdefault((row["model"], row["budget"], row["method"]), []).append(row)
+    return [{"model": model, "budget": budget, "method": method, "seeds": len(runs),
+             "accuracy_mean": float(np.mean([run["accuracy"] for run in runs])),
+             "accuracy_sd": float(np.std([run["accuracy"] for run in runs], ddof=1)) if len(runs) > 1 else 0.0,
+             "latency_ms_mean": float(np.mean([run["latency_ms"] for run in runs]))}
+            for (model, budget, method), runs in ways.items()]
 
 
 def write(args, rows, errors):
     print("LiteRT batch 1, 1 thread; accuracy of the exported .tflite on 1,000 MNIST test images"
           + (" (quick: a smoke run)" if args.quick else ""))
-    print(format_table(rows, columns=["model", "budget", "method", "latency_ms", "accuracy", "epochs", "setting"]))
+    print(format_table(rows, columns=["model", "seed", "budget", "method", "latency_ms", "accuracy", "epochs",
+                                      "setting"]))
+    summary = summarize(rows)
+    if len(args.seeds.split(",")) > 1:
+        print(format_table(summary, columns=["model", "budget", "method", "seeds", "accuracy_mean", "accuracy_sd",
+                                             "latency_ms_mean"]))
     for name, error in errors.items():
         print(f"{name}: cost-table prediction error on 6 random widths (multiples of {args.round_to}): "
               f"mean |error| {error['mean_abs']:.1%}, "
@@ -154,7 +188,8 @@ def write(args, rows, errors):
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"budget_{args.models.replace(',', '_')}.json")
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump({"settings": vars(args), "rows": rows, "predictor_error": errors}, handle, indent=1)
+        json.dump({"settings": vars(args), "rows": rows, "summary": summary, "predictor_error": errors}, handle,
+                  indent=1)
     print(f"wrote {path}")
 
 

@@ -256,6 +256,11 @@ def _architecture_digest(model):
     return hashlib.sha256(model.to_json().encode()).hexdigest()
 
 
+def _table_key(model, runtime, exclude):
+    """What a table's measurements depend on: the architecture, the groups left whole and the runtime."""
+    return {"model": _architecture_digest(model), "exclude": sorted(exclude), **runtime.key()}
+
+
 def _candidate_counts(size, fractions, round_to):
     """The widths a pruner may give a group of `size`: each fraction kept, rounded up to `round_to`."""
     return sorted({int(kept_count(size, 1.0 - fraction, round_to)) for fraction in fractions} | {size})
@@ -375,7 +380,7 @@ class CostTable:
         exclude = sorted([exclude] if isinstance(exclude, str) else exclude)
         groups = _groups_by_name(model, exclude, "CostTable.build")
         sizes = {name: group.size for name, group in groups.items()}
-        key = {"model": _architecture_digest(model), "exclude": exclude, **runtime.key()}
+        key = _table_key(model, runtime, exclude)
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
         path = None if cache_dir is False else os.path.join(cache_dir or _default_cache_dir(), f"{digest}.json")
         table = cls(key, sizes, _scaling(model, groups), cls._load(path, key), path)
@@ -413,8 +418,7 @@ class CostTable:
           ValueError: `model`, `runtime` or `exclude` is not the table's.
           KeyError: an unknown group.
         """
-        key = {"model": _architecture_digest(model), "exclude": sorted(exclude), **runtime.key()}
-        if key != self.key:
+        if _table_key(model, runtime, exclude) != self.key:
             raise ValueError("CostTable.cost: the model, runtime or exclude differ from those the table was built "
                              "for; build a table for them with CostTable.build.")
         point = _point(self.full(widths))

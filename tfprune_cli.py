@@ -216,8 +216,9 @@ def build_parser():
     look = commands.add_parser(
         "sensitivity", help="accuracy and cost saved when one channel group at a time is pruned, no retraining",
         description="Prune each channel group of MODEL alone (coupled layers, such as residual partners, are one "
-                    "group) to each ratio, evaluate on the held-out split of --data, and measure what the cut saves "
-                    "on --runtime. Prints one row per group and ratio.",
+                    "group) to each ratio, evaluate on the held-out split of --data (batch-normalization statistics "
+                    "recomputed on 512 of its training images first), and measure what the cut saves on --runtime. "
+                    "Prints one row per group and ratio.",
         epilog="example:\n  tfprune sensitivity model.keras --data mnist_5k --ratios 0.25,0.5,0.75 --plot sens.png",
         formatter_class=formatter)
     look.add_argument("model", metavar="MODEL", help="a trained .keras or .h5 file, logits or probabilities out")

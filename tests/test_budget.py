@@ -134,6 +134,30 @@ def test_sensitivity_rows_per_group_and_ratio(tmp_path, lenet, images):
     assert os.path.getsize(path) > 0
 
 
+def test_sensitivity_recomputes_batch_norm_statistics_of_each_cut(images):
+    set_random_seed(0)
+    inputs = keras.Input((28, 28, 1), name="input")
+    hidden = keras.layers.Conv2D(8, 3, strides=2, name="conv")(inputs)
+    hidden = keras.layers.ReLU(name="relu")(keras.layers.BatchNormalization(name="norm")(hidden))
+    hidden = keras.layers.Conv2D(8, 3, strides=2, name="conv_2")(hidden)
+    hidden = keras.layers.BatchNormalization(name="norm_2")(hidden)
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(keras.layers.ReLU(name="relu_2")(hidden))
+    model = compiled(keras.Model(inputs, keras.layers.Dense(10, name="logits")(pooled)))
+    model.fit(*images[0], epochs=1, batch_size=32, verbose=0)
+    calibration = images[0][0][:256]
+    rows = tfprune.sensitivity(model, images[1], ratios=(0.5,), metric=None, calibration=calibration, verbose=0)
+    for row in rows:
+        pruned = tfprune.with_masks(model, costs.group_masks(model, {row["group"]: row["kept"]}, "l2"))
+        tfprune.recalibrate_batch_norm(pruned, calibration)
+        labels = np.asarray(pruned(images[1][0], training=False)).argmax(-1)
+        assert row["accuracy"] == pytest.approx(np.mean(labels == images[1][1]))
+
+
+def test_sensitivity_says_calibration_changes_nothing_without_batch_norm(lenet, images):
+    with pytest.warns(UserWarning, match="no trainable batch normalization; `calibration` changes nothing"):
+        tfprune.sensitivity(lenet, images[1], ratios=(0.5,), metric=None, calibration=images[0][0], verbose=0)
+
+
 def test_tf_keras_models_are_pruned_to_a_budget_too(tmp_path, images):
     model = compiled(tfprune.models.lenet5(filters=(8, 16), hidden=64, flavor="tf_keras"))
     rows = tfprune.sensitivity(model, images[1], ratios=(0.5,), metric="macs", cache_dir=False, verbose=0)

@@ -333,6 +333,29 @@ def test_fine_tuning_uses_the_final_learning_rate_throughout(digits, tmp_path):
     assert recorder.learning_rates[1] == [pytest.approx(SCHEDULE_VALUES[2])] * 12
 
 
+def test_rounds_are_scored_and_saved_with_recomputed_batch_norm_statistics(digits, tmp_path):
+    """The moving averages lag a round's training; a round's accuracy and checkpoint use statistics recomputed
+    on the first 512 training examples, so recomputing them again changes nothing."""
+    def model_fn():
+        inputs = keras.Input((784,), name="input")
+        hidden = keras.layers.Dense(16, name="hidden")(inputs)
+        hidden = keras.layers.BatchNormalization(name="norm")(hidden)
+        return keras.Model(inputs, keras.layers.Dense(10, name="logits")(keras.layers.ReLU(name="relu")(hidden)))
+
+    train, test = digits
+    model, rows = lottery.iterative_pruning(model_fn, train, compile_sgd, {"epochs": EPOCHS, "batch_size": BATCH},
+                                            directory=str(tmp_path), prune_fn=drop_weakest_unit, rounds=1,
+                                            rewind="none", eval_data=test)
+    norm = next(inner_layer(layer) for layer in iter_layers(model) if inner_layer(layer).name == "norm")
+    saved = [variable.numpy() for variable in (norm.moving_mean, norm.moving_variance)]
+    tfprune.recalibrate_batch_norm(model, train[0][:512], BATCH)
+    for variable, value in zip((norm.moving_mean, norm.moving_variance), saved):
+        np.testing.assert_allclose(variable.numpy(), value, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(saved[0], 0)  # not the initial statistics
+    loss, accuracy = lottery._evaluate(model, *test, BATCH)
+    assert rows[-1]["accuracy"] == pytest.approx(accuracy)
+
+
 def test_rewinding_to_init_restores_step_zero(digits, tmp_path):
     recorder = RoundRecorder()
     run_imp(digits, tmp_path, [recorder], rounds=1, rewind="init", rewind_step=None)

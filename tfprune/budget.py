@@ -41,7 +41,7 @@ REPORT_FILE = "report.json"
 
 # -- where to prune -------------------------------------------------------------------------------------------
 def sensitivity(model, data, ratios=(0.25, 0.5, 0.75), criterion="l2", metric="latency_ms", runtime="litert",
-                threads=1, batch_size=None, exclude=(), round_to=1, cache_dir=None, verbose=1):
+                threads=1, batch_size=None, exclude=(), round_to=1, cache_dir=None, calibration=None, verbose=1):
     """Prune one channel group at a time to each ratio, without retraining, and evaluate: which groups the model
     can lose channels from, and what each cut saves on `runtime`.
 
@@ -60,6 +60,10 @@ def sensitivity(model, data, ratios=(0.25, 0.5, 0.75), criterion="l2", metric="l
       exclude: layer names whose groups stay whole.
       round_to: kept channel counts are multiples of this where possible.
       cache_dir: as in `CostTable.build`.
+      calibration: input examples (e.g. 512 training images) on which each cut's batch-normalization
+        statistics are recomputed before it is evaluated (`tfprune.recalibrate_batch_norm`): a cut leaves the
+        layers after it with statistics of the channels that fed them, which rank cuts by their stale
+        statistics rather than by the channels lost. None evaluates each cut with the model's statistics.
       verbose: 1 prints a line per group.
 
     Returns:
@@ -69,6 +73,9 @@ def sensitivity(model, data, ratios=(0.25, 0.5, 0.75), criterion="l2", metric="l
     Raises:
       ValueError: a bad argument, or a model without prunable groups.
       TypeError: `model` is not a Keras model.
+
+    Warns:
+      UserWarning: `calibration` is given but the model has no trainable batch normalization to recompute.
     """
     check_model(model)
     for ratio in ratios:
@@ -81,11 +88,17 @@ def sensitivity(model, data, ratios=(0.25, 0.5, 0.75), criterion="l2", metric="l
     table = None if metric is None else CostTable.build(
         model, settings, fractions=(), counts={name: list(by_ratio.values()) for name, by_ratio in kept.items()},
         exclude=exclude, cache_dir=cache_dir, random_settings=0)  # sensitivity reads measured points only
+    if calibration is not None and not statistics_layers(model):
+        warnings.warn(f"sensitivity: model '{model.name}' has no trainable batch normalization; `calibration` "
+                      "changes nothing (leave it out).", UserWarning, stacklevel=2)
+        calibration = None
     dense = _accuracy(model, None, data)
     rows = []
     for name, group in groups.items():
         for ratio, count in kept[name].items():
             pruned = with_masks(model, group_masks(model, {name: count}, criterion, data, exclude))
+            if calibration is not None:
+                recalibrate_batch_norm(pruned, calibration)
             accuracy = _accuracy(pruned, None, data)
             row = {"group": name, "layers": ", ".join(group.producers), "channels": group.size, "ratio": ratio,
                    "kept": count, "accuracy": accuracy, "accuracy_drop": dense - accuracy}

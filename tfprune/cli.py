@@ -11,6 +11,7 @@ import os
 
 from tfprune import bench, data as datasets, demo, export, plots
 from tfprune._keras import flavor_of, load_model
+from tfprune.batch_norm import statistics_layers
 from tfprune.budget import format_budget_report, prune_to_budget, sensitivity
 from tfprune.mask import strip
 from tfprune.metrics import format_table
@@ -105,8 +106,9 @@ def _prune(args):
 
 def _sensitivity(args):
     model = _load(args.model)
-    rows = sensitivity(model, _data_for(model, args.data, "--data")[1], ratios=args.ratios, metric=args.metric,
-                       runtime=args.runtime)
+    (x, _), held_out = _data_for(model, args.data, "--data")
+    rows = sensitivity(model, held_out, ratios=args.ratios, metric=args.metric, runtime=args.runtime,
+                       calibration=x[:512] if statistics_layers(model) else None)
     print(format_table(rows))
     if args.plot:
         print(f"wrote {plots.sensitivity(rows, args.plot)}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tfprune._io import atomic_write_file
+from tfprune.batch_norm import recalibrate_batch_norm, statistics_layers
 from tfprune._keras import (check_model, clear_session, flavor_of, is_callback, is_optimizer, is_variable, keras,
                             learning_rate_schedule, set_random_seed, tf)
 from tfprune.graph import kernel_attributes, prunable_kernels
@@ -562,7 +563,9 @@ def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prun
         cannot run fails before any training.
       rounds: pruning rounds after the dense round 0.
       seed: round r runs under ``keras.utils.set_random_seed(seed + r)``; the batch order depends on seed only.
-      eval_data: ``(x_test, y_test)`` for each round's accuracy and loss; None evaluates on `data`.
+      eval_data: ``(x_test, y_test)`` for each round's accuracy and loss; None evaluates on `data`. Before
+        they are computed (and the round saved), trainable batch normalizations get statistics recomputed on
+        the first 512 examples of `data` (`tfprune.recalibrate_batch_norm`); training does not read them.
       prune_config: JSON settings of `prune_fn`, stored with the run, so resuming with other ones raises.
       measure: ``measure(model) -> dict`` of further JSON columns for each round's row, from its trained model
         (e.g. the latency of its shrunk copy); stored with the row, so a resumed run does not measure again.
@@ -647,6 +650,8 @@ def iterative_pruning(model_fn, data, compile_fn, fit_kwargs, *, directory, prun
             layer.apply_masks()
         if round_index == 0:
             final_lr = _learning_rate_at(optimizer, total_steps - 1)
+        if statistics_layers(network):  # the moving averages lag a round's training (see tfprune.batch_norm)
+            recalibrate_batch_norm(network, x[:512], batch_size)
         loss, accuracy = _evaluate(network, eval_x, eval_y, batch_size)
         checkpoint = f"round_{round_index}"
         save_rewind_point(network, os.path.join(directory, checkpoint))

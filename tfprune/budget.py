@@ -82,16 +82,16 @@ def sensitivity(model, data, ratios=(0.25, 0.5, 0.75), criterion="l2", metric="l
         check_number(ratio, "ratios", "sensitivity", 0, 1, low_open=True, high_open=True)
     check_int(round_to, "round_to", "sensitivity", 1)
     groups = _groups_by_name(model, exclude, "sensitivity")
+    if calibration is not None and not statistics_layers(model):
+        warnings.warn(f"sensitivity: model '{model.name}' has no trainable batch normalization; `calibration` "
+                      "changes nothing (leave it out).", UserWarning, stacklevel=2)
+        calibration = None
     kept = {name: {ratio: int(kept_count(group.size, ratio, round_to)) for ratio in ratios}
             for name, group in groups.items()}
     settings = None if metric is None else Runtime(metric, runtime, threads, batch_size)
     table = None if metric is None else CostTable.build(
         model, settings, fractions=(), counts={name: list(by_ratio.values()) for name, by_ratio in kept.items()},
         exclude=exclude, cache_dir=cache_dir, random_settings=0)  # sensitivity reads measured points only
-    if calibration is not None and not statistics_layers(model):
-        warnings.warn(f"sensitivity: model '{model.name}' has no trainable batch normalization; `calibration` "
-                      "changes nothing (leave it out).", UserWarning, stacklevel=2)
-        calibration = None
     dense = _accuracy(model, None, data)
     rows = []
     for name, group in groups.items():

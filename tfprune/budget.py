@@ -178,9 +178,9 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
     corrected fit) keep their groups' best channels by `criterion`, are fine-tuned `proposal_steps` batches,
     have their batch-normalization statistics recomputed on up to 512 training examples and are evaluated on
     `eval_data`. The most accurate proposal's masks become the round's, and the loop fine-tunes the model
-    `epochs` epochs, shrinks it and measures it (the loop also runs one proposal step on the given model before
-    any training, so a step that cannot run fails early). Rounds stop when the measurement meets the budget, or
-    after `max_rounds`. Then the shrunk model is fine-tuned `final_epochs` epochs and written to
+    `epochs` epochs, shrinks it and measures it afresh (the loop also runs one proposal step on the given model
+    before any training, so a step that cannot run fails early). Rounds stop when that measurement meets the
+    budget, or after `max_rounds`. Then the shrunk model is fine-tuned `final_epochs` epochs and written to
     ``directory/model.tflite`` (LiteRT) or ``model.keras`` (Keras), and that file is measured. Example:
     ``prune_to_budget(model, (x, y), (x_val, y_val), {"latency_ms": 0.5}, directory="run")``.
 
@@ -213,8 +213,7 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
       threads: LiteRT threads for latency.
       latency_batch_size: the timed batch (default 1 for LiteRT, 32 for Keras).
       exclude: layer names whose groups stay whole.
-      cache_dir: where the cost table is cached (see `tfprune.CostTable.build`), with every proposal and round
-        measured.
+      cache_dir: where the cost table is cached (see `tfprune.CostTable.build`), with every proposal measured.
       seed: seeds the loop's rounds and the proposals' fine-tune batches.
       verbose: 1 shows the loop's progress bar and prints the rounds and the report; 0 is silent (the message
         of a budget already met is a warning either way).
@@ -282,9 +281,11 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
         return table.cost(source, settings, current, exclude)
 
     def measure_round(network):
+        """A fresh measurement, not the table's: the table holds the timing that let the round's proposal pass,
+        a draw selected for being low, and the exported file then missed a budget its last round had met."""
         current = widths(network, groups.values())
-        return {metric: cost(current), f"predicted_{metric}": table.predict(current),
-                "widths": _widths_text(current)}
+        return {metric: measure(cut(source, current, exclude=exclude), settings),
+                f"predicted_{metric}": table.predict(current), "widths": _widths_text(current)}
 
     calibration = (x[:512], y[:512])
 

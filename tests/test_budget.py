@@ -9,7 +9,7 @@ import pytest
 import tfprune
 from tfprune import costs
 from tfprune.budget import uniform_cut
-from tfprune._keras import flavor_of, keras, set_random_seed
+from tfprune._keras import flavor_of, keras, set_random_seed, tf
 
 pytest.importorskip("ai_edge_litert")
 
@@ -156,6 +156,13 @@ def test_sensitivity_recomputes_batch_norm_statistics_of_each_cut(images):
 def test_sensitivity_says_calibration_changes_nothing_without_batch_norm(lenet, images):
     with pytest.warns(UserWarning, match="no trainable batch normalization; `calibration` changes nothing"):
         tfprune.sensitivity(lenet, images[1], ratios=(0.5,), metric=None, calibration=images[0][0], verbose=0)
+
+
+def test_sensitivity_refuses_a_calibration_that_is_not_examples_before_measuring(tmp_path, lenet, images):
+    dataset = tf.data.Dataset.from_tensor_slices(images[0][0])
+    with pytest.raises(TypeError, match="sensitivity: `calibration` must be an array of input examples"):
+        tfprune.sensitivity(lenet, images[1], ratios=(0.5,), calibration=dataset, cache_dir=tmp_path, verbose=0)
+    assert os.listdir(tmp_path) == []  # no cost table was measured
 
 
 def test_tf_keras_models_are_pruned_to_a_budget_too(tmp_path, images):

@@ -10,7 +10,7 @@ compared at random.
 import warnings
 
 from tfprune.mask import inner_layer, iter_layers
-from tfprune.validation import check_int
+from tfprune.validation import check_examples, check_int
 
 __all__ = ["recalibrate_batch_norm"]
 
@@ -43,11 +43,7 @@ def recalibrate_batch_norm(model, x, batch_size=32):
       UserWarning: the model has no trainable batch normalization, so nothing changed.
     """
     check_int(batch_size, "batch_size", "recalibrate_batch_norm", 1)
-    if not hasattr(x, "__len__") or not hasattr(x, "__getitem__"):
-        raise TypeError(f"recalibrate_batch_norm: `x` must be an array of input examples, got {type(x).__name__}; "
-                        "for a dataset pass e.g. next(iter(dataset.unbatch().batch(512)))[0].numpy().")
-    if not len(x):
-        raise ValueError("recalibrate_batch_norm: `x` holds no examples; pass a few hundred training inputs.")
+    check_examples(x, "x", "recalibrate_batch_norm")
     layers = statistics_layers(model)
     if not layers:
         warnings.warn(f"recalibrate_batch_norm: model '{model.name}' has no trainable batch normalization; "

@@ -31,7 +31,7 @@ from tfprune.mask import strip, with_masks
 from tfprune.metrics import count_macs, count_params, format_table
 from tfprune.shrink import shrink
 from tfprune.unit import kept_count
-from tfprune.validation import check_int, check_number
+from tfprune.validation import check_examples, check_int, check_number
 
 __all__ = ["sensitivity", "BudgetResult", "prune_to_budget", "format_budget_report"]
 
@@ -72,7 +72,7 @@ def sensitivity(model, data, ratios=(0.25, 0.5, 0.75), criterion="l2", metric="l
 
     Raises:
       ValueError: a bad argument, or a model without prunable groups.
-      TypeError: `model` is not a Keras model.
+      TypeError: `model` is not a Keras model, or `calibration` is not an array of examples.
 
     Warns:
       UserWarning: `calibration` is given but the model has no trainable batch normalization to recompute.
@@ -82,6 +82,8 @@ def sensitivity(model, data, ratios=(0.25, 0.5, 0.75), criterion="l2", metric="l
         check_number(ratio, "ratios", "sensitivity", 0, 1, low_open=True, high_open=True)
     check_int(round_to, "round_to", "sensitivity", 1)
     groups = _groups_by_name(model, exclude, "sensitivity")
+    if calibration is not None:
+        check_examples(calibration, "calibration", "sensitivity")
     if calibration is not None and not statistics_layers(model):
         warnings.warn(f"sensitivity: model '{model.name}' has no trainable batch normalization; `calibration` "
                       "changes nothing (leave it out).", UserWarning, stacklevel=2)

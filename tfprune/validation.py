@@ -33,6 +33,16 @@ def check_number(value, name, owner, low=-math.inf, high=math.inf, low_open=Fals
     return float(value)
 
 
+def check_examples(x, name, owner):
+    """`x` as a non-empty array of input examples; a `tf.data.Dataset` gets the hint of how to take some."""
+    if not hasattr(x, "__len__") or not hasattr(x, "__getitem__"):
+        raise TypeError(f"{owner}: `{name}` must be an array of input examples, got {type(x).__name__}; for a "
+                        "dataset pass e.g. next(iter(dataset.unbatch().batch(512)))[0].numpy().")
+    if not len(x):
+        raise ValueError(f"{owner}: `{name}` holds no examples; pass a few hundred training inputs.")
+    return x
+
+
 def check_choice(value, name, owner, choices):
     """`value` if it is one of `choices`."""
     if value not in choices:

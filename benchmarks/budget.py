@@ -7,10 +7,12 @@ of the dense model's LiteRT batch-1 latency (one thread). Three ways, compared a
 smallest (in steps of 5%) whose shrunk model is as fast as (a)'s file (or the budget, if (a) missed it),
 fine-tuned as many epochs as (a) trained; (c) the same network built narrow (every width times one factor, the
 largest in steps of 1/16 as fast as that) and trained from scratch as long as the dense model and (a)
-together. Accuracy is the test accuracy of the exported .tflite file; every model's batch-normalization
-statistics are recomputed on 512 training images first (`tfprune.recalibrate_batch_norm`; `prune_to_budget`
-does so itself), so no way is scored with stale ones. The closing lines give the cost table's prediction error
-on random widths (multiples of `--round-to`).
+together. The three files are then timed in turn, three times, and the medians reported (the first
+timings, minutes apart, drift with the machine). Accuracy is the test accuracy of the exported .tflite file;
+every model's batch-normalization statistics are recomputed on 512 training images first
+(`tfprune.recalibrate_batch_norm`; `prune_to_budget` does so itself), so no way is scored with stale ones. The
+closing lines give the cost table's prediction error on random widths (multiples of `--round-to`), with the
+dense model's drift timed beside each sample.
 Usage: python benchmarks/budget.py [--quick] [--width 1.0] [--epochs 3] [--round-to 8] [--models resnet20]
        [--budgets 0.5,0.25] [--seeds 0,1,2] [--out benchmarks/results]  (writes budget_<models>.json; with
        several seeds, a summary of mean and sd per way)
@@ -24,6 +26,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from cost_predictor import error_summary  # noqa: E402  (this folder: scripts run as `python benchmarks/...`)
 
 import tfprune  # noqa: E402
 from tfprune import costs  # noqa: E402
@@ -46,10 +49,22 @@ def compile_adam(model):
 
 
 def test_accuracy(model, test, scratch, name):
-    """Accuracy of the model's exported .tflite file in LiteRT, and that file's measured latency."""
+    """Accuracy of the model's exported .tflite file in LiteRT, that file's measured latency, and its path."""
     path = save(model, scratch, formats=("tflite",), name=name)["artifacts"]["tflite"]["path"]
     labels = predict(path, test[0], backend="litert").argmax(-1)
-    return float(np.mean(labels == test[1])), costs.measure(model, RUNTIME, path=path)
+    return float(np.mean(labels == test[1])), costs.measure(model, RUNTIME, path=path), path
+
+
+def time_interleaved(rows, files, passes=3):
+    """Time the three ways' files in turn, `passes` times, and give each row the median as ``latency_ms`` (its
+    first timing stays as ``latency_ms_alone``): the machine's drift over the minutes between the first timings
+    then moves all three alike, so "as fast as (a)" compares like with like."""
+    timings = [[] for _ in files]
+    for _ in range(passes):
+        for timing, (model, path) in zip(timings, files):
+            timing.append(costs.measure(model, RUNTIME, path=path))
+    for row, timing in zip(rows, timings):
+        row.update(latency_ms_alone=row["latency_ms"], latency_ms=float(np.median(timing)))
 
 
 def uniform(dense, target, train, epochs, round_to, batch_size):
@@ -109,8 +124,7 @@ def main():
             # the runs' table, from the cache (a model built anew would get other layer names, so another key)
             table = costs.CostTable.build(dense, RUNTIME, round_to=args.round_to)
             samples = costs.predictor_error(dense, table, RUNTIME, samples=6, round_to=args.round_to)
-            errors[name] = {"mean_abs": float(np.mean([abs(s["error"]) for s in samples])),
-                            "max_abs": float(np.max([abs(s["error"]) for s in samples])), "samples": samples}
+            errors[name] = {**error_summary(samples), "samples": samples}
             write(args, rows, errors)
 
 
@@ -122,7 +136,7 @@ def run_seed(args, name, build, seed, train, validation, test, scratch, rows):
     dense = compile_adam(build(1.0))
     dense.fit(*train, epochs=args.epochs, batch_size=batch_size, verbose=0)
     tfprune.recalibrate_batch_norm(dense, train[0][:512])
-    dense_accuracy, dense_ms = test_accuracy(dense, test, scratch, f"{name}_dense")
+    dense_accuracy, dense_ms, _ = test_accuracy(dense, test, scratch, f"{name}_dense")
     rows.append({"model": name, "budget": "dense", "method": "dense", "latency_ms": dense_ms,
                  "accuracy": dense_accuracy, "epochs": args.epochs, "setting": "", "seed": seed})
     for fraction in map(float, args.budgets.split(",")):
@@ -141,20 +155,22 @@ def run_seed(args, name, build, seed, train, validation, test, scratch, rows):
             continue
         seconds = time.perf_counter() - started
         epochs = result.report["rounds"] + 1 + args.final_epochs  # round 0 fine-tunes too
-        accuracy, ms = test_accuracy(result.model, test, scratch, f"{name}{fraction}_budget")
+        accuracy, ms, budget_file = test_accuracy(result.model, test, scratch, f"{name}{fraction}_budget")
         rows.append({"model": name, "budget": label, "method": "prune_to_budget", "latency_ms": ms,
                      "accuracy": accuracy, "epochs": epochs, "setting": result.report["widths"],
                      "rounds": result.report["rounds"], "seconds": seconds, "seed": seed})
         target = min(target, ms)  # (b) and (c) as fast as (a), or as the budget (a) missed
         small, sparsity = uniform(dense, target, train, epochs, round_to, batch_size)
-        accuracy, ms = test_accuracy(small, test, scratch, f"{name}{fraction}_uniform")
+        accuracy, ms, uniform_file = test_accuracy(small, test, scratch, f"{name}{fraction}_uniform")
         rows.append({"model": name, "budget": label, "method": "uniform prune_units", "latency_ms": ms,
                      "accuracy": accuracy, "epochs": epochs, "setting": f"sparsity {sparsity:.2f}", "seed": seed})
         scratch_model, factor = narrow(build, target, train, args.epochs + epochs, batch_size)
-        accuracy, ms = test_accuracy(scratch_model, test, scratch, f"{name}{fraction}_narrow")
+        accuracy, ms, narrow_file = test_accuracy(scratch_model, test, scratch, f"{name}{fraction}_narrow")
         rows.append({"model": name, "budget": label, "method": "narrow from scratch", "latency_ms": ms,
                      "accuracy": accuracy, "epochs": args.epochs + epochs, "setting": f"width x{factor:.3f}",
                      "seed": seed})
+        time_interleaved(rows[-3:], [(result.model, budget_file), (small, uniform_file),
+                                     (scratch_model, narrow_file)])
     return dense
 
 
@@ -175,16 +191,16 @@ def summarize(rows):
 def write(args, rows, errors):
     print("LiteRT batch 1, 1 thread; accuracy of the exported .tflite on 1,000 MNIST test images"
           + (" (quick: a smoke run)" if args.quick else ""))
-    print(format_table(rows, columns=["model", "seed", "budget", "method", "latency_ms", "accuracy", "epochs",
-                                      "setting"]))
+    print(format_table(rows, columns=["model", "seed", "budget", "method", "latency_ms", "latency_ms_alone",
+                                      "accuracy", "epochs", "setting"]))
     summary = summarize(rows)
     if len(args.seeds.split(",")) > 1:
         print(format_table(summary, columns=["model", "budget", "method", "seeds", "accuracy_mean", "accuracy_sd",
                                              "latency_ms_mean"]))
     for name, error in errors.items():
         print(f"{name}: cost-table prediction error on 6 random widths (multiples of {args.round_to}): "
-              f"mean |error| {error['mean_abs']:.1%}, "
-              f"max {error['max_abs']:.1%}")
+              f"mean |error| {error['mean_abs_error']:.1%}, max {error['max_abs_error']:.1%}; the dense model "
+              f"timed beside them drifted up to {error['max_abs_drift']:.1%} from the table's figure")
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"budget_{args.models.replace(',', '_')}.json")
     with open(path, "w", encoding="utf-8") as handle:

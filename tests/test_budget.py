@@ -121,6 +121,16 @@ def test_cost_model_predicts_macs_of_joint_cuts(lenet):
     table = costs.CostTable.build(lenet, macs, cache_dir=False)
     rows = costs.predictor_error(lenet, table, macs, samples=3)
     assert max(abs(row["error"]) for row in rows) < 0.02  # MACs are bilinear in neighbouring widths
+    assert all(row["drift"] == 0 and row["reference"] == table.measured_cost({}) for row in rows)
+
+
+def test_predictor_error_shows_how_far_the_machine_drifted_since_the_table(lenet, monkeypatch):
+    macs = costs.Runtime("macs")
+    table = costs.CostTable.build(lenet, macs, cache_dir=False)
+    true_measure = costs.measure
+    monkeypatch.setattr(costs, "measure", lambda model, runtime, path=None: 1.3 * true_measure(model, runtime, path))
+    rows = costs.predictor_error(lenet, table, macs, samples=3)  # as if the machine ran 30% slower since
+    assert all(row["error"] < -0.2 and row["drift"] == pytest.approx(0.3) for row in rows)
 
 
 def test_sensitivity_rows_per_group_and_ratio(tmp_path, lenet, images):

@@ -17,7 +17,7 @@ LeNet-5 with every group cut to a quarter: the savings of neighbours overlap. Wh
 time per MAC is constant within a layer, so LiteRT's blocks of 8 channels (a width just above a multiple of 8
 costs like the next multiple) and cache effects are averaged away. `predictor_error` measures how far off it
 is on random widths; `tfprune.prune_to_budget` uses the table only to propose cuts, measures every proposal
-and every model it keeps, and adds those measurements to the table (`CostTable.cost`).
+(adding the measurement to the table, `CostTable.cost`) and, afresh, every model it keeps.
 """
 import hashlib
 import json
@@ -504,7 +504,10 @@ def _point(widths):
 def predictor_error(model, table, runtime, samples=5, seed=1, exclude=(), round_to=1):
     """How far `table`'s predictions are from measurements: random widths (each group's width drawn among the
     multiples of `round_to` between a tenth of its channels and all of them, the widths a pruner with that
-    `round_to` may choose), each model shrunk and measured.
+    `round_to` may choose), each model shrunk and measured, and the whole model measured again beside it.
+
+    Why the whole model again: a machine's timings drift (a shared VM's by 5-28% between a table's timing and
+    another), and an error no larger than the drift of a point the table holds cannot be told from it.
 
     Args:
       model: the model the table was built for.
@@ -516,18 +519,22 @@ def predictor_error(model, table, runtime, samples=5, seed=1, exclude=(), round_
       round_to: widths are multiples of this where possible (1: any width).
 
     Returns:
-      one dict per sample: ``widths``, ``predicted``, ``measured`` and ``error`` (predicted / measured - 1).
+      one dict per sample: ``widths``, ``predicted``, ``measured``, ``error`` (predicted / measured - 1),
+      ``reference`` (the whole model measured right after) and ``drift`` (reference / the table's figure for
+      the whole model - 1).
 
     Raises:
       ValueError: `samples` or `round_to` is not a positive integer.
     """
     check_int(round_to, "round_to", "predictor_error", 1)
     rng = np.random.default_rng(seed)
+    whole = table.cost(model, runtime, {}, exclude)
     rows = []
     for _ in range(check_int(samples, "samples", "predictor_error", 1)):
         chosen = random_widths(table.sizes, rng, round_to)
         predicted = table.predict(chosen)
         measured = measure(cut(model, chosen, exclude=exclude), runtime)
+        reference = measure(model, runtime)
         rows.append({"widths": chosen, "predicted": predicted, "measured": measured,
-                     "error": predicted / measured - 1.0})
+                     "error": predicted / measured - 1.0, "reference": reference, "drift": reference / whole - 1.0})
     return rows

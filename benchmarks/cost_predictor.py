@@ -5,8 +5,8 @@ cost table (LiteRT batch 1, one thread, cached on disk like any table), then dra
 measure, and compare with the prediction. Two draws per model: widths that are multiples of `--round-to`
 (what `prune_to_budget` chooses with that setting) and any widths. Beside each sample the dense model is timed
 again: its drift since the table measured it is the machine's own noise, and a single error no larger cannot
-be blamed on the table.
-Weights do not change latency, so the models are untrained. Writes a table and JSON (with every sample) to --out.
+be blamed on the table. Weights do not change latency, so the models are untrained. Writes a table and JSON
+(with every sample) to --out.
 Usage: python benchmarks/cost_predictor.py [--models vgg11,resnet20,mobilenetv2] [--samples 8] [--round-to 8]
 """
 import argparse

@@ -84,10 +84,10 @@ def sensitivity(model, data, ratios=(0.25, 0.5, 0.75), criterion="l2", metric="l
     groups = _groups_by_name(model, exclude, "sensitivity")
     if calibration is not None:
         check_examples(calibration, "calibration", "sensitivity")
-    if calibration is not None and not statistics_layers(model):
-        warnings.warn(f"sensitivity: model '{model.name}' has no trainable batch normalization; `calibration` "
-                      "changes nothing (leave it out).", UserWarning, stacklevel=2)
-        calibration = None
+        if not statistics_layers(model):
+            warnings.warn(f"sensitivity: model '{model.name}' has no trainable batch normalization; `calibration` "
+                          "changes nothing (leave it out).", UserWarning, stacklevel=2)
+            calibration = None
     kept = {name: {ratio: int(kept_count(group.size, ratio, round_to)) for ratio in ratios}
             for name, group in groups.items()}
     settings = None if metric is None else Runtime(metric, runtime, threads, batch_size)

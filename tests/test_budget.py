@@ -108,6 +108,19 @@ def test_cost_table_is_cached_and_invalidated_by_its_key(tmp_path, lenet, capsys
     assert set(stored) == {"format", "key", "points"}
 
 
+def test_a_cached_table_far_from_a_fresh_reference_is_measured_afresh(tmp_path, lenet, capsys):
+    size = costs.Runtime("bytes", "litert")
+    table = costs.CostTable.build(lenet, size, fractions=(0.5,), cache_dir=tmp_path, random_settings=0)
+    whole = table.measured_cost({})
+    near = costs.CostTable.build(lenet, size, fractions=(0.5,), cache_dir=tmp_path, random_settings=0,
+                                 reference=1.1 * whole)
+    assert near.measured == 0  # within the machine's noise: the cache stands
+    drifted = costs.CostTable.build(lenet, size, fractions=(0.5,), cache_dir=tmp_path, random_settings=0,
+                                    reference=1.3 * whole, verbose=1)  # as if the machine ran 30% slower now
+    assert drifted.measured == len(drifted.points) == len(table.points)
+    assert "is -23% from the one just measured" in capsys.readouterr().out
+
+
 def test_measure_on_each_runtime(lenet):
     assert costs.measure(lenet, costs.Runtime("latency_ms", "keras", repeats=3)) > 0
     tflite, keras_file = (costs.measure(lenet, costs.Runtime("bytes", runtime)) for runtime in ("litert", "keras"))

@@ -215,7 +215,8 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
       threads: LiteRT threads for latency.
       latency_batch_size: the timed batch (default 1 for LiteRT, 32 for Keras).
       exclude: layer names whose groups stay whole.
-      cache_dir: where the cost table is cached (see `tfprune.CostTable.build`), with every proposal measured.
+      cache_dir: where the cost table is cached (see `tfprune.CostTable.build`), with every proposal measured;
+        a cached table more than 15% from the model's fresh timing is measured afresh.
       seed: seeds the loop's rounds and the proposals' fine-tune batches.
       verbose: 1 shows the loop's progress bar and prints the rounds and the report; 0 is silent (the message
         of a budget already met is a warning either way).
@@ -275,7 +276,7 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
                          f"{_widths_text(floor)}) measures {smallest:.4g}, the model {dense:.4g}. Raise the budget "
                          "or `max_pruning_ratio`, or exclude fewer layers.")
     table = CostTable.build(source, settings, fractions, round_to, {name: [width] for name, width in floor.items()},
-                            exclude, cache_dir, verbose)
+                            exclude, cache_dir, reference=dense, verbose=verbose)
     given_step = step  # the run's setting; a default step follows the (noisy) measurement of each call
     step = (dense - target) / 4 if step is None else step
 

@@ -53,6 +53,7 @@ _TABLE_FORMAT = 1
 # one timing of a sub-millisecond model is now and then 10-15% off the others (measured: 1 in 8 on a 2-core
 # machine). Timing the interpreters round robin instead read 4% slow: they evict each other from the caches.
 _TIMINGS = 5
+_STALE = 0.15  # a cached whole-model cost this far from a fresh one is stale (single timings here vary ~10%)
 
 
 class Runtime:
@@ -347,7 +348,7 @@ class CostTable:
 
     @classmethod
     def build(cls, model, runtime, fractions=(0.75, 0.5, 0.25, 0.1), round_to=1, counts=None, exclude=(),
-              cache_dir=None, random_settings=8, verbose=0):
+              cache_dir=None, random_settings=8, reference=None, verbose=0):
         """Measure (or read from the cache) the costs the table needs.
 
         Args:
@@ -361,6 +362,9 @@ class CostTable:
             False keeps nothing on disk.
           random_settings: how many random widths (`random_widths`, seed 0) to measure as well: every group cut
             at once by different amounts, which the points above alone leave to guesswork.
+          reference: the whole model's cost measured just now, if the caller has it: a cached table whose figure
+            for the whole model is more than 15% from it was measured while the machine ran at another speed
+            (a VM's did by 23% within hours), so it is measured afresh.
           verbose: 1 prints a line per cost measured (a table of a large model takes minutes).
 
         Returns:
@@ -384,6 +388,12 @@ class CostTable:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
         path = None if cache_dir is False else os.path.join(cache_dir or _default_cache_dir(), f"{digest}.json")
         table = cls(key, sizes, _scaling(model, groups), cls._load(path, key), path)
+        cached = table.measured_cost({})
+        if reference is not None and cached is not None and abs(cached / reference - 1) > _STALE:
+            if verbose:
+                print(f"cost table: the cached whole-model cost {cached:.4g} is {cached / reference - 1:+.0%} from "
+                      f"the one just measured ({reference:.4g}); measuring the table afresh", flush=True)
+            table.points = {}
         wanted = [{}]
         for name, size in sizes.items():
             wanted += [{name: width} for width in _candidate_counts(size, fractions, round_to)

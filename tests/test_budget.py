@@ -8,7 +8,7 @@ import pytest
 
 import tfprune
 from tfprune import costs
-from tfprune.budget import uniform_cut
+from tfprune.budget import _proposals, uniform_cut
 from tfprune._keras import flavor_of, keras, set_random_seed, tf
 
 pytest.importorskip("ai_edge_litert")
@@ -64,6 +64,23 @@ def test_uniform_cut_is_the_smallest_common_fraction_that_saves():
     assert uniform_cut(current, floor, 8, lambda cut: sum(cut.values()) <= 80) == {"a": 48, "b": 24}
     assert uniform_cut(current, floor, 1, lambda cut: sum(cut.values()) <= 100) == {"a": 61, "b": 31}
     assert uniform_cut(current, floor, 8, lambda cut: False) == {}
+
+
+class _SumOfWidths:
+    """A cost table whose cost is the sum of the widths: a toy for the proposals' arithmetic."""
+
+    def predict(self, cut_widths):
+        return float(sum(cut_widths.values()))
+
+
+def test_proposals_save_the_full_step_together_when_no_single_group_can():
+    current, floor = {"a": 32, "b": 32, "c": 32}, {"a": 8, "b": 8, "c": 8}
+    proposals, wanted = _proposals(_SumOfWidths(), current, floor, 8, 16)
+    assert wanted == 16 and {"a": 16} in proposals and {"a": 24, "b": 24, "c": 24} in proposals
+    proposals, wanted = _proposals(_SumOfWidths(), current, floor, 8, 40)  # one group saves at most 24
+    assert (proposals, wanted) == ([{"a": 16, "b": 16, "c": 16}], 40)
+    proposals, wanted = _proposals(_SumOfWidths(), current, floor, 8, 80)  # even the floors save only 72
+    assert wanted == 12 and {"a": 16} in proposals
 
 
 def test_masks_keep_the_best_channels_and_never_revive_one(lenet):

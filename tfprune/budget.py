@@ -173,9 +173,9 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
     """Shrink `model` until its cost on `runtime` meets `budget`, round by round (NetAdapt), fine-tune, export and
     measure the file. Resumes from `directory`.
 
-    Each round: the cost table predicts, for every channel group, the widest width that saves ``step`` (if no
-    group's cut does, the step shrinks to half of what the best group's cut saves), and the smallest common
-    fraction of all groups that saves as much. Each proposal is measured and the measurement added to the
+    Each round: the cost table predicts, for every channel group, the widest width that saves ``step``, and the
+    smallest common fraction of all groups that saves as much (when no single group's cut saves the step, that
+    common fraction is the round's one proposal). Each proposal is measured and the measurement added to the
     table; those measured to save at least half the step (if none does, the table proposes again from its
     corrected fit) keep their groups' best channels by `criterion`, are fine-tuned `proposal_steps` batches,
     have their batch-normalization statistics recomputed on up to 512 training examples and are evaluated on
@@ -349,9 +349,11 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
 def _proposals(table, current, floor, round_to, wanted):
     """The cuts the table predicts to save `wanted` from `current` widths, and the saving they aim at: per group,
     its widest such width, and every group cut by one common fraction (`uniform_cut`). When no single group can
-    save `wanted`, they aim at half of what the best one can (proposing every group at its narrowest instead let
-    the proposal that saves least win on accuracy, round after round); when the table predicts no saving at
-    all, every group's narrowest width is proposed."""
+    save `wanted`, the common fraction is the one proposal: halving the aim instead (to what one group can save)
+    shrank it round after round on ResNet-20 (0.10 ms, then 0.03, 0.02, ... 0.005), and 12 rounds missed a budget
+    10 full steps meet; proposing each group at its narrowest let the proposal saving least win on accuracy.
+    Only when the table predicts even the narrowest model short of `wanted` do they aim at half of what the
+    best group saves; when it predicts no saving at all, every group's narrowest width is proposed."""
     predicted = table.predict(current)
     allowed = {name: [w for w in range(floor[name], width) if w % round_to == 0 or w == floor[name]]
                for name, width in current.items() if width > floor[name]}
@@ -359,14 +361,18 @@ def _proposals(table, current, floor, round_to, wanted):
                default=0.0)
     if most <= 0:
         return [{name: min(widths)} for name, widths in allowed.items()], wanted
-    wanted = wanted if most >= wanted else most / 2
 
-    def saves(cut_widths):
-        return table.predict(cut_widths) <= predicted - wanted
+    def saves(cut_widths, aim):
+        return table.predict(cut_widths) <= predicted - aim
 
+    if most < wanted:
+        uniform = uniform_cut(current, floor, round_to, lambda cut_widths: saves(cut_widths, wanted))
+        if uniform:
+            return [uniform], wanted
+        wanted = most / 2
     proposals = [{name: max(saving)} for name, widths in allowed.items()
-                 if (saving := [w for w in widths if saves({**current, name: w})])]
-    uniform = uniform_cut(current, floor, round_to, saves)
+                 if (saving := [w for w in widths if saves({**current, name: w}, wanted)])]
+    uniform = uniform_cut(current, floor, round_to, lambda cut_widths: saves(cut_widths, wanted))
     return proposals + ([uniform] if len(uniform) > 1 else []), wanted  # one group: already proposed alone
 
 

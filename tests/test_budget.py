@@ -8,7 +8,7 @@ import pytest
 
 import tfprune
 from tfprune import costs
-from tfprune.budget import _proposals, uniform_cut
+from tfprune.budget import _near_step, _proposals, uniform_cut
 from tfprune._keras import flavor_of, keras, set_random_seed, tf
 
 pytest.importorskip("ai_edge_litert")
@@ -81,6 +81,13 @@ def test_proposals_save_the_full_step_together_when_no_single_group_can():
     assert (proposals, wanted) == ([{"a": 16, "b": 16, "c": 16}], 40)
     proposals, wanted = _proposals(_SumOfWidths(), current, floor, 8, 80)  # even the floors save only 72
     assert wanted == 12 and {"a": 16} in proposals
+
+
+def test_a_proposal_saving_far_more_than_the_step_is_passed_over():
+    proposals = [{"a": 8}, {"b": 8}, {"c": 8}]
+    assert _near_step(proposals, [0.04, 0.4, 0.12], 0.1, last_try=False) == [{"c": 8}]
+    assert _near_step(proposals, [0.02, 0.4, 0.01], 0.1, last_try=False) == []
+    assert _near_step(proposals, [0.02, 0.4, -0.1], 0.1, last_try=True) == [{"a": 8}]  # 5x short, 4x over
 
 
 def test_masks_keep_the_best_channels_and_never_revive_one(lenet):

@@ -6,9 +6,9 @@ on small, overhead-bound layers. `prune_to_budget` therefore measures: a `tfprun
 the target runtime proposes, for every channel group, the width that saves one step of the budget, and one
 common fraction of every group that saves as much; each proposal is measured (the table learns the
 measurement), those that save about the step are masked, briefly fine-tuned and evaluated, and the most
-accurate one is kept; the round's model is then fine-tuned, shrunk and measured, and rounds repeat until the measurement
-meets the budget. A last, longer fine-tune runs on the shrunk model, which is exported and measured once more
-as a file: the report states that measurement, never the prediction.
+accurate one is kept; the round's model is then fine-tuned, shrunk and measured, and rounds repeat until the
+measurement meets the budget. A last, longer fine-tune runs on the shrunk model, which is exported and
+measured once more as a file: the report states that measurement, never the prediction.
 
 The rounds are rounds of `tfprune.iterative_pruning` (``rewind="none"``): the proposals are its pruning step,
 the measurement its `measure` hook and the budget its `stop` rule, so a killed run resumes from its directory
@@ -177,9 +177,9 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
     smallest common fraction of all groups that saves as much (when no single group's cut saves the step, that
     common fraction is the round's one proposal). Each proposal is measured and the measurement added to the
     table; those measured to save between half and three times the step (if none does, the table proposes again
-    from its corrected fit) keep their groups' best channels by `criterion`, are fine-tuned `proposal_steps` batches,
-    have their batch-normalization statistics recomputed on up to 512 training examples and are evaluated on
-    `eval_data`. The most accurate proposal's masks become the round's, and the loop fine-tunes the model
+    from its corrected fit) keep their groups' best channels by `criterion`, are fine-tuned `proposal_steps`
+    batches, have their batch-normalization statistics recomputed on up to 512 training examples and are
+    evaluated on `eval_data`. The most accurate proposal's masks become the round's, and the loop fine-tunes the model
     `epochs` epochs, shrinks it and measures it afresh (the loop also runs one proposal step on the given model
     before any training, so a step that cannot run fails early). Rounds stop when that measurement meets the
     budget, or after `max_rounds`. Then the shrunk model is fine-tuned `final_epochs` epochs and written to
@@ -296,10 +296,9 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
         """NetAdapt's step, with every proposal measured: those measured to save between half and three times the
         wanted step (timing noise) are fine-tuned briefly and the most accurate one wins. The table learns each
         measurement, so when none does it proposes again from the corrected fit (twice at most), and then the
-        proposal whose saving is nearest the step (as a ratio) is taken. The upper bound: ResNet-20's uniform
-        proposal predicted to save 0.09 ms saved 0.36 ms (LiteRT's cost falls in cliffs), and the run landed at
-        half its budget, less accurate. Proposals trusted from the table alone were ResNet-20's
-        undoing: widths off multiples of 8 predicted to save a step saved a third of it on LiteRT."""
+        proposal whose saving is nearest the step (as a ratio) is taken (`_near_step`). Proposals trusted from
+        the table alone were ResNet-20's undoing: widths off multiples of 8 predicted to save a step saved a
+        third of it on LiteRT."""
         current = widths(network, groups.values())
         now = cost(current)
         for attempt in range(3):
@@ -362,23 +361,25 @@ def _proposals(table, current, floor, round_to, wanted):
     if most <= 0:
         return [{name: min(widths)} for name, widths in allowed.items()], wanted
 
-    def saves(cut_widths, aim):
-        return table.predict(cut_widths) <= predicted - aim
+    def saves(aim):
+        return lambda cut_widths: table.predict(cut_widths) <= predicted - aim
 
     if most < wanted:
-        uniform = uniform_cut(current, floor, round_to, lambda cut_widths: saves(cut_widths, wanted))
+        uniform = uniform_cut(current, floor, round_to, saves(wanted))
         if uniform:
             return [uniform], wanted
         wanted = most / 2
     proposals = [{name: max(saving)} for name, widths in allowed.items()
-                 if (saving := [w for w in widths if saves({**current, name: w}, wanted)])]
-    uniform = uniform_cut(current, floor, round_to, lambda cut_widths: saves(cut_widths, wanted))
+                 if (saving := [w for w in widths if saves(wanted)({**current, name: w})])]
+    uniform = uniform_cut(current, floor, round_to, saves(wanted))
     return proposals + ([uniform] if len(uniform) > 1 else []), wanted  # one group: already proposed alone
 
 
 def _near_step(proposals, savings, wanted, last_try):
     """The proposals measured to save between half and three times `wanted` (timing noise either way); on the
-    last try, if none does, the one whose saving is nearest `wanted` as a ratio."""
+    last try, if none does, the one whose saving is nearest `wanted` as a ratio. Why an upper bound: ResNet-20's
+    uniform proposal predicted to save 0.09 ms saved 0.36 ms (LiteRT's cost falls in cliffs), and the run
+    landed at half its budget, less accurate."""
     near = [proposal for proposal, saving in zip(proposals, savings) if wanted / 2 <= saving <= 3 * wanted]
     if near or not last_try:
         return near

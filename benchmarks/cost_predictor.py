@@ -4,8 +4,9 @@ For VGG-11 and ResNet-20 (28x28x1 inputs) and MobileNetV2 (alpha 0.35, 96x96x3; 
 cost table (LiteRT batch 1, one thread, cached on disk like any table), then draw random widths, shrink,
 measure, and compare with the prediction. Two draws per model: widths that are multiples of `--round-to`
 (what `prune_to_budget` chooses with that setting) and any widths. Beside each sample the dense model is timed
-again: its drift since the table measured it is the machine's own noise, and a single error no larger cannot
-be blamed on the table. Weights do not change latency, so the models are untrained. Writes a table and JSON
+again, in turn with it (three passes, medians): its drift since the table measured it is the machine's own,
+and the relative error (predicted over measured fraction of the whole model) is the table's with that drift
+divided out. Weights do not change latency, so the models are untrained. Writes a table and JSON
 (with every sample) to --out.
 Usage: python benchmarks/cost_predictor.py [--models vgg11,resnet20,mobilenetv2] [--samples 8] [--round-to 8]
 """
@@ -54,17 +55,20 @@ def main():
 
 
 def error_summary(samples):
-    """Mean and largest |error|, the bias, and the largest drift of the dense model timed beside the samples
-    (errors within it cannot be told from the machine's noise)."""
+    """Mean and largest |error|, the bias, the largest drift of the dense model timed beside the samples, and the
+    mean and largest |relative error| (the fit's own, with the machine's drift divided out)."""
     errors = np.array([sample["error"] for sample in samples])
+    relative = np.abs([sample["relative_error"] for sample in samples])
     return {"mean_abs_error": float(np.mean(np.abs(errors))), "max_abs_error": float(np.max(np.abs(errors))),
-            "bias": float(np.mean(errors)), "max_abs_drift": float(np.max(np.abs([s["drift"] for s in samples])))}
+            "bias": float(np.mean(errors)), "max_abs_drift": float(np.max(np.abs([s["drift"] for s in samples]))),
+            "mean_abs_relative": float(np.mean(relative)), "max_abs_relative": float(np.max(relative))}
 
 
 def write(args, rows, details):
     print("LiteRT batch 1, one thread: cost-table predictions vs measured latency of the shrunk models")
     print(format_table(rows, columns=["model", "groups", "points", "widths", "dense_ms", "mean_abs_error",
-                                      "max_abs_error", "bias", "max_abs_drift"]))
+                                      "max_abs_error", "bias", "max_abs_drift", "mean_abs_relative",
+                                      "max_abs_relative"]))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "cost_predictor.json")
     with open(path, "w", encoding="utf-8") as handle:

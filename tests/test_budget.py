@@ -168,6 +168,7 @@ def test_predictor_error_shows_how_far_the_machine_drifted_since_the_table(lenet
     monkeypatch.setattr(costs, "measure", lambda model, runtime, path=None: 1.3 * true_measure(model, runtime, path))
     rows = costs.predictor_error(lenet, table, macs, samples=3)  # as if the machine ran 30% slower since
     assert all(row["error"] < -0.2 and row["drift"] == pytest.approx(0.3) for row in rows)
+    assert max(abs(row["relative_error"]) for row in rows) < 0.02  # the fit's own error, the drift divided out
 
 
 def test_sensitivity_rows_per_group_and_ratio(tmp_path, lenet, images):

@@ -125,16 +125,26 @@ def measure(model, runtime, path=None):
     """
     if runtime.metric == "macs":
         return float(count_macs(model))
-    if path is None and (runtime.metric == "bytes" or runtime.runtime == "litert"):
+    if path is None and _needs_file(runtime):
         with tempfile.TemporaryDirectory() as scratch:
-            report = save(model, scratch, formats=(runtime.file_format,))
-            return measure(model, runtime, report["artifacts"][runtime.file_format]["path"])
+            return measure(model, runtime, _export(model, runtime, scratch, "model"))
     if runtime.metric == "bytes":
         return float(os.path.getsize(path))
     timings = [latency(path if runtime.runtime == "litert" else model, batch_size=runtime.batch_size,
                        backend=runtime.runtime, threads=runtime.threads if runtime.runtime == "litert" else None,
                        warmup=20, repeats=runtime.repeats)["median_ms"] for _ in range(_TIMINGS)]
     return float(np.median(timings))
+
+
+def _needs_file(runtime):
+    return runtime.metric == "bytes" or (runtime.metric == "latency_ms" and runtime.runtime == "litert")
+
+
+def _export(model, runtime, directory, name):
+    """The path of `model` exported in `runtime`'s format into `directory`, or None where no file is measured."""
+    if not _needs_file(runtime):
+        return None
+    return save(model, directory, formats=(runtime.file_format,), name=name)["artifacts"][runtime.file_format]["path"]
 
 
 # -- cuts --------------------------------------------------------------------------------------------------
@@ -511,13 +521,15 @@ def _point(widths):
     return json.dumps(widths, sort_keys=True)
 
 
-def predictor_error(model, table, runtime, samples=5, seed=1, exclude=(), round_to=1):
+def predictor_error(model, table, runtime, samples=5, seed=1, exclude=(), round_to=1, passes=3):
     """How far `table`'s predictions are from measurements: random widths (each group's width drawn among the
     multiples of `round_to` between a tenth of its channels and all of them, the widths a pruner with that
-    `round_to` may choose), each model shrunk and measured, and the whole model measured again beside it.
+    `round_to` may choose), each model shrunk and measured, and the whole model measured beside it.
 
-    Why the whole model again: a machine's timings drift (a shared VM's by 5-28% between a table's timing and
-    another), and an error no larger than the drift of a point the table holds cannot be told from it.
+    Why the whole model beside it: a machine's timings drift (this project's 2-core VM ran the same file 1.5-2x
+    slower within an hour), so a prediction made from the table's timings is off by the drift as well as by the
+    fit. Timing the shrunk and the whole model in turn, `passes` times, separates the two: ``drift`` is the
+    machine's, ``relative_error`` the fit's (the predicted fraction of the whole against the measured one).
 
     Args:
       model: the model the table was built for.
@@ -527,24 +539,32 @@ def predictor_error(model, table, runtime, samples=5, seed=1, exclude=(), round_
       seed: the random widths' seed (`CostTable.build` draws its own with seed 0: use another one).
       exclude: as given to `CostTable.build`.
       round_to: widths are multiples of this where possible (1: any width).
+      passes: timings of each, in turn (medians are reported).
 
     Returns:
       one dict per sample: ``widths``, ``predicted``, ``measured``, ``error`` (predicted / measured - 1),
-      ``reference`` (the whole model measured right after) and ``drift`` (reference / the table's figure for
-      the whole model - 1).
+      ``reference`` (the whole model timed beside it), ``drift`` (reference / the table's figure for the whole
+      model - 1) and ``relative_error`` ((predicted / table's whole) / (measured / reference) - 1).
 
     Raises:
-      ValueError: `samples` or `round_to` is not a positive integer.
+      ValueError: `samples`, `round_to` or `passes` is not a positive integer.
     """
     check_int(round_to, "round_to", "predictor_error", 1)
+    check_int(passes, "passes", "predictor_error", 1)
     rng = np.random.default_rng(seed)
     whole = table.cost(model, runtime, {}, exclude)
     rows = []
-    for _ in range(check_int(samples, "samples", "predictor_error", 1)):
-        chosen = random_widths(table.sizes, rng, round_to)
-        predicted = table.predict(chosen)
-        measured = measure(cut(model, chosen, exclude=exclude), runtime)
-        reference = measure(model, runtime)
-        rows.append({"widths": chosen, "predicted": predicted, "measured": measured,
-                     "error": predicted / measured - 1.0, "reference": reference, "drift": reference / whole - 1.0})
+    with tempfile.TemporaryDirectory() as scratch:
+        whole_file = _export(model, runtime, scratch, "whole")
+        for index in range(check_int(samples, "samples", "predictor_error", 1)):
+            chosen = random_widths(table.sizes, rng, round_to)
+            small = cut(model, chosen, exclude=exclude)
+            small_file = _export(small, runtime, scratch, f"sample_{index}")
+            timings = [(measure(small, runtime, small_file), measure(model, runtime, whole_file))
+                       for _ in range(passes)]
+            measured, reference = (float(value) for value in np.median(timings, axis=0))
+            predicted = table.predict(chosen)
+            rows.append({"widths": chosen, "predicted": predicted, "measured": measured,
+                         "error": predicted / measured - 1.0, "reference": reference, "drift": reference / whole - 1.0,
+                         "relative_error": (predicted / whole) / (measured / reference) - 1.0})
     return rows

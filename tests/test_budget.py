@@ -8,7 +8,7 @@ import pytest
 
 import tfprune
 from tfprune import costs
-from tfprune.budget import _near_step, _proposals, uniform_cut
+from tfprune.budget import _aim, _near_step, _proposals, uniform_cut
 from tfprune._keras import flavor_of, keras, set_random_seed, tf
 
 pytest.importorskip("ai_edge_litert")
@@ -159,6 +159,12 @@ def test_cost_model_predicts_macs_of_joint_cuts(lenet):
     rows = costs.predictor_error(lenet, table, macs, samples=3)
     assert max(abs(row["error"]) for row in rows) < 0.02  # MACs are bilinear in neighbouring widths
     assert all(row["drift"] == 0 and row["reference"] == table.measured_cost({}) for row in rows)
+
+
+def test_round_aim_is_a_positive_saving():
+    assert _aim(1.0, 0.5, 0.2) == 0.2  # a full step
+    assert _aim(0.55, 0.5, 0.2) == pytest.approx(0.05)  # only the distance left
+    assert _aim(0.49, 0.5, 0.2) == pytest.approx(0.02)  # measured within the budget now: a small cut
 
 
 def test_predictor_error_shows_how_far_the_machine_drifted_since_the_table(lenet, monkeypatch):

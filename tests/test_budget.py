@@ -238,11 +238,14 @@ def test_budget_met_on_litert(tmp_path, images):
     # Full-width LeNet-5: the small one is overhead-bound in LiteRT, and its narrowest widths run slower.
     lenet = compiled(tfprune.models.lenet5())
     lenet.fit(*images[0], epochs=1, batch_size=32, verbose=0)
+    # A budget far from both ends: the VM's timings of one model swing by 40% (CI measured 0.19 ms, then 0.11 ms
+    # in the loop, which returned the model untouched), and the smallest allowed model measures 0.12-0.25 of dense.
     dense = costs.measure(lenet, costs.Runtime("latency_ms", "litert"))
-    result = run(lenet, images, tmp_path, {"latency_ms": 0.6 * dense}, proposal_steps=2, round_to=4)
+    budget = 0.4 * dense
+    result = run(lenet, images, tmp_path, {"latency_ms": budget}, proposal_steps=2, round_to=4)
     report = result.report
-    assert result.rows[-1]["latency_ms"] <= 0.6 * dense  # the loop stops on a measurement
-    assert report["measured"] <= 0.75 * dense  # the exported file, measured again (timings are noisy)
+    assert report["met"] and result.rows[-1]["latency_ms"] <= budget  # the loop stops on a measurement
+    assert report["measured"] <= 1.5 * budget  # the exported file, measured again (timings are noisy)
     assert report["file"].endswith("model.tflite") and os.path.isfile(report["file"])
     assert report["params"] < tfprune.metrics.count_params(lenet)
     assert report["accuracy_after"] > 0.5 and 0 <= report["accuracy_before"] <= 1

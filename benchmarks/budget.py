@@ -7,8 +7,8 @@ of the dense model's LiteRT batch-1 latency (one thread). Three ways, compared a
 smallest (in steps of 5%) whose shrunk model is as fast as (a)'s file, the two timed in turn (if (a) missed
 the budget: within the budget's fraction of the dense file timed beside it), fine-tuned as many epochs as (a)
 trained; (c) the same network built narrow (every width times one factor, the largest in steps of 1/16 as fast
-as that) and trained from scratch as long as the dense model and (a) together. The three files are then timed in turn, three times, and the medians reported (the first
-timings, minutes apart, drift with the machine). Accuracy is the test accuracy of the exported .tflite file;
+as that) and trained from scratch as long as the dense model and (a) together. The three files are then timed
+in turn, three times, and the medians reported (the first timings, minutes apart, drift with the machine). Accuracy is the test accuracy of the exported .tflite file;
 every model's batch-normalization statistics are recomputed on 512 training images first
 (`tfprune.recalibrate_batch_norm`; `prune_to_budget` does so itself), so no way is scored with stale ones. The
 closing lines give the cost table's prediction error on random widths (multiples of `--round-to`), with the
@@ -167,7 +167,8 @@ def run_seed(args, name, build, seed, train, validation, test, scratch, rows):
                      "accuracy": accuracy, "epochs": epochs, "setting": result.report["widths"],
                      "rounds": result.report["rounds"], "seconds": seconds, "seed": seed})
         # (b) and (c) as fast as (a), or as the budget (a) missed
-        fast_enough = as_fast(result.model, budget_file, 1.0) if ms <= target else as_fast(dense, dense_file, fraction)
+        reference = (result.model, budget_file, 1.0) if ms <= target else (dense, dense_file, fraction)
+        fast_enough = as_fast(*reference)
         small, sparsity = uniform(dense, fast_enough, train, epochs, round_to, batch_size)
         accuracy, ms, uniform_file = test_accuracy(small, test, scratch, f"{name}{fraction}_uniform")
         rows.append({"model": name, "budget": label, "method": "uniform prune_units", "latency_ms": ms,

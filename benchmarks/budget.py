@@ -10,9 +10,9 @@ trained; (c) the same network built narrow (every width times one factor, the la
 as that) and trained from scratch as long as the dense model and (a) together. The three files are then timed
 in turn, three times, and the medians reported (the first timings, minutes apart, drift with the machine).
 Accuracy is the test accuracy of the exported .tflite file; every model's batch-normalization statistics are
-recomputed on 512 training images first (`tfprune.recalibrate_batch_norm`; `prune_to_budget` does so itself), so no way is scored with stale ones. The
-closing lines give the cost table's prediction error on random widths (multiples of `--round-to`), with the
-dense model's drift timed beside each sample.
+recomputed on 512 training images first (`tfprune.recalibrate_batch_norm`; `prune_to_budget` does so itself),
+so no way is scored with stale ones. The closing lines give the cost table's prediction error on random widths
+(multiples of `--round-to`), with the dense model's drift timed beside each sample.
 Usage: python benchmarks/budget.py [--quick] [--width 1.0] [--epochs 3] [--round-to 8] [--models resnet20]
        [--budgets 0.5,0.25] [--seeds 0,1,2] [--out benchmarks/results]  (writes budget_<models>.json; with
        several seeds, a summary of mean and sd per way)

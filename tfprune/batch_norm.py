@@ -49,6 +49,7 @@ def recalibrate_batch_norm(model, x, batch_size=32):
     if not layers:
         warnings.warn(f"recalibrate_batch_norm: model '{model.name}' has no trainable batch normalization; "
                       "nothing was recomputed.", UserWarning, stacklevel=2)
+        return 0
     # Each batch is run with momentum 0, which leaves its own statistics in the layer, and they are averaged
     # here: one traced forward pass serves every batch (run eagerly, a ResNet-20 took 3.7 s for 512 examples).
     momenta = [layer.momentum for layer in layers]

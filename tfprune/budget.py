@@ -17,6 +17,7 @@ like IMP. Round 0 fine-tunes the given model as every later round does, so the r
 import dataclasses
 import json
 import os
+import tempfile
 import warnings
 
 import numpy as np
@@ -24,7 +25,8 @@ import numpy as np
 from tfprune._io import atomic_write_file
 from tfprune._keras import check_model, load_model, set_random_seed
 from tfprune.batch_norm import recalibrate_batch_norm, statistics_layers
-from tfprune.costs import METRICS, CostTable, Runtime, _groups_by_name, cut, group_masks, measure, widths
+from tfprune.costs import (METRICS, CostTable, Runtime, _export, _groups_by_name, cut, group_masks, measure,
+                           widths)
 from tfprune.export import _accuracy, save
 from tfprune.lottery import iterative_pruning
 from tfprune.mask import strip, with_masks
@@ -182,8 +184,9 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
     evaluated on `eval_data`. The most accurate proposal's masks become the round's, and the loop fine-tunes the model
     `epochs` epochs, shrinks it and measures it afresh (the loop also runs one proposal step on the given model
     before any training, so a step that cannot run fails early). Rounds stop when that measurement meets the
-    budget, or after `max_rounds`. Then the shrunk model is fine-tuned `final_epochs` epochs and written to
-    ``directory/model.tflite`` (LiteRT) or ``model.keras`` (Keras), and that file is measured. Example:
+    budget (a latency is timed twice, both within it), or after `max_rounds`. Then the shrunk model is fine-tuned
+    `final_epochs` epochs and written to ``directory/model.tflite`` (LiteRT) or ``model.keras`` (Keras), and that
+    file is measured. Example:
     ``prune_to_budget(model, (x, y), (x_val, y_val), {"latency_ms": 0.5}, directory="run")``.
 
     Args:
@@ -285,10 +288,18 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
 
     def measure_round(network):
         """A fresh measurement, not the table's: the table holds the timing that let the round's proposal pass,
-        a draw selected for being low, and the exported file then missed a budget its last round had met."""
+        a draw selected for being low. A latency within the budget is timed once more and the row keeps the
+        slower of the two: the loop stops on the first row within the budget, so a single timing stops it on a
+        low draw, and the exported file then missed a budget its last round had met (ResNet-20: the round
+        0.217 ms, the file 0.253 ms, against 0.225)."""
         current = widths(network, groups.values())
-        return {metric: measure(cut(source, current, exclude=exclude), settings),
-                f"predicted_{metric}": table.predict(current), "widths": _widths_text(current)}
+        small = cut(source, current, exclude=exclude)
+        with tempfile.TemporaryDirectory() as scratch:
+            path = _export(small, settings, scratch, "round")
+            value = measure(small, settings, path)
+            if metric == "latency_ms" and value <= target:
+                value = max(value, measure(small, settings, path))
+        return {metric: value, f"predicted_{metric}": table.predict(current), "widths": _widths_text(current)}
 
     calibration = (x[:512], y[:512])
 

@@ -7,8 +7,9 @@ the target runtime proposes, for every channel group, the width that saves one s
 common fraction of every group that saves as much; each proposal is measured (the table learns the
 measurement), those that save about the step are masked, briefly fine-tuned and evaluated, and the most
 accurate one is kept; the round's model is then fine-tuned, shrunk and measured, and rounds repeat until the
-measurement meets the budget (a latency twice over: the loop stops on a low draw otherwise). A last, longer fine-tune runs on the shrunk model, which is exported and
-measured once more as a file: the report states that measurement, never the prediction.
+measurement meets the budget (a latency must meet it in two timings: with one, the loop stopped on a low draw).
+A last, longer fine-tune runs on the shrunk model, which is exported and measured once more as a file: the
+report states that measurement, never the prediction.
 
 The rounds are rounds of `tfprune.iterative_pruning` (``rewind="none"``): the proposals are its pruning step,
 the measurement its `measure` hook and the budget its `stop` rule, so a killed run resumes from its directory

@@ -58,7 +58,6 @@ def test_setting_up_pruning_on_many_models_does_not_read_as_retracing(caplog):
     assert not [m for m in _tensorflow_messages(caplog) if "retracing" in m]
 
 
-
 def test_recalibrating_many_models_does_not_read_as_retracing(caplog):
     """A sensitivity analysis or budget run recomputes batch-norm statistics on one new model per cut."""
     caplog.set_level(logging.WARNING, logger="tensorflow")
@@ -67,6 +66,7 @@ def test_recalibrating_many_models_does_not_read_as_retracing(caplog):
         model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(units), keras.layers.BatchNormalization()])
         tfprune.recalibrate_batch_norm(model, x, batch_size=4)
     assert not [m for m in _tensorflow_messages(caplog) if "retracing" in m]
+
 
 def test_the_first_pruning_step_runs_when_the_epoch_begins():
     """Keras warns when a batch hook outlasts the batch; the first mask update (the compiled update's first

@@ -12,7 +12,7 @@ in turn, three times, and the medians reported (the first timings, minutes apart
 Accuracy is the test accuracy of the exported .tflite file; every model's batch-normalization statistics are
 recomputed on 512 training images first (`tfprune.recalibrate_batch_norm`; `prune_to_budget` does so itself),
 so no way is scored with stale ones. The closing lines give the cost table's prediction error on random widths
-(multiples of `--round-to`), with the dense model's drift timed beside each sample.
+(multiples of `--round-to`), each scaled by the dense model timed beside it, and that model's drift.
 Usage: python benchmarks/budget.py [--quick] [--width 1.0] [--epochs 3] [--round-to 8] [--models resnet20]
        [--budgets 0.5,0.25] [--seeds 0,1,2] [--out benchmarks/results]  (writes budget_<models>.json; with
        several seeds, a summary of mean and sd per way)
@@ -55,23 +55,23 @@ def test_accuracy(model, test, scratch, name):
     return float(np.mean(labels == test[1])), costs.measure(model, RUNTIME, path=path), path
 
 
-def time_interleaved(rows, files, passes=3):
-    """Time the three ways' files in turn, `passes` times, and give each row the median as ``latency_ms`` (its
-    first timing stays as ``latency_ms_alone``): the machine's drift over the minutes between the first timings
-    then moves all three alike, so "as fast as (a)" compares like with like."""
-    timings = [[] for _ in files]
-    for _ in range(passes):
-        for timing, (model, path) in zip(timings, files):
-            timing.append(costs.measure(model, RUNTIME, path=path))
-    for row, timing in zip(rows, timings):
-        row.update(latency_ms_alone=row["latency_ms"], latency_ms=float(np.median(timing)))
+def time_interleaved(rows, files, passes=15):
+    """Time the three ways' files in turn (`tfprune.costs.measure_in_turn`, `passes` passes) and give each row
+    its median as ``latency_ms`` (its first timing stays as ``latency_ms_alone``): the machine's drift over the
+    minutes between the first timings then moves all three alike, so "as fast as (a)" compares like with like."""
+    medians = costs.measure_in_turn([model for model, _ in files], RUNTIME, [path for _, path in files], passes)
+    for row, median in zip(rows, medians):
+        row.update(latency_ms_alone=row["latency_ms"], latency_ms=median)
 
 
 def as_fast(reference, path, fraction):
     """A test of whether a model runs within `fraction` of the `reference` model's file, the two timed in turn:
     chosen against one earlier timing of (a), (b) and (c) landed up to 37% faster than (a) when the machine
     sped up in between (ResNet-20 at 50%: 0.29 of dense against its 0.46, timed in turn afterwards)."""
-    return lambda model: costs.measure(model, RUNTIME) <= fraction * costs.measure(reference, RUNTIME, path=path)
+    def fast_enough(model):
+        model_ms, reference_ms = costs.measure_in_turn([model, reference], RUNTIME, [None, path])
+        return model_ms <= fraction * reference_ms
+    return fast_enough
 
 
 def uniform(dense, fast_enough, train, epochs, round_to, batch_size):
@@ -210,9 +210,9 @@ def write(args, rows, errors):
                                              "latency_ms_mean"]))
     for name, error in errors.items():
         print(f"{name}: cost-table prediction error on 6 random widths (multiples of {args.round_to}): "
-              f"mean |error| {error['mean_abs_error']:.1%}, max {error['max_abs_error']:.1%}; the dense model "
-              f"timed beside them drifted up to {error['max_abs_drift']:.1%} from the table's figure; with that "
-              f"drift divided out, mean {error['mean_abs_relative']:.1%}, max {error['max_abs_relative']:.1%}")
+              f"mean |error| {error['mean_abs_error']:.1%}, max {error['max_abs_error']:.1%} (each scaled by the "
+              f"dense model timed beside it, which drifted up to {error['max_abs_drift']:.1%} from the table's "
+              "figure)")
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"budget_{args.models.replace(',', '_')}.json")
     with open(path, "w", encoding="utf-8") as handle:

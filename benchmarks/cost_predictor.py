@@ -1,13 +1,12 @@
 """How well a `tfprune.CostTable` predicts the LiteRT latency of pruned models it never measured.
 
 For VGG-11 and ResNet-20 (28x28x1 inputs) and MobileNetV2 (alpha 0.35, 96x96x3; weights=None): build the cost
-table (LiteRT batch 1, one thread, cached on disk like any table, measured afresh when its whole-model figure
-is more than 15% from a timing made now), then draw random widths, shrink, measure, and compare with the
-prediction. Two draws per model: widths that are multiples of `--round-to` (what `prune_to_budget` chooses
-with that setting) and any widths. Beside each sample the dense model is timed again, in turn with it (three
-passes, medians): its drift since the table measured it is the machine's own, and the relative error
-(predicted over measured fraction of the whole model) is the table's with that drift divided out. Weights do
-not change latency, so the models are untrained. Writes a table and JSON (with every sample) to --out.
+table (LiteRT batch 1, one thread, cached on disk like any table: its points are fractions of the whole model),
+then draw random widths, shrink, measure, and compare with the prediction. Two draws per model: widths that are
+multiples of `--round-to` (what `prune_to_budget` chooses with that setting) and any widths. Each sample is
+timed in turn with the dense model (15 passes, medians) and the prediction is the table's fraction times that
+timing of the dense model; the dense model's drift from the table's timing of it is reported beside. Weights
+do not change latency, so the models are untrained. Writes a table and JSON (with every sample) to --out.
 Usage: python benchmarks/cost_predictor.py [--models vgg11,resnet20,mobilenetv2] [--samples 8] [--round-to 8]
 """
 import argparse
@@ -42,36 +41,29 @@ def main():
     for name in args.models.split(","):
         model = MODELS[name]()
         started = time.perf_counter()
-        # The whole model timed now: a cached table more than 15% off it was measured at another machine speed
-        # and is measured afresh (as prune_to_budget does); a stale one put the raw errors at 14-63%.
-        table = costs.CostTable.build(model, RUNTIME, round_to=args.round_to,
-                                      reference=costs.measure(model, RUNTIME))
+        table = costs.CostTable.build(model, RUNTIME, round_to=args.round_to)
         built = time.perf_counter() - started
         details[name] = {"table": table.path, "points": len(table.points), "build_seconds": built, "draws": {}}
         for round_to in (args.round_to, 1):
             samples = costs.predictor_error(model, table, RUNTIME, samples=args.samples, seed=1, round_to=round_to)
             rows.append({"model": name, "groups": len(table.sizes), "points": len(table.points),
                          "widths": f"multiples of {round_to}" if round_to > 1 else "any",
-                         "dense_ms": table.measured_cost({}), **error_summary(samples)})
+                         "dense_ms": table.whole, **error_summary(samples)})
             details[name]["draws"][str(round_to)] = samples
             write(args, rows, details)
 
 
 def error_summary(samples):
-    """Mean and largest |error|, the bias, the largest drift of the dense model timed beside the samples, and the
-    mean and largest |relative error| (the fit's own, with the machine's drift divided out)."""
+    """Mean and largest |error|, the bias, and the largest drift of the dense model timed beside the samples."""
     errors = np.array([sample["error"] for sample in samples])
-    relative = np.abs([sample["relative_error"] for sample in samples])
     return {"mean_abs_error": float(np.mean(np.abs(errors))), "max_abs_error": float(np.max(np.abs(errors))),
-            "bias": float(np.mean(errors)), "max_abs_drift": float(np.max(np.abs([s["drift"] for s in samples]))),
-            "mean_abs_relative": float(np.mean(relative)), "max_abs_relative": float(np.max(relative))}
+            "bias": float(np.mean(errors)), "max_abs_drift": float(np.max(np.abs([s["drift"] for s in samples])))}
 
 
 def write(args, rows, details):
     print("LiteRT batch 1, one thread: cost-table predictions vs measured latency of the shrunk models")
     print(format_table(rows, columns=["model", "groups", "points", "widths", "dense_ms", "mean_abs_error",
-                                      "max_abs_error", "bias", "max_abs_drift", "mean_abs_relative",
-                                      "max_abs_relative"]))
+                                      "max_abs_error", "bias", "max_abs_drift"]))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "cost_predictor.json")
     with open(path, "w", encoding="utf-8") as handle:

@@ -117,7 +117,8 @@ def check(name, build, directory):
         expected = np.asarray(shrunk(x))
         row["max_diff"] = relative_diff(masked(x), expected)
         report = tfprune.export.save(shrunk, directory, formats=("tflite",), name=name)
-        row["tflite_diff"] = relative_diff(expected, predict(report["artifacts"]["tflite"]["path"], x, backend="litert"))
+        litert = predict(report["artifacts"]["tflite"]["path"], x, backend="litert")
+        row["tflite_diff"] = relative_diff(expected, litert)
         passed = row["max_diff"] <= 1e-4 and row["tflite_diff"] <= 1e-3 and row["params_after"] < row["params_before"]
         row["status"] = "pass" if passed else "FAIL: outputs differ or nothing removed"
     except Exception as error:  # a row per model, whatever stops it

@@ -27,7 +27,7 @@ from tfprune._io import atomic_write_file
 from tfprune._keras import check_model, load_model, set_random_seed
 from tfprune.batch_norm import recalibrate_batch_norm, statistics_layers
 from tfprune.costs import (METRICS, CostTable, Runtime, _export, _groups_by_name, cut, group_masks, measure,
-                           widths)
+                           measure_in_turn, widths)
 from tfprune.export import _accuracy, save
 from tfprune.lottery import iterative_pruning
 from tfprune.mask import strip, with_masks
@@ -219,18 +219,19 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
       threads: LiteRT threads for latency.
       latency_batch_size: the timed batch (default 1 for LiteRT, 32 for Keras).
       exclude: layer names whose groups stay whole.
-      cache_dir: where the cost table is cached (see `tfprune.CostTable.build`), with every proposal measured;
-        a cached table more than 15% from the model's fresh timing is measured afresh.
+      cache_dir: where the cost table is cached (see `tfprune.CostTable.build`), with every proposal measured
+        (as fractions of the whole model, which each run times afresh).
       seed: seeds the loop's rounds and the proposals' fine-tune batches.
       verbose: 1 shows the loop's progress bar and prints the rounds and the report; 0 is silent (the message
         of a budget already met is a warning either way).
 
     Returns:
       a `BudgetResult`. Its report holds ``metric``, ``budget``, ``runtime``, ``measured`` (of the exported
-      file), ``predicted`` (the table's figure for the final widths), ``dense`` (the given model's cost),
-      ``distance`` (measured - budget) and ``distance_fraction``, ``met``, ``accuracy_before`` (the given model
-      on `eval_data`), ``accuracy_after`` (the exported file on `eval_data`), ``rounds``, ``widths``, ``file``,
-      ``params``, ``macs`` and ``message``.
+      file), ``predicted`` (the table's figure for the final widths), ``dense`` (the given model's cost at the
+      start), ``dense_now`` (the given model timed in turn with the file), ``distance`` (measured - budget) and
+      ``distance_fraction``, ``met``, ``accuracy_before`` (the given model on `eval_data`), ``accuracy_after``
+      (the exported file on `eval_data`), ``rounds``, ``widths``, ``file``, ``params``, ``macs`` and
+      ``message``.
 
     Raises:
       ValueError: a bad argument, an uncompiled model without `compile_fn`, a model without prunable groups, a
@@ -280,7 +281,7 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
                          f"{_widths_text(floor)}) measures {smallest:.4g}, the model {dense:.4g}. Raise the budget "
                          "or `max_pruning_ratio`, or exclude fewer layers.")
     table = CostTable.build(source, settings, fractions, round_to, {name: [width] for name, width in floor.items()},
-                            exclude, cache_dir, reference=dense, verbose=verbose)
+                            exclude, cache_dir, verbose=verbose)
     given_step = step  # the run's setting; a default step follows the (noisy) measurement of each call
     step = (dense - target) / 4 if step is None else step
 
@@ -358,7 +359,7 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
         verbose=verbose)
     final = {"rounds": len(rows) - 1, "final_epochs": final_epochs, "loop": config}
     report = _finish(trained, rows, final, compile_fn, (x, y), eval_data, settings, table, target, dense,
-                     batch_size, seed, directory, model, verbose)
+                     batch_size, seed, directory, source, verbose)
     if not report["met"]:
         warnings.warn(report["message"], UserWarning, stacklevel=2)
     small = load_model(os.path.join(directory, "model.keras"), compile=False)
@@ -438,9 +439,12 @@ def uniform_cut(current, floor, round_to, saves):
 
 
 def _finish(trained, rows, final, compile_fn, train_data, eval_data, settings, table, target, dense, batch_size,
-            seed, directory, model, verbose):
+            seed, directory, source, verbose):
     """The last fine-tune on the shrunk model, the export and the measured report; skipped when ``report.json``
-    already records this run's ending (a resumed run)."""
+    already records this run's ending (a resumed run). The file is timed in turn with the given model
+    (`source`, stripped), so a file that misses a latency budget says how far the machine's speed moved since
+    the start; a VM's drift (16-85% within an hour here) can put a file its last round measured within the
+    budget over it minutes later."""
     path = os.path.join(directory, REPORT_FILE)
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as handle:
@@ -457,7 +461,7 @@ def _finish(trained, rows, final, compile_fn, train_data, eval_data, settings, t
     formats = tuple(dict.fromkeys((settings.file_format, "keras")))
     exported = save(small, directory, formats=formats, name="model")
     file = exported["artifacts"][settings.file_format]["path"]
-    measured = measure(small, settings, path=file)
+    measured, dense_now = measure_in_turn([small, source], settings, [file, None])
     current = widths(trained, _groups_by_name(trained, final["loop"]["exclude"], _OWNER).values())
     met = measured <= target
     if met:
@@ -468,10 +472,14 @@ def _finish(trained, rows, final, compile_fn, train_data, eval_data, settings, t
     else:
         outcome = f"not met after {final['rounds']} rounds; call again with a larger max_rounds to continue"
     message = f"{metric} {measured:.4g} measured on the exported file, budget {target:.4g}: {outcome}"
+    if not met and metric == "latency_ms":
+        message += (f"; the given model, timed in turn with the file, measured {dense_now:.4g} against {dense:.4g} "
+                    f"at the start ({dense_now / dense - 1:+.0%}: the machine's speed); the file runs at "
+                    f"{measured / dense_now:.0%} of it, the budget was {target / dense:.0%} of it at the start")
     report = {"metric": metric, "budget": target, "runtime": settings.runtime, "measured": measured,
-              "predicted": table.predict(current), "dense": dense, "distance": measured - target,
-              "distance_fraction": measured / target - 1, "met": met,
-              "accuracy_before": _accuracy(model, None, eval_data),
+              "predicted": table.predict(current, whole=dense_now), "dense": dense, "dense_now": dense_now,
+              "distance": measured - target, "distance_fraction": measured / target - 1, "met": met,
+              "accuracy_before": _accuracy(source, None, eval_data),
               "accuracy_after": _accuracy(file, "litert" if settings.runtime == "litert" else None, eval_data),
               "rounds": final["rounds"], "widths": _widths_text(current), "file": file,
               "params": count_params(small), "macs": count_macs(small), "message": message}

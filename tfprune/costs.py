@@ -6,12 +6,13 @@ concatenations) are cut together and reported as one group, named by its first p
 masks (`group_masks`), so "what was cut" is exactly what `tfprune.shrink` removes, and costs are measured on the
 shrunk model: small layers are overhead-bound, so latency follows MACs poorly and is measured, not assumed.
 
-The model of cost behind `CostTable`. For one model on one runtime it measures the whole model, the model
-with each group alone narrowed to each candidate width, every group narrowed at once by each fraction, and a
-few random widths of every group (without them the fit guessed joint cuts 5-11% low on VGG-11 and ResNet-20).
-It then fits ``cost = fixed + sum over layers of c_l * MACs_l(widths) / MACs_l(whole)`` with non-negative
-terms: a layer's MACs follow the widths of the groups its kernel reads and writes, so cutting two neighbouring
-groups interacts as their product, and `fixed` stands for per-call overhead that no cut removes. Adding up
+The model of cost behind `CostTable`. For one model on one runtime it measures the model with each group
+alone narrowed to each candidate width, every group narrowed at once by each fraction, and a few random widths
+of every group (without them the fit guessed joint cuts 5-11% low on VGG-11 and ResNet-20), each as a fraction
+of the whole model timed in turn with it. It then fits ``fraction = fixed + sum over layers of c_l *
+MACs_l(widths) / MACs_l(whole)`` with non-negative terms, and a cost is that fraction times the whole model's
+latest timing. A layer's MACs follow the widths of the groups its kernel reads and writes, so cutting two
+neighbouring groups interacts as their product, and `fixed` stands for per-call overhead that no cut removes. Adding up
 per-group savings measured alone (NetAdapt's lookup) was tried first and predicted negative latencies for
 LeNet-5 with every group cut to a quarter: the savings of neighbours overlap. What the fit still assumes:
 time per MAC is constant within a layer, so LiteRT's blocks of 8 channels (a width just above a multiple of 8
@@ -40,20 +41,19 @@ from tfprune.shrink import shrink
 from tfprune.unit import kept_count, rounded_up
 from tfprune.validation import check_choice, check_int, check_number
 
-__all__ = ["METRICS", "RUNTIMES", "Runtime", "group_name", "widths", "group_masks", "cut", "measure", "CostTable",
-           "random_widths", "predictor_error"]
+__all__ = ["METRICS", "RUNTIMES", "Runtime", "group_name", "widths", "group_masks", "cut", "measure",
+           "measure_in_turn", "CostTable", "random_widths", "predictor_error"]
 
 #: What a budget counts: milliseconds per call, bytes of the exported file, multiply-accumulates per example.
 METRICS = ("latency_ms", "bytes", "macs")
 #: Where latency is measured and which file the size is of: LiteRT (.tflite) or a Keras tf.function (.keras).
 RUNTIMES = ("litert", "keras")
 _FILE_FORMAT = {"litert": "tflite", "keras": "keras"}
-_TABLE_FORMAT = 1
+_TABLE_FORMAT = 2  # points are fractions of the whole model (format 1: absolute costs)
 # Latency is the median of this many timings, one after another, each with its own interpreter (or tf.function):
 # one timing of a sub-millisecond model is now and then 10-15% off the others (measured: 1 in 8 on a 2-core
 # machine). Timing the interpreters round robin instead read 4% slow: they evict each other from the caches.
 _TIMINGS = 5
-_STALE = 0.15  # a cached whole-model cost this far from a fresh one is stale (single timings here vary ~10%)
 
 
 class Runtime:
@@ -123,17 +123,43 @@ def measure(model, runtime, path=None):
     Returns:
       the cost, a float.
     """
+    return measure_in_turn([model], runtime, [path])[0]
+
+
+def measure_in_turn(models, runtime, paths=None, timings=_TIMINGS):
+    """The costs of several models, as `measure`; latencies are timed in turn, one timing of each model per pass,
+    `timings` passes, and each model's median is returned.
+
+    Why in turn: a machine's speed drifts (this project's 2-core VM ran one file 1.5-2x slower within an hour),
+    and models timed in turn drift together, so the ratio of their latencies holds where timings made minutes
+    apart do not (VGG-11 and its half-width cut, timed in turn 12 times: each varied 7-9%, their ratio 4.9%).
+
+    Args:
+      models: plain models of either flavor.
+      runtime: a `Runtime`.
+      paths: each model's exported file in `runtime`'s format, or None where it is to be written.
+      timings: passes over the models (latency only).
+
+    Returns:
+      a list of floats, one per model.
+
+    Raises:
+      ValueError: `timings` is not a positive integer.
+    """
+    check_int(timings, "timings", "measure_in_turn", 1)
+    paths = list(paths or [None] * len(models))
     if runtime.metric == "macs":
-        return float(count_macs(model))
-    if path is None and _needs_file(runtime):
-        with tempfile.TemporaryDirectory() as scratch:
-            return measure(model, runtime, _export(model, runtime, scratch, "model"))
-    if runtime.metric == "bytes":
-        return float(os.path.getsize(path))
-    timings = [latency(path if runtime.runtime == "litert" else model, batch_size=runtime.batch_size,
-                       backend=runtime.runtime, threads=runtime.threads if runtime.runtime == "litert" else None,
-                       warmup=20, repeats=runtime.repeats)["median_ms"] for _ in range(_TIMINGS)]
-    return float(np.median(timings))
+        return [float(count_macs(model)) for model in models]
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = [path or _export(model, runtime, scratch, f"model_{index}")
+                 for index, (model, path) in enumerate(zip(models, paths))]
+        if runtime.metric == "bytes":
+            return [float(os.path.getsize(path)) for path in paths]
+        passes = [[latency(path if runtime.runtime == "litert" else model, batch_size=runtime.batch_size,
+                           backend=runtime.runtime, threads=runtime.threads if runtime.runtime == "litert" else None,
+                           warmup=20, repeats=runtime.repeats)["median_ms"] for model, path in zip(models, paths)]
+                  for _ in range(timings)]
+    return [float(value) for value in np.median(passes, axis=0)]
 
 
 def _needs_file(runtime):
@@ -333,33 +359,41 @@ def _nonnegative_least_squares(features, costs):
 class CostTable:
     """Measured costs of a model with its groups narrowed, cached on disk, and the cost model fitted to them.
 
-    Measured: the whole model; each group alone at each candidate width (the others whole); every group at once
-    at each fraction; and every group at a random width, a few times. The fit (the module docstring says what
-    it assumes): ``cost = fixed + sum over layers of cost_l * MACs_l(widths) / MACs_l``, with non-negative terms;
-    a layer's MACs follow the widths of the groups its kernel reads and writes, so two neighbouring cuts interact
-    as they do in the MACs. The file is named by a digest of `key` (the architecture, the exclusions and
-    `Runtime.key`: metric, runtime, threads, batch, TensorFlow version and machine), so a change to any of them
-    measures afresh; widths asked for later are measured and added to the same file.
+    Measured: each group alone at each candidate width (the others whole); every group at once at each
+    fraction; and every group at a random width, a few times. Each point is stored as a fraction of the whole
+    model's cost, the two timed in turn (`measure_in_turn`), and a cost is that fraction times `whole`, the
+    whole model's latest measurement (made by `build` and again beside every later point). Why fractions: the
+    machine's speed drifts between points, and a table of absolute timings mixed speeds (this project's VM
+    drifted 16-85% within one benchmark); timed in turn, a cut and the whole model drift together. The fit (the
+    module docstring says what it assumes): ``fraction = fixed + sum over layers of c_l * MACs_l(widths) /
+    MACs_l``, with non-negative terms; a layer's MACs follow the widths of the groups its kernel reads and
+    writes, so two neighbouring cuts interact as they do in the MACs. The file is named by a digest of `key` (the
+    architecture, the exclusions and `Runtime.key`: metric, runtime, threads, batch, TensorFlow version and
+    machine), so a change to any of them measures afresh; widths asked for later are measured and added to the
+    same file.
 
-    Made by `build`; ``measured`` counts the costs this object measured (the rest came from the cache).
+    Made by `build`; ``measured`` counts the points this object measured (the rest came from the cache).
 
     Args:
       key: what the measurements depend on (a dict).
       sizes: ``{group name: channels}`` of the whole model.
       scaling: ``(layer MACs, {layer: {group: exponent}})``, how each layer's MACs follow the widths.
-      points: ``{widths as JSON: measured cost}``.
+      points: ``{widths as JSON: cost as a fraction of the whole model's}``.
       path: the cache file, or None.
     """
 
     def __init__(self, key, sizes, scaling, points, path=None):
         self.key, self.sizes, self.points, self.path, self.measured = key, sizes, points, path, 0
+        self.points.setdefault(_point(self.full({})), 1.0)
+        self.whole = None  # the whole model's cost, measured by `build`
         self._macs, self._exponents = scaling
         self._coefficients = None
+        self._scratch = self._whole_path = None  # the whole model's exported file, kept while the table lives
 
     @classmethod
     def build(cls, model, runtime, fractions=(0.75, 0.5, 0.25, 0.1), round_to=1, counts=None, exclude=(),
-              cache_dir=None, random_settings=8, reference=None, verbose=0):
-        """Measure (or read from the cache) the costs the table needs.
+              cache_dir=None, random_settings=8, verbose=0):
+        """Measure (or read from the cache) the costs the table needs, and the whole model now.
 
         Args:
           model: a plain model of either flavor.
@@ -372,9 +406,6 @@ class CostTable:
             False keeps nothing on disk.
           random_settings: how many random widths (`random_widths`, seed 0) to measure as well: every group cut
             at once by different amounts, which the points above alone leave to guesswork.
-          reference: the whole model's cost measured just now, if the caller has it: a cached table whose figure
-            for the whole model is more than 15% from it was measured while the machine ran at another speed
-            (a VM's did by 23% within hours), so it is measured afresh.
           verbose: 1 prints a line per cost measured (a table of a large model takes minutes).
 
         Returns:
@@ -398,13 +429,8 @@ class CostTable:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
         path = None if cache_dir is False else os.path.join(cache_dir or _default_cache_dir(), f"{digest}.json")
         table = cls(key, sizes, _scaling(model, groups), cls._load(path, key), path)
-        cached = table.measured_cost({})
-        if reference is not None and cached is not None and abs(cached / reference - 1) > _STALE:
-            if verbose:
-                print(f"cost table: the cached whole-model cost {cached:.4g} is {cached / reference - 1:+.0%} from "
-                      f"the one just measured ({reference:.4g}); measuring the table afresh", flush=True)
-            table.points = {}
-        wanted = [{}]
+        table.whole = measure(model, runtime, table._whole_file(model, runtime))
+        wanted = []
         for name, size in sizes.items():
             wanted += [{name: width} for width in _candidate_counts(size, fractions, round_to)
                        + sorted((counts or {}).get(name, ())) if width != size]
@@ -422,8 +448,9 @@ class CostTable:
         return table
 
     def cost(self, model, runtime, widths, exclude=()):
-        """The cost at `widths`: the one measured before (by this table or into its cache file), else `model` cut
-        to them is measured now and added, so a pruner's own measurements refine the fit where it prunes.
+        """The cost at `widths`: its fraction measured before (by this table or into its cache file), else `model`
+        cut to them and the whole model are measured now, in turn, and the fraction is added, so a pruner's own
+        measurements refine the fit where it prunes. Either way it is that fraction times `whole`.
 
         Args:
           model: the plain model the table was built for.
@@ -443,10 +470,19 @@ class CostTable:
                              "for; build a table for them with CostTable.build.")
         point = _point(self.full(widths))
         if point not in self.points:
-            self.points[point] = measure(cut(model, widths, exclude=exclude), runtime)
+            narrow, self.whole = measure_in_turn([cut(model, widths, exclude=exclude), model], runtime,
+                                                 [None, self._whole_file(model, runtime)])
+            self.points[point] = narrow / self.whole
             self.measured += 1
             self._save()  # after each measurement, so a killed build keeps what it measured
-        return self.points[point]
+        return self.points[point] * self.whole
+
+    def _whole_file(self, model, runtime):
+        """The whole model exported once for the table's measurements (None where no file is measured)."""
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory()  # removed with the table
+            self._whole_path = _export(model, runtime, self._scratch.name, "whole")
+        return self._whole_path
 
     @staticmethod
     def _load(path, key):
@@ -482,7 +518,7 @@ class CostTable:
         return {name: int(widths.get(name, size)) for name, size in self.sizes.items()}
 
     def measured_cost(self, widths):
-        """The measured cost at `widths`, or None if it was not measured.
+        """The measured cost at `widths` (its fraction times `whole`), or None if it was not measured.
 
         Args:
           widths: ``{group name: channels}``; groups left out are whole.
@@ -490,7 +526,8 @@ class CostTable:
         Returns:
           a float or None.
         """
-        return self.points.get(_point(self.full(widths)))
+        fraction = self.points.get(_point(self.full(widths)))
+        return None if fraction is None else fraction * self.whole
 
     def _features(self, widths):
         ratios = {name: widths[name] / size for name, size in self.sizes.items()}
@@ -498,11 +535,12 @@ class CostTable:
                                         for group, power in self._exponents.get(layer, {}).items()]))
                         for layer in self._macs]
 
-    def predict(self, widths):
-        """The predicted cost at `widths` from the fitted cost model.
+    def predict(self, widths, whole=None):
+        """The predicted cost at `widths`: the fitted fraction of the whole model's cost, times `whole`.
 
         Args:
           widths: ``{group name: channels}``; groups left out are whole.
+          whole: the whole model's cost to scale by, e.g. timed just now; default the table's latest measurement.
 
         Returns:
           the cost, a float.
@@ -511,25 +549,22 @@ class CostTable:
           KeyError: an unknown group.
         """
         if self._coefficients is None:
-            measured = [(json.loads(point), cost) for point, cost in self.points.items()]
+            measured = [(json.loads(point), fraction) for point, fraction in self.points.items()]
             features = np.array([self._features(widths) for widths, _ in measured])
-            self._coefficients = _nonnegative_least_squares(features, np.array([cost for _, cost in measured]))
-        return float(np.dot(self._features(self.full(widths)), self._coefficients))
+            self._coefficients = _nonnegative_least_squares(features, np.array([value for _, value in measured]))
+        fraction = float(np.dot(self._features(self.full(widths)), self._coefficients))
+        return fraction * (self.whole if whole is None else whole)
 
 
 def _point(widths):
     return json.dumps(widths, sort_keys=True)
 
 
-def predictor_error(model, table, runtime, samples=5, seed=1, exclude=(), round_to=1, passes=3):
+def predictor_error(model, table, runtime, samples=5, seed=1, exclude=(), round_to=1, timings=15):
     """How far `table`'s predictions are from measurements: random widths (each group's width drawn among the
     multiples of `round_to` between a tenth of its channels and all of them, the widths a pruner with that
-    `round_to` may choose), each model shrunk and measured, and the whole model measured beside it.
-
-    Why the whole model beside it: a machine's timings drift (this project's 2-core VM ran the same file 1.5-2x
-    slower within an hour), so a prediction made from the table's timings is off by the drift as well as by the
-    fit. Timing the shrunk and the whole model in turn, `passes` times, separates the two: ``drift`` is the
-    machine's, ``relative_error`` the fit's (the predicted fraction of the whole against the measured one).
+    `round_to` may choose), each model shrunk and timed in turn with the whole model, and the prediction scaled
+    by that timing of the whole model, as a pruner scales it by its latest one.
 
     Args:
       model: the model the table was built for.
@@ -539,32 +574,27 @@ def predictor_error(model, table, runtime, samples=5, seed=1, exclude=(), round_
       seed: the random widths' seed (`CostTable.build` draws its own with seed 0: use another one).
       exclude: as given to `CostTable.build`.
       round_to: widths are multiples of this where possible (1: any width).
-      passes: timings of each, in turn (medians are reported).
+      timings: passes of `measure_in_turn` over each sample and the whole model.
 
     Returns:
       one dict per sample: ``widths``, ``predicted``, ``measured``, ``error`` (predicted / measured - 1),
-      ``reference`` (the whole model timed beside it), ``drift`` (reference / the table's figure for the whole
-      model - 1) and ``relative_error`` ((predicted / table's whole) / (measured / reference) - 1).
+      ``reference`` (the whole model timed beside it) and ``drift`` (reference / the table's `whole` when called
+      - 1: how far the machine's speed moved, which the fractions divide out).
 
     Raises:
-      ValueError: `samples`, `round_to` or `passes` is not a positive integer.
+      ValueError: `samples`, `round_to` or `timings` is not a positive integer, or the model, runtime or
+        exclude are not the table's.
     """
     check_int(round_to, "round_to", "predictor_error", 1)
-    check_int(passes, "passes", "predictor_error", 1)
+    check_int(timings, "timings", "predictor_error", 1)
     rng = np.random.default_rng(seed)
     whole = table.cost(model, runtime, {}, exclude)
     rows = []
-    with tempfile.TemporaryDirectory() as scratch:
-        whole_file = _export(model, runtime, scratch, "whole")
-        for index in range(check_int(samples, "samples", "predictor_error", 1)):
-            chosen = random_widths(table.sizes, rng, round_to)
-            small = cut(model, chosen, exclude=exclude)
-            small_file = _export(small, runtime, scratch, f"sample_{index}")
-            timings = [(measure(small, runtime, small_file), measure(model, runtime, whole_file))
-                       for _ in range(passes)]
-            measured, reference = (float(value) for value in np.median(timings, axis=0))
-            predicted = table.predict(chosen)
-            rows.append({"widths": chosen, "predicted": predicted, "measured": measured,
-                         "error": predicted / measured - 1.0, "reference": reference, "drift": reference / whole - 1.0,
-                         "relative_error": (predicted / whole) / (measured / reference) - 1.0})
+    for _ in range(check_int(samples, "samples", "predictor_error", 1)):
+        chosen = random_widths(table.sizes, rng, round_to)
+        measured, reference = measure_in_turn([cut(model, chosen, exclude=exclude), model], runtime,
+                                              [None, table._whole_file(model, runtime)], timings)
+        predicted = table.predict(chosen, whole=reference)
+        rows.append({"widths": chosen, "predicted": predicted, "measured": measured,
+                     "error": predicted / measured - 1.0, "reference": reference, "drift": reference / whole - 1.0})
     return rows

@@ -163,6 +163,8 @@ def test_models_timed_in_turn_are_measured_alike(lenet):
     assert costs.measure_in_turn([lenet, narrow], size) == [costs.measure(lenet, size), costs.measure(narrow, size)]
     with pytest.raises(ValueError, match="timings"):
         costs.measure_in_turn([lenet], keras_ms, timings=0)
+    with pytest.raises(ValueError, match="2 models but 1 paths"):
+        costs.measure_in_turn([lenet, narrow], size, [None])
 
 
 def test_measure_on_each_runtime(lenet):

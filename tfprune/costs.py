@@ -144,10 +144,13 @@ def measure_in_turn(models, runtime, paths=None, timings=_TIMINGS):
       a list of floats, one per model.
 
     Raises:
-      ValueError: `timings` is not a positive integer.
+      ValueError: `timings` is not a positive integer, or `paths` does not give one path (or None) per model.
     """
     check_int(timings, "timings", "measure_in_turn", 1)
     paths = list(paths or [None] * len(models))
+    if len(paths) != len(models):
+        raise ValueError(f"measure_in_turn: {len(models)} models but {len(paths)} paths; give one path (or None) "
+                         "per model.")
     if runtime.metric == "macs":
         return [float(count_macs(model)) for model in models]
     with tempfile.TemporaryDirectory() as scratch:

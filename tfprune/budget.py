@@ -264,7 +264,9 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
     source = strip(model)  # plain layers: what is measured, and what the loop clones in each round's session
     groups = _groups_by_name(source, exclude, _OWNER)
 
-    dense = measure(source, settings)
+    floor = {name: int(kept_count(group.size, max_pruning_ratio, round_to)) for name, group in groups.items()}
+    # in turn: the refusal below then compares the two at one machine speed, and says what fraction it is
+    dense, smallest = measure_in_turn([source, cut(source, floor, exclude=exclude)], settings)
     if dense <= target:
         message = (f"{_OWNER}: model '{model.name}' already meets the budget ({metric} {dense:.4g} <= {target:.4g} "
                    f"on {runtime}); it is returned untouched.")
@@ -273,13 +275,12 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
                   "distance": dense - target, "distance_fraction": dense / target - 1, "met": True,
                   "rounds": 0, "message": message}
         return BudgetResult(model, None, [], report)
-    floor = {name: int(kept_count(group.size, max_pruning_ratio, round_to)) for name, group in groups.items()}
-    smallest = measure(cut(source, floor, exclude=exclude), settings)
     if smallest > target:
         raise ValueError(f"{_OWNER}: the budget {metric} <= {target:.4g} on {runtime} cannot be met: the smallest "
                          f"allowed model (each group keeps {1 - max_pruning_ratio:.0%} of its channels: "
-                         f"{_widths_text(floor)}) measures {smallest:.4g}, the model {dense:.4g}. Raise the budget "
-                         "or `max_pruning_ratio`, or exclude fewer layers.")
+                         f"{_widths_text(floor)}) measures {smallest:.4g}, {smallest / dense:.0%} of the model "
+                         f"measured in turn with it ({dense:.4g}), and the budget is {target / dense:.0%} of it. "
+                         "Raise the budget or `max_pruning_ratio`, or exclude fewer layers.")
     table = CostTable.build(source, settings, fractions, round_to, {name: [width] for name, width in floor.items()},
                             exclude, cache_dir, verbose=verbose)
     given_step = step  # the run's setting; a default step follows the (noisy) measurement of each call

@@ -17,8 +17,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/tfprune demo --out demo_output
 
+# Two workers (pytest-xdist), a test file per worker: the suite took 31-37 minutes on one of CI's two cores.
+# PYTEST_WORKERS=0 runs it in this process.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The API reference (pdoc), the README's Tour as its first page: docs/html/index.html.
 docs: $(STAMP)

@@ -6,7 +6,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from tfprune._keras import clear_session, set_random_seed  # noqa: E402
+from tfprune._keras import clear_session, set_random_seed, tf  # noqa: E402
+
+# `make test` runs two workers: on a GPU each takes memory as it needs it, not all of it at its start
+for _gpu in tf.config.list_physical_devices("GPU"):
+    tf.config.experimental.set_memory_growth(_gpu, True)
 
 
 @pytest.fixture(autouse=True)

@@ -167,7 +167,10 @@ def run_seed(args, name, build, seed, train, validation, test, scratch, rows):
         accuracy, ms, budget_file = test_accuracy(result.model, test, scratch, f"{name}{fraction}_budget")
         rows.append({"model": name, "budget": label, "method": "prune_to_budget", "latency_ms": ms,
                      "accuracy": accuracy, "epochs": epochs, "setting": result.report["widths"],
-                     "rounds": result.report["rounds"], "seconds": seconds, "seed": seed})
+                     "rounds": result.report["rounds"], "seconds": seconds, "seed": seed,
+                     # where it landed and why: the loop's own timings of the given model and of each round
+                     "loop": {key: result.report[key] for key in ("dense", "dense_now", "measured", "predicted")},
+                     "round_rows": result.rows})
         # (b) and (c) as fast as (a), or as the budget (a) missed
         reference = (result.model, budget_file, 1.0) if ms <= target else (dense, dense_file, fraction)
         fast_enough = as_fast(*reference)

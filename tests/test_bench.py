@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tfprune import bench, export
-from tfprune._keras import keras, tf
+from tfprune._keras import keras, set_random_seed, tf
 from tfprune.bench import DeviceUnavailableError, compare_latency, latency, predict, set_threads
 
 L = keras.layers
@@ -22,6 +22,7 @@ def _model(width=8):
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
+    set_random_seed(0)  # a module fixture is built before the tests' seeding: else its weights follow test order
     model = _model()
     sample = np.random.default_rng(0).random((32, 6), dtype=np.float32)
     report = export.save(model, tmp_path_factory.mktemp("bench"),

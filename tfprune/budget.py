@@ -462,7 +462,8 @@ def _finish(trained, rows, final, compile_fn, train_data, eval_data, settings, t
     formats = tuple(dict.fromkeys((settings.file_format, "keras")))
     exported = save(small, directory, formats=formats, name="model")
     file = exported["artifacts"][settings.file_format]["path"]
-    measured, dense_now = measure_in_turn([small, source], settings, [file, None])
+    # the given model's file is the one the table exported for its own timings of it
+    measured, dense_now = measure_in_turn([small, source], settings, [file, table._whole_file(source, settings)])
     current = widths(trained, _groups_by_name(trained, final["loop"]["exclude"], _OWNER).values())
     met = measured <= target
     if met:

@@ -183,6 +183,32 @@ def test_cost_model_predicts_macs_of_joint_cuts(lenet):
     assert all(row["drift"] == 0 and row["reference"] == table.measured_cost({}) for row in rows)
 
 
+def blocked_macs(model, block=8):
+    """MACs with the channels each layer reads and writes counted in whole blocks, as LiteRT computes them
+    (LeNet-5 is a chain: each layer reads the channels of the one before it)."""
+    def padded(channels):
+        return -(-channels // block) * block / channels
+    rows = [row for row in tfprune.metrics.layer_table(model) if row["macs"]]
+    reads = [model.input_shape[-1]] + [row["units"] for row in rows[:-1]]
+    return float(sum(row["macs"] * padded(row["units"]) * padded(channels) for row, channels in zip(rows, reads)))
+
+
+def test_the_fit_counts_widths_in_the_runtimes_channel_blocks(lenet, monkeypatch):
+    """Fitted on widths in multiples of 8, a table counting single channels predicts a width of 9 to cost 9/16
+    of 16; on a runtime that computes blocks of 8 it costs as much as 16."""
+    monkeypatch.setattr(costs, "measure_in_turn", lambda models, runtime, paths=None, timings=5: [
+        blocked_macs(model) for model in models])
+    assert costs.Runtime("latency_ms", "litert").channel_block == 8
+    assert costs.Runtime("macs").channel_block == costs.Runtime("latency_ms", "keras").channel_block == 1
+    errors = {}
+    for block in (1, 8):
+        runtime = costs.Runtime("macs", channel_block=block)
+        table = costs.CostTable.build(lenet, runtime, round_to=8, cache_dir=False)
+        rows = costs.predictor_error(lenet, table, runtime, samples=4, round_to=1)
+        errors[block] = max(abs(row["error"]) for row in rows)
+    assert errors[8] < 0.01 and errors[1] > 0.05
+
+
 def test_round_aim_is_a_positive_saving():
     assert _aim(1.0, 0.5, 0.2) == 0.2  # a full step
     assert _aim(0.55, 0.5, 0.2) == pytest.approx(0.05)  # only the distance left

@@ -15,11 +15,13 @@ latest timing. A layer's MACs follow the widths of the groups its kernel reads a
 neighbouring groups interacts as their product, and `fixed` stands for per-call overhead that no cut removes. Adding up
 per-group savings measured alone (NetAdapt's lookup) was tried first and predicted negative latencies for
 LeNet-5 with every group cut to a quarter: the savings of neighbours overlap. LiteRT computes channels in
-blocks of 8 (`Runtime.channel_block`): two 3x3 convolutions on 28x28x16 ran 1.5x as long with 9 channels
-between them as with 8, and within 10% as long with 17 as with 24 (x86 AVX2), so a width counts as its blocks
-(on ResNet-20 at random widths this took the fit from 25% to 6.5% mean error, blocks on the channels a layer
-writes alone to 13%). What the fit still assumes: time per MAC is otherwise constant within a layer, and
-cache effects are averaged away. `predictor_error` measures how far off it is on random widths;
+blocks (`Runtime.channel_block`, 8 by default): two 3x3 convolutions on 28x28x16 ran 1.5x as long with 9
+channels between them as with 8, and within 10% as long with 17 as with 24 (x86 AVX2), so a width counts as
+its blocks (on ResNet-20 at random widths this took the fit from 25% to 6.5% mean error, blocks on the
+channels a layer writes alone to 13%). On AVX-512 the same pair steps at 16->17 and climbs within the block;
+there too 8 fitted three models better than 1 or 16 (16 prices 8 channels like 16, which ran 1.35x as
+long; 4 did a little better on two of them). What the fit still assumes: time per MAC is otherwise constant
+within a layer, and cache effects are averaged away. `predictor_error` measures how far off it is on random widths;
 `tfprune.prune_to_budget` uses the table only to propose cuts, measures every proposal (adding the measurement
 to the table, `CostTable.cost`) and, afresh, every model it keeps.
 """
@@ -71,8 +73,8 @@ class Runtime:
       batch_size: examples per timed call (default: 1 for LiteRT, 32 for Keras).
       repeats: timed calls of each timing (a latency is the median of five timings).
       channel_block: the cost table counts widths in blocks of this many channels (default: 8 for LiteRT
-        latency, whose kernels compute channels 8 at a time; 1 otherwise). It shapes the fit, not the
-        measurements.
+        latency, whose x86 kernels compute channels 8 or 16 at a time; 1 otherwise). It shapes the fit, not
+        the measurements.
 
     Raises:
       ValueError: a bad argument.

@@ -254,6 +254,8 @@ def build_parser():
     fit.add_argument("--max-rounds", type=_positive, default=10, help="at most this many rounds (default 10)")
     fit.add_argument("--round-to", type=_positive, default=1, help="widths in multiples of this (default 1; 8 "
                                                                    "suits LiteRT)")
+    fit.add_argument("--channel-block", type=_positive, help="the cost table counts widths in blocks of this many "
+                                                             "channels (default 8 for LiteRT latency, else 1)")
     fit.add_argument("--lr", type=_positive_number, default=1e-3, help="Adam's learning rate (default 1e-3)")
     fit.add_argument("--out", metavar="DIR", help="folder for the rounds, the files and report.json (default: "
                                                   "MODEL_budget)")

@@ -1,6 +1,5 @@
 """Pruning to a measured budget: cuts per channel group, the cost table (caching, invalidation, prediction),
 sensitivity, and prune_to_budget (a LiteRT budget met, resuming, a budget impossible or already met)."""
-import functools
 import json
 import os
 
@@ -342,11 +341,10 @@ def test_a_round_within_a_latency_budget_is_timed_again_before_the_loop_stops(tm
     monkeypatch.setattr(costs, "measure_in_turn", lambda models, runtime, paths=None, timings=5: [
         true_ms(model) for model in models])
     monkeypatch.setattr(tfprune.budget, "measure", lucky_first_draw)
-    # true MACs count single channels, so the table is told so (LiteRT's own blocks of 8 are the default)
-    monkeypatch.setattr(tfprune.budget, "Runtime", functools.partial(costs.Runtime, channel_block=1))
     monkeypatch.setattr(tfprune.budget, "measure_in_turn", lambda models, runtime, paths=None, timings=5: [
         true_ms(model) for model in models])  # the exported file's timing, in turn with the given model
-    result = run(lenet, images, tmp_path, {"latency_ms": budget})
+    # true MACs count single channels, so the table is told so (LiteRT's own blocks of 8 are the default)
+    result = run(lenet, images, tmp_path, {"latency_ms": budget}, channel_block=1)
     assert any(budget < true_ms_value <= 1.3 * budget for true_ms_value in timed)  # a round drew a lucky timing
     assert all(row["latency_ms"] > budget for row in result.rows[:-1])
     assert true_ms(result.model) <= budget
@@ -430,4 +428,8 @@ def test_command_line(tmp_path, lenet, capsys):
     assert "saved_macs" in out and "conv_1" in out and os.path.isfile(tmp_path / "s.png")
     assert tfprune_cli.main(["budget", path, "--macs", "10", "--out", str(tmp_path / "run")]) == 2
     assert "cannot be met" in capsys.readouterr().err
+    assert tfprune_cli.main(["budget", path, "--macs", "10", "--channel-block", "4", "--out",
+                             str(tmp_path / "run")]) == 2
+    assert "cannot be met" in capsys.readouterr().err
+    assert tfprune_cli.main(["budget", path, "--macs", "10", "--channel-block", "0"]) == 2
     assert tfprune_cli.main(["budget", path, "--latency-ms", "1", "--bytes", "5"]) == 2

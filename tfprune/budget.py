@@ -172,7 +172,7 @@ def _widths_text(current):
 def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, directory, compile_fn=None,
                     epochs=1, final_epochs=2, batch_size=32, step=None, max_rounds=10, max_pruning_ratio=0.9,
                     round_to=1, criterion="l2", proposal_steps=10, fractions=(0.75, 0.5, 0.25, 0.1), threads=1,
-                    latency_batch_size=None, exclude=(), cache_dir=None, seed=0, verbose=1):
+                    latency_batch_size=None, channel_block=None, exclude=(), cache_dir=None, seed=0, verbose=1):
     """Shrink `model` until its cost on `runtime` meets `budget`, round by round (NetAdapt), fine-tune, export and
     measure the file. Resumes from `directory`.
 
@@ -218,6 +218,8 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
       fractions: the widths the cost table measures, as fractions of each group's channels.
       threads: LiteRT threads for latency.
       latency_batch_size: the timed batch (default 1 for LiteRT, 32 for Keras).
+      channel_block: the cost table counts widths in blocks of this many channels (`tfprune.Runtime`; default
+        8 for LiteRT latency, 1 otherwise).
       exclude: layer names whose groups stay whole.
       cache_dir: where the cost table is cached (see `tfprune.CostTable.build`), with every proposal measured
         (as fractions of the whole model, which each run times afresh).
@@ -247,7 +249,7 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
     """
     check_model(model)
     metric, target = _check_budget(budget)
-    settings = Runtime(metric, runtime, threads, latency_batch_size)
+    settings = Runtime(metric, runtime, threads, latency_batch_size, channel_block=channel_block)
     x, y = _check_data(train_data, "train_data")
     eval_data = _check_data(eval_data, "eval_data")
     check_number(max_pruning_ratio, "max_pruning_ratio", _OWNER, 0, 1, low_open=True, high_open=True)
@@ -352,7 +354,8 @@ def prune_to_budget(model, train_data, eval_data, budget, runtime="litert", *, d
 
     config = {"budget": {metric: target}, "runtime": settings.key(), "step": given_step,
               "max_pruning_ratio": max_pruning_ratio, "round_to": round_to, "criterion": criterion,
-              "proposal_steps": proposal_steps, "fractions": list(fractions), "exclude": exclude}
+              "proposal_steps": proposal_steps, "fractions": list(fractions), "exclude": exclude,
+              "channel_block": settings.channel_block}
     trained, rows = iterative_pruning(
         lambda: strip(source), (x, y), compile_fn, {"epochs": epochs, "batch_size": batch_size},
         directory=os.path.join(directory, "rounds"), prune_fn=propose, rounds=max_rounds, rewind="none", seed=seed,

@@ -127,7 +127,8 @@ def _budget(args):
     split = len(x) * 4 // 5  # the last fifth of the training split picks proposals and measures accuracy
     result = prune_to_budget(model, (x[:split], y[:split]), (x[split:], y[split:]), budget, args.runtime,
                              directory=args.out, compile_fn=compile_fn, epochs=args.epochs,
-                             final_epochs=args.final_epochs, max_rounds=args.max_rounds, round_to=args.round_to)
+                             final_epochs=args.final_epochs, max_rounds=args.max_rounds, round_to=args.round_to,
+                             channel_block=args.channel_block)
     if not result.rows:  # already met: nothing was written
         print(format_budget_report(result.report))
 
